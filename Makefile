@@ -1,0 +1,26 @@
+# Two commands on a fresh machine: `make demo` (the server, end to end) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test serve clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: install, start the MCP server over stdio and call generate_image (offline sandbox when no key is set)
+demo: $(STAMP)
+	$(BIN)/flux-klein-mcp demo
+
+## test: install, then lint, type-check and run the test suite
+test: $(STAMP)
+	$(BIN)/ruff check server tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info server/*.egg-info

@@ -1,0 +1,3 @@
+from flux_klein_mcp.cli import main
+
+main()

@@ -1,0 +1,130 @@
+"""The `flux-klein-mcp` command: the MCP server (default), and the same pipeline from a terminal.
+
+    flux-klein-mcp [serve]                      stdio MCP server
+    flux-klein-mcp generate PROMPT [options]    one call, JSON summary on stdout
+    flux-klein-mcp edit PROMPT --image X
+    flux-klein-mcp compose PROMPT --image A --image B ...
+    flux-klein-mcp demo [PROMPT]                drive the real server over stdio, like an MCP client would
+
+Exit codes: 0 done; 1 the provider or the disk failed; 2 bad arguments or configuration; 3 out of credits (stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import __version__, pipeline
+from .config import Settings
+from .errors import FluxKleinError, scrub
+from .pipeline import Runtime
+from .providers import PROVIDER_NAMES
+from .request import ImageRequest
+from .rules import ASPECT_RATIOS
+
+COMMANDS = ("serve", "generate", "edit", "compose", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flux-klein-mcp",
+        description="Generate, edit and compose images with FLUX.2 [klein] 4B. With no command, runs the stdio "
+        "MCP server.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", help="run the MCP server on stdio (the default)")
+    for name, what in (
+        ("generate", "generate 1-4 images from a prompt"),
+        ("edit", "edit one image (--image)"),
+        ("compose", "compose a new image from 2-4 references (--image, repeated)"),
+    ):
+        cmd = sub.add_parser(name, help=what, description=what)
+        cmd.add_argument("prompt", help="what the image should show")
+        if name != "generate":
+            cmd.add_argument("--image", action="append", required=True, metavar="PATH_OR_URL",
+                             help="input image: path, file:// URI, https:// URL or data URL" +
+                             (" (repeat 2-4 times)" if name == "compose" else ""))
+        cmd.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, help="image shape (default 1:1)")
+        if name == "generate":
+            cmd.add_argument("-n", type=int, default=1, help="number of variations, 1-4 (default 1)")
+        cmd.add_argument("--seed", type=int, help="fix the result (same seed, same image)")
+        cmd.add_argument("--tier", choices=("low", "high"), default="low",
+                         help="low (default, all drafts) or high (explicitly requested finals only)")
+        cmd.add_argument("--filename", help="name for the saved file (made safe; never overwrites)")
+        cmd.add_argument("--provider", choices=PROVIDER_NAMES, help="provider for this call")
+        cmd.add_argument("--output-dir", type=Path, help="folder for the images (default: FLUX_KLEIN_OUTPUT_DIR "
+                         "or ./output)")
+    demo = sub.add_parser("demo", help="start the server on stdio and call generate_image through a real MCP "
+                          "client (the sandbox when no key is set)")
+    demo.add_argument("prompt", nargs="?", default="A lighthouse on a rocky coast at dusk, warm light in the "
+                      "window, watercolour style")
+    demo.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="3:2")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    command = args.command or "serve"
+    if command == "serve":
+        _serve()
+    elif command == "demo":
+        from .demo import run_demo
+
+        sys.exit(anyio.run(run_demo, args.prompt, args.aspect_ratio))
+    else:
+        sys.exit(anyio.run(_one_call, args))
+
+
+def _serve() -> None:
+    # stdout carries the protocol; everything else goes to stderr.
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .server import create_server
+
+    create_server().run()
+
+
+async def _one_call(args: argparse.Namespace) -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
+    secrets: tuple[str, ...] = ()
+    try:
+        env: dict[str, str] | None = None
+        if args.output_dir is not None:
+            env = {**os.environ, "FLUX_KLEIN_OUTPUT_DIR": str(args.output_dir)}
+        settings = Settings.from_env(env)
+        secrets = settings.secrets()
+        request = ImageRequest(
+            args.command,
+            args.prompt,
+            aspect_ratio=args.aspect_ratio,
+            n=getattr(args, "n", 1),
+            seed=args.seed,
+            tier=args.tier,
+            filename=args.filename,
+            provider=args.provider,
+            image_refs=tuple(getattr(args, "image", None) or ()),
+        )
+        async with Runtime.open(settings) as runtime:
+            outcome = await pipeline.run(request, runtime, report=_report)
+    except FluxKleinError as exc:
+        print(f"flux-klein-mcp: {scrub(str(exc), secrets)}", file=sys.stderr)
+        return exc.exit_code
+    _print_json(outcome.summary())
+    return 0
+
+
+async def _report(done: float, total: float, message: str) -> None:
+    if sys.stderr.isatty():
+        print(f"[{done:g}/{total:g}] {message}", file=sys.stderr)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))

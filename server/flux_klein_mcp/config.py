@@ -1,0 +1,101 @@
+"""Settings read from the environment, once, into one immutable object.
+
+Each provider owns its own key and base-URL variables (see `providers/`); this module holds what is shared.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import ConfigError
+
+DEFAULT_THUMBNAIL_PX = 512
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MAX_INPUT_MB = 20.0
+
+# Every variable a user may set, with what it does: the README's configuration table and `doctor` read this.
+VARIABLES: dict[str, str] = {
+    "FLUX_KLEIN_PROVIDER": "provider to use when a call names none (default: the first whose key is set)",
+    "FLUX_KLEIN_OUTPUT_DIR": "where images are saved (default: output/ under the working directory)",
+    "FLUX_KLEIN_THUMBNAIL_PX": (
+        f"long side of the thumbnails returned to the model; 0 = none (default {DEFAULT_THUMBNAIL_PX})"
+    ),
+    "FLUX_KLEIN_TIMEOUT_S": f"seconds allowed for each provider request (default {DEFAULT_TIMEOUT_S:g})",
+    "FLUX_KLEIN_INPUT_DIRS": "extra folders input images may be read from (OS path separator between them)",
+    "FLUX_KLEIN_MAX_INPUT_MB": f"largest input image accepted, in MB (default {DEFAULT_MAX_INPUT_MB:g})",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server and the CLI were configured with. Build it with `Settings.from_env`."""
+
+    env: Mapping[str, str] = field(repr=False)
+    cwd: Path
+    provider: str | None
+    output_dir: Path
+    output_dir_explicit: bool
+    thumbnail_px: int
+    timeout_s: float
+    input_dirs: tuple[Path, ...]
+    max_input_bytes: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        cwd = (cwd or Path.cwd()).resolve()
+        raw_output = _get(env, "FLUX_KLEIN_OUTPUT_DIR")
+        output_dir = Path(raw_output).expanduser() if raw_output else Path("output")
+        return cls(
+            env=env,
+            cwd=cwd,
+            provider=_get(env, "FLUX_KLEIN_PROVIDER").lower() or None,
+            output_dir=output_dir if output_dir.is_absolute() else cwd / output_dir,
+            output_dir_explicit=bool(raw_output),
+            thumbnail_px=_number(env, "FLUX_KLEIN_THUMBNAIL_PX", int, DEFAULT_THUMBNAIL_PX, minimum=0),
+            timeout_s=_number(env, "FLUX_KLEIN_TIMEOUT_S", float, DEFAULT_TIMEOUT_S, minimum=0.001),
+            input_dirs=tuple(
+                Path(p).expanduser() for p in _get(env, "FLUX_KLEIN_INPUT_DIRS").split(os.pathsep) if p.strip()
+            ),
+            max_input_bytes=int(
+                _number(env, "FLUX_KLEIN_MAX_INPUT_MB", float, DEFAULT_MAX_INPUT_MB, minimum=0.001) * 1024 * 1024
+            ),
+        )
+
+    def get(self, name: str) -> str:
+        """An environment variable, stripped; empty when unset."""
+        return _get(self.env, name)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every value that must never appear in a message, a log line or a file."""
+        return tuple(v for k, v in self.env.items() if v.strip() and _is_secret(k))
+
+
+def _is_secret(name: str) -> bool:
+    return name.endswith(("_API_KEY", "_TOKEN", "_SECRET"))
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+_Num = TypeVar("_Num", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, kind: type[_Num], default: _Num, *, minimum: _Num) -> _Num:
+    raw = _get(env, name)
+    if not raw:
+        return default
+    value: _Num | None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or value != value:  # NaN compares unequal to itself
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what} >= {minimum:g}, got {raw!r}. Fix or unset it.")
+    return value

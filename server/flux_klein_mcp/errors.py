@@ -1,0 +1,113 @@
+"""Every failure the server reports, as one small hierarchy.
+
+    FluxKleinError                 a message written for the model and the user; never holds a key
+    ├── UsageError                 the call or the set-up is wrong; nothing was sent to a provider
+    │   ├── InputError             a bad argument (the message names the parameter)
+    │   └── ConfigError            a missing or bad environment variable (the message names it)
+    ├── ProviderError              the provider refused or failed; `status` is the HTTP status when there was one
+    │   ├── CreditsExhausted       402: stop everything; no retry, no other model or tier
+    │   ├── AuthFailed             401: the key variable is missing, wrong or revoked
+    │   ├── ContentRefused         403 and other moderation refusals, with the provider's reasons
+    │   ├── RateLimited            429: retried once after Retry-After
+    │   ├── UpstreamFailed         OpenRouter 502: retried once with a shorter prompt, then reported as blocked
+    │   ├── ServerFailed           5xx: retried once with backoff where the provider marks it retryable
+    │   ├── RequestRejected        any other 4xx (400 bad parameters, 404, 408 ...)
+    │   ├── BadReply               an answer that is not an image: error finish, text only, non-JSON, bad base64
+    │   └── ConnectionFailed       refused, reset, truncated or timed out before an answer arrived
+    └── StorageError               the image arrived but could not be written
+
+What each provider error *does* (retry, stop) lives in `policy.py`; which status maps to which class
+lives with each provider. Messages say what happened and what to do next.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+
+class FluxKleinError(Exception):
+    """Base class: `str(error)` is the complete, user-facing message."""
+
+    exit_code = 1
+
+
+class UsageError(FluxKleinError):
+    exit_code = 2
+
+
+class InputError(UsageError):
+    """A tool argument or CLI option is wrong."""
+
+
+class ConfigError(UsageError):
+    """An environment variable is missing or wrong."""
+
+
+class StorageError(FluxKleinError):
+    """The output folder could not take the image."""
+
+
+class ProviderError(FluxKleinError):
+    """The provider answered with a failure, or did not answer."""
+
+    #: A fatal error cancels the sibling requests of an n>1 call: every one of them would fail the same way.
+    fatal = False
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+
+
+class CreditsExhausted(ProviderError):
+    fatal = True
+    exit_code = 3
+
+
+class AuthFailed(ProviderError):
+    fatal = True
+
+
+class ContentRefused(ProviderError):
+    pass
+
+
+class RateLimited(ProviderError):
+    def __init__(self, message: str, *, provider: str, status: int | None = 429, retry_after: float | None = None):
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after = retry_after
+
+
+class UpstreamFailed(ProviderError):
+    pass
+
+
+class ServerFailed(ProviderError):
+    def __init__(self, message: str, *, provider: str, status: int | None = None, retryable: bool = False):
+        super().__init__(message, provider=provider, status=status)
+        self.retryable = retryable
+
+
+class RequestRejected(ProviderError):
+    pass
+
+
+class BadReply(ProviderError):
+    pass
+
+
+class ConnectionFailed(ProviderError):
+    pass
+
+
+# Key shapes the providers hand out; scrubbed even when we do not know the exact key (a provider may echo it).
+_KEY_PATTERN = re.compile(r"\b(?:sk|pk|rk|key|fx|el|ag)[-_](?:[A-Za-z0-9]+[-_])*[A-Za-z0-9]{16,}\b")
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove every configured secret, and anything shaped like an API key, from a message."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return _KEY_PATTERN.sub("[redacted]", text)

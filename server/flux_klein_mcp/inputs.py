@@ -1,0 +1,151 @@
+"""Input images: where they may come from, and how they are cleaned before they are sent.
+
+A reference is a local path (absolute, or relative to the working directory), a `file://` URI, an `https://`
+URL (passed to the provider untouched) or a `data:image/...;base64,` URL. Local files are read only from the
+allowed folders, after resolving symlinks; local and data-URL images are decoded, size-capped, stripped of
+metadata and downscaled (see `images.prepare_input`) before they leave the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import InputError
+from .images import NotAnImage, prepare_input
+from .request import InputImage
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*?);base64,(?P<data>.*)$", re.S)
+_SCHEME = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]+):")
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """Where local input images may be read from, and how big they may be."""
+
+    cwd: Path
+    allowed_dirs: tuple[Path, ...]
+    max_bytes: int
+
+    @classmethod
+    def build(cls, cwd: Path, dirs: Iterable[Path], max_bytes: int) -> InputPolicy:
+        seen: dict[Path, None] = {}
+        for d in (cwd, *dirs):
+            seen.setdefault(_real(d if d.is_absolute() else cwd / d), None)
+        return cls(cwd=cwd, allowed_dirs=tuple(seen), max_bytes=max_bytes)
+
+    def refusal(self, shown: str) -> str:
+        folders = ", ".join(str(d) for d in self.allowed_dirs)
+        return (
+            f"{shown} is outside the folders input images may be read from ({folders}). "
+            "Move or copy the image into one of them, or add its folder to FLUX_KLEIN_INPUT_DIRS."
+        )
+
+
+def resolve_inputs(refs: Sequence[str], policy: InputPolicy, parameter: str) -> tuple[InputImage, ...]:
+    """Turn every reference into what the provider receives; the first bad one raises `InputError`."""
+    many = len(refs) > 1
+    return tuple(
+        resolve_input(ref, policy, f"{parameter}[{i}]" if many else parameter) for i, ref in enumerate(refs)
+    )
+
+
+def resolve_input(ref: str, policy: InputPolicy, parameter: str) -> InputImage:
+    ref = ref.strip()
+    if ref[:5].lower() == "data:":
+        return _from_data_url(ref, policy, parameter)
+    scheme = _scheme(ref)
+    if scheme == "https":
+        if not urlsplit(ref).hostname:
+            raise InputError(f"{parameter}: {ref!r} is not a valid https:// URL.")
+        return InputImage(url=ref, source=ref)
+    if scheme == "file":
+        return _from_file(_path_from_file_uri(ref, parameter), ref, policy, parameter)
+    if scheme is not None:
+        raise InputError(
+            f"{parameter}: {scheme}:// URLs are not accepted. Use an https:// URL, a local file path, "
+            "a file:// URI or a data:image/...;base64 URL."
+        )
+    return _from_file(Path(ref).expanduser(), ref, policy, parameter)
+
+
+def _scheme(ref: str) -> str | None:
+    match = _SCHEME.match(ref)
+    if not match or (len(match["scheme"]) == 1):  # "C:\\..." is a Windows drive, not a scheme
+        return None
+    return match["scheme"].lower()
+
+
+def _path_from_file_uri(ref: str, parameter: str) -> Path:
+    parts = urlsplit(ref)
+    if parts.netloc not in ("", "localhost"):
+        raise InputError(f"{parameter}: {ref!r} names another host; only local file:// URIs are accepted.")
+    path = unquote(parts.path)
+    if os.name == "nt" and re.match(r"^/[A-Za-z]:", path):
+        path = path[1:]
+    return Path(path)
+
+
+def _from_file(path: Path, shown: str, policy: InputPolicy, parameter: str) -> InputImage:
+    if "\x00" in str(path):
+        raise InputError(f"{parameter}: the path contains a NUL character.")
+    full = _real(path if path.is_absolute() else policy.cwd / path)
+    if not any(full.is_relative_to(d) for d in policy.allowed_dirs):
+        raise InputError(f"{parameter}: {policy.refusal(shown)}")
+    if not full.is_file():
+        what = "is a folder, not an image file" if full.is_dir() else "does not exist"
+        raise InputError(f"{parameter}: {shown} {what} (looked for {full}). Check the path.")
+    size = full.stat().st_size
+    _check_size(size, policy, parameter, shown)
+    try:
+        with full.open("rb") as fh:
+            data = fh.read(policy.max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"{parameter}: cannot read {shown}: {exc.strerror or exc}.") from exc
+    _check_size(len(data), policy, parameter, shown)
+    return _prepared(data, str(full), parameter, shown)
+
+
+def _from_data_url(ref: str, policy: InputPolicy, parameter: str) -> InputImage:
+    match = _DATA_URL.match(ref)
+    if not match:
+        raise InputError(f"{parameter}: a data URL must look like data:image/png;base64,<data>.")
+    mime = (match["mime"] or "").lower()
+    if not mime.startswith("image/"):
+        raise InputError(f"{parameter}: the data URL holds {mime or 'no MIME type'}, not an image.")
+    encoded = match["data"]
+    if len(encoded) * 3 // 4 > policy.max_bytes:
+        _check_size(len(encoded) * 3 // 4, policy, parameter, "the data URL")
+    try:
+        data = base64.b64decode(re.sub(r"\s+", "", encoded), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"{parameter}: the data URL's base64 is not valid ({exc}).") from exc
+    source = f"data:{mime};base64 ({len(data)} bytes)"
+    return _prepared(data, source, parameter, "the data URL")
+
+
+def _check_size(size: int, policy: InputPolicy, parameter: str, shown: str) -> None:
+    if size > policy.max_bytes:
+        raise InputError(
+            f"{parameter}: {shown} is {size / 1048576:.1f} MB; the limit is {policy.max_bytes / 1048576:g} MB "
+            "(FLUX_KLEIN_MAX_INPUT_MB). Use a smaller image."
+        )
+
+
+def _prepared(data: bytes, source: str, parameter: str, shown: str) -> InputImage:
+    try:
+        clean = prepare_input(data)
+    except NotAnImage as exc:
+        raise InputError(f"{parameter}: {shown} is not a usable image: {exc}.") from exc
+    url = f"data:{clean.mime_type};base64,{base64.b64encode(clean.data).decode('ascii')}"
+    return InputImage(url=url, source=source, mime_type=clean.mime_type, width=clean.width, height=clean.height)
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))

@@ -1,0 +1,310 @@
+"""The path every request takes, for the MCP tools and the CLI alike:
+
+check → choose provider → prepare inputs → plan calls → send (in parallel, under the error policy) → save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from . import pricing
+from .config import Settings
+from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError
+from .images import ImageInfo, NotAnImage, inspect
+from .inputs import InputPolicy, resolve_inputs
+from .policy import Sleep, send_with_policy
+from .providers import Call, Provider, Providers, Reply
+from .request import ImageRequest
+from .store import SavedFile, Store, file_stem, name_stem, timestamp
+
+#: `report(done, total, message)`: progress for the client, as each image finishes.
+Report = Callable[[float, float, str], Awaitable[None]]
+
+
+async def _no_report(done: float, total: float, message: str) -> None:
+    return None
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+@dataclass
+class Runtime:
+    """What one server (or one CLI run) shares across calls: settings, the one HTTP client, the output folder."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    providers: Providers
+    store: Store
+    sleep: Sleep = anyio.sleep
+    clock: Callable[[], datetime] = _now
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+    ) -> AsyncIterator[Runtime]:
+        """A runtime with its one shared HTTP client, closed on exit. `transport` is the tests' seam."""
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False) as http:
+            store = Store(settings.output_dir, explicit=settings.output_dir_explicit)
+            yield cls(settings=settings, http=http, providers=Providers(settings), store=store)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    saved: SavedFile
+    info: ImageInfo
+    seed: int | None
+    prompt_sent: str
+    cost_usd: float | None
+    data: bytes = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": str(self.saved.path),
+            "uri": self.saved.uri,
+            "width": self.info.width,
+            "height": self.info.height,
+            "format": self.info.extension,
+            "bytes": self.saved.bytes,
+            "seed": self.seed,
+            "sidecar": str(self.saved.sidecar),
+        }
+
+
+@dataclass
+class Outcome:
+    request: ImageRequest
+    provider: str
+    model: str
+    images: list[GeneratedImage]
+    prompt_sent: str
+    cost_usd: float | None
+    would_cost_usd: float | None = None
+    notes: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object the tools return first, the CLI prints, and the tests read."""
+        out: dict[str, Any] = {
+            "images": [image.summary() for image in self.images],
+            "model": self.model,
+            "provider": self.provider,
+            "tier": self.request.tier,
+            "cost_usd": self.cost_usd,
+            "prompt_sent": self.prompt_sent,
+            "aspect_ratio": self.request.aspect_ratio,
+        }
+        if self.would_cost_usd is not None:
+            out["would_cost_usd"] = self.would_cost_usd
+        if self.failed:
+            out["failed"] = self.failed
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+
+def check_capabilities(provider: Provider, request: ImageRequest, providers: Iterable[Provider]) -> None:
+    """Refuse, before any spend, what the provider cannot do, naming the providers that can."""
+    caps = provider.capabilities
+
+    def able(p: Provider) -> bool:
+        return bool(getattr(p.capabilities, request.operation))
+
+    if not able(provider):
+        others = [p.name for p in providers if able(p) and p.name != "sandbox"]
+        raise InputError(
+            f"{provider.label} cannot {request.operation} images. Use provider "
+            + " or ".join(repr(n) for n in others)
+            + " for this call."
+        )
+    if request.tier not in caps.tiers:
+        others = [p.name for p in providers if request.tier in p.capabilities.tiers and p.name != "sandbox"]
+        raise InputError(
+            f"tier {request.tier!r} is not offered by {provider.label}; it offers {', '.join(caps.tiers)}. "
+            f"Use tier='low', or provider {' or '.join(repr(n) for n in others)} for the high tier."
+        )
+
+
+async def run(
+    request: ImageRequest, runtime: Runtime, *, root_dirs: Iterable[Path] = (), report: Report = _no_report
+) -> Outcome:
+    """Make the images a request asks for. Raises a `FluxKleinError` with a user-facing message on failure."""
+    provider = runtime.providers.choose(request.provider)
+    check_capabilities(provider, request, runtime.providers)
+    folder = await anyio.to_thread.run_sync(lambda: runtime.store.folder)  # an unwritable folder fails before spend
+    settings = runtime.settings
+    policy = InputPolicy.build(settings.cwd, [folder, *settings.input_dirs, *root_dirs], settings.max_input_bytes)
+    parameter = "images" if request.operation == "compose" else "image"
+    inputs = await anyio.to_thread.run_sync(resolve_inputs, request.image_refs, policy, parameter)
+    request = replace(request, inputs=inputs)
+    batch = _Batch(request, provider, runtime, report)
+    await report(0, request.n, f"Asking {provider.label} for {request.n} image(s)")
+    return await batch.run(provider.plan(request))
+
+
+class _Batch:
+    """One tool call's provider requests, run in parallel; saves each image as it arrives."""
+
+    def __init__(self, request: ImageRequest, provider: Provider, runtime: Runtime, report: Report) -> None:
+        self.request = request
+        self.provider = provider
+        self.runtime = runtime
+        self.report = report
+        self.when = runtime.clock()
+        self.stem = name_stem(request.filename, request.prompt)
+        self.results: list[GeneratedImage | None] = [None] * request.n
+        self.replies: list[Reply] = []
+        self.failures: list[ProviderError] = []
+        self.fatal: FluxKleinError | None = None
+        self.done = 0
+
+    async def run(self, calls: list[Call]) -> Outcome:
+        try:
+            async with anyio.create_task_group() as group:
+                for call in calls:
+                    group.start_soon(self._one, call, group.cancel_scope)
+        except anyio.get_cancelled_exc_class():
+            # The client cancelled: it will never see these files, so none are left behind.
+            with anyio.CancelScope(shield=True):
+                for image in self._saved():
+                    await anyio.to_thread.run_sync(Store.discard, image.saved)
+            raise
+        return self._outcome()
+
+    async def _one(self, call: Call, scope: anyio.CancelScope) -> None:
+        try:
+            progress = self._call_progress(call)
+            reply = await send_with_policy(self.provider, call, self.runtime.http, progress, self.runtime.sleep)
+            self.replies.append(reply)
+            for k, data in enumerate(reply.images[: call.count]):
+                # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
+                with anyio.CancelScope(shield=True):
+                    image = await anyio.to_thread.run_sync(self._save, call, k, reply, data)
+                self.results[call.index + k] = image
+                self.done += 1
+                await self.report(self.done, self.request.n, f"Saved {image.saved.path.name}")
+            if len(reply.images) < call.count:
+                missing = call.count - len(reply.images)
+                self.failures.append(BadReply(f"{self.provider.label} returned {missing} image(s) fewer than asked.",
+                                              provider=self.provider.label))
+        except (StorageError, ProviderError) as exc:
+            if isinstance(exc, StorageError) or exc.fatal:
+                self.fatal = self.fatal or exc
+                scope.cancel()
+            else:
+                self.failures.append(exc)
+
+    def _call_progress(self, call: Call) -> Callable[[float, str], Awaitable[None]]:
+        async def progress(fraction: float, message: str) -> None:
+            await self.report(self.done + fraction * call.count, self.request.n, message)
+
+        return progress
+
+    def _save(self, call: Call, k: int, reply: Reply, data: bytes) -> GeneratedImage:
+        try:
+            info = inspect(data)
+        except NotAnImage as exc:
+            raise BadReply(
+                f"{self.provider.label} returned data that is not a usable image ({exc}). "
+                "Nothing was saved; try again.",
+                provider=self.provider.label,
+            ) from None
+        index = call.index + k
+        seed = None if call.seed is None else call.seed + k
+        cost, cost_source = self._cost(reply, info)
+        req = self.request
+        sidecar: dict[str, Any] = {
+            "operation": req.operation,
+            "prompt": req.prompt,
+            "prompt_sent": reply.prompt_sent,
+            "model": reply.model,
+            "provider": self.provider.name,
+            "tier": req.tier,
+            "seed": seed,
+            "aspect_ratio": req.aspect_ratio,
+            "width": info.width,
+            "height": info.height,
+            "format": info.extension,
+            "inputs": [image.describe() for image in req.inputs],
+            "cost_usd": cost,
+            "cost_source": cost_source,
+            "generation_id": reply.generation_id,
+            "timestamp": timestamp(self.runtime.clock()),
+        }
+        if reply.simulated:
+            sidecar["would_send"] = reply.would_send
+            sidecar["would_cost_usd"] = pricing.list_price(reply.model, info.width, info.height)
+        stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
+        saved = self.runtime.store.save(data, info.extension, stem, sidecar)
+        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, data)
+
+    def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
+        if reply.simulated:
+            return 0.0, "sandbox"
+        if reply.reported_cost_usd is not None:
+            return round(reply.reported_cost_usd / max(1, len(reply.images)), 6), "provider"
+        price = pricing.list_price(reply.model, info.width, info.height)
+        return price, (None if price is None else "price list")
+
+    def _saved(self) -> Iterator[GeneratedImage]:
+        return (image for image in self.results if image is not None)
+
+    def _outcome(self) -> Outcome:
+        images = list(self._saved())
+        if self.fatal is not None:
+            raise _with_saved_note(self.fatal, images)
+        if not images:
+            raise _all_failed(self.failures, self.request.n)
+        first = self.replies[0]
+        notes = [note for reply in self.replies for note in reply.notes]
+        if self.runtime.store.note:
+            notes.append(self.runtime.store.note)
+        cost = pricing.total([image.cost_usd for image in images])
+        if cost is None:
+            notes.append(
+                f"cost_usd is null: {self.provider.label} did not report a cost and publishes no fixed price we "
+                "know for this model; see its dashboard for the charge."
+            )
+        would_cost = None
+        if first.simulated:
+            would_cost = pricing.total([pricing.list_price(first.model, i.info.width, i.info.height) for i in images])
+            notes.append("Sandbox: offline placeholders, nothing was sent and nothing was charged.")
+        return Outcome(
+            request=self.request,
+            provider=self.provider.name,
+            model=first.model,
+            images=images,
+            prompt_sent=images[0].prompt_sent,
+            cost_usd=cost,
+            would_cost_usd=would_cost,
+            notes=notes,
+            failed=[str(f) for f in self.failures],
+        )
+
+
+def _with_saved_note(error: FluxKleinError, images: list[GeneratedImage]) -> FluxKleinError:
+    if images:
+        paths = ", ".join(str(image.saved.path) for image in images)
+        error.args = (f"{error} ({len(images)} image(s) finished before this and were saved: {paths}.)",)
+    return error
+
+
+def _all_failed(failures: list[ProviderError], n: int) -> FluxKleinError:
+    if not failures:  # pragma: no cover - a call either saves an image or records why not
+        return BadReply("The provider returned no image. Nothing was saved; try again.", provider="?")
+    first = failures[0]
+    if n > 1:
+        first.args = (f"All {n} images failed. {first}",)
+    return first

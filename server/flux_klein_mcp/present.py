@@ -1,0 +1,60 @@
+"""How an outcome is shown to the model: a JSON text block, small JPEG thumbnails, then `resource_link`s.
+
+Never full-size base64, never `structuredContent` (Claude Code would drop the images), and the whole result
+under the 1 MiB Claude Desktop accepts, shrinking the thumbnails when several images would not fit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+
+from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent
+
+from .images import thumbnail_jpeg
+from .pipeline import Outcome
+
+#: Claude Desktop rejects results over 1,048,576 characters; keep a margin for the JSON-RPC envelope.
+RESULT_BUDGET = 1_000_000
+#: Sizes (fraction of the configured long side) and JPEG qualities tried in turn until the thumbnails fit.
+SHRINK_STEPS: tuple[tuple[float, int], ...] = ((1.0, 80), (0.75, 72), (0.5, 65), (0.35, 55), (0.25, 45))
+MIN_THUMBNAIL_PX = 96
+
+
+def thumbnails(images: Sequence[bytes], max_px: int, budget: int) -> list[str] | None:
+    """Base64 JPEG thumbnails that fit `budget` characters together, or None when even the smallest do not."""
+    if max_px <= 0 or not images:
+        return []
+    for scale, quality in SHRINK_STEPS:
+        px = max(MIN_THUMBNAIL_PX, int(max_px * scale))
+        encoded = [base64.b64encode(thumbnail_jpeg(data, px, quality)).decode("ascii") for data in images]
+        if sum(len(e) for e in encoded) <= budget:
+            return encoded
+        if px == MIN_THUMBNAIL_PX:
+            break
+    return None
+
+
+def tool_result(outcome: Outcome, thumbnail_px: int) -> CallToolResult:
+    """The content blocks: JSON summary first, then one thumbnail per image, then one link per image."""
+    summary = outcome.summary()
+    links = [
+        ResourceLink(
+            uri=image.saved.uri,
+            name=image.saved.path.name,
+            mime_type=image.info.mime_type,
+            size=image.saved.bytes,
+            description=f"Full-size {image.info.width}x{image.info.height} image at {image.saved.path}",
+        )
+        for image in outcome.images
+    ]
+    fixed = len(json.dumps(summary, indent=2)) + sum(len(link.model_dump_json()) for link in links) + 2000
+    thumbs = thumbnails([image.data for image in outcome.images], thumbnail_px, RESULT_BUDGET - fixed)
+    if thumbs is None:
+        thumbs = []
+        summary.setdefault("notes", []).append("Thumbnails were left out to keep the result under 1 MiB.")
+    blocks: list[TextContent | ImageContent | ResourceLink] = [TextContent(text=json.dumps(summary, indent=2))]
+    blocks += [ImageContent(data=thumb, mime_type="image/jpeg") for thumb in thumbs]
+    blocks += links
+    return CallToolResult(content=list(blocks))

@@ -1,0 +1,51 @@
+"""What an image costs, from the provider's own figure when it reports one, else from the published price.
+
+A price we do not know is `None`, never a guess presented as a fact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .rules import HIGH_TIER_MODEL, LOW_TIER_MODEL
+
+# Megapixels as image APIs bill them: 1024x1024 is one megapixel. Part of a megapixel counts as a whole one.
+MEGAPIXEL = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Price:
+    """A published price: either per output megapixel (first, then each further one) or flat per image."""
+
+    first_megapixel: float = 0.0
+    further_megapixel: float = 0.0
+    per_image: float = 0.0
+
+    def of(self, width: int, height: int) -> float:
+        if self.per_image:
+            return self.per_image
+        further = max(0, math.ceil(width * height / MEGAPIXEL) - 1)
+        return round(self.first_megapixel + further * self.further_megapixel, 6)
+
+
+# Keyed by the model id each provider uses (PROVIDERS.md).
+PRICES: Mapping[str, Price] = {
+    LOW_TIER_MODEL: Price(first_megapixel=0.014, further_megapixel=0.001),
+    HIGH_TIER_MODEL: Price(per_image=0.04),
+    "flux-2-klein-4b": Price(per_image=0.0085),  # EmpirioLabs
+}
+
+
+def list_price(model: str, width: int, height: int) -> float | None:
+    """The published price of one image of this size, or None when no price is published."""
+    price = PRICES.get(model)
+    return None if price is None else price.of(width, height)
+
+
+def total(costs: list[float | None]) -> float | None:
+    """The sum, or None as soon as one part is unknown (a partial sum would understate the bill)."""
+    if any(c is None for c in costs):
+        return None
+    return round(sum(c for c in costs if c is not None), 6)

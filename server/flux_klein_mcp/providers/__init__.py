@@ -1,0 +1,88 @@
+"""The providers, and the rule that picks one for a call.
+
+`FLUX_KLEIN_PROVIDER` (or a call's `provider` argument) names one; otherwise the first provider whose key is
+set wins, in `AUTO_ORDER`. The sandbox is only ever used when asked for by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Literal, get_args
+
+from ..config import Settings
+from ..errors import ConfigError, InputError
+from .base import Call, Capabilities, KeyCheck, Progress, Provider, Reply
+from .openrouter import OpenRouter
+from .sandbox import Sandbox
+
+__all__ = [
+    "AUTO_ORDER",
+    "Call",
+    "Capabilities",
+    "KeyCheck",
+    "Progress",
+    "Provider",
+    "ProviderName",
+    "Providers",
+    "Reply",
+]
+
+ProviderName = Literal["openrouter", "sandbox"]
+PROVIDER_NAMES: tuple[str, ...] = get_args(ProviderName)
+AUTO_ORDER: tuple[str, ...] = ("openrouter",)
+
+_FACTORIES: dict[str, Callable[[Settings], Provider]] = {
+    "openrouter": OpenRouter,
+    "sandbox": Sandbox,
+}
+
+
+class Providers:
+    """Every provider, built once from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._by_name: dict[str, Provider] = {name: make(settings) for name, make in _FACTORIES.items()}
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self._by_name.values())
+
+    def get(self, name: str) -> Provider:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise InputError(f"provider {name!r} is unknown. Use one of: {', '.join(PROVIDER_NAMES)}.") from None
+
+    def choose(self, requested: str | None = None) -> Provider:
+        """The provider for a call: `requested`, else FLUX_KLEIN_PROVIDER, else the first with a key."""
+        if requested:
+            return self._ready(self.get(requested), "the provider argument")
+        if self._settings.provider:
+            if self._settings.provider not in self._by_name:
+                raise ConfigError(
+                    f"FLUX_KLEIN_PROVIDER={self._settings.provider!r} is not a provider. "
+                    f"Use one of: {', '.join(PROVIDER_NAMES)}, or unset it."
+                )
+            return self._ready(self._by_name[self._settings.provider], "FLUX_KLEIN_PROVIDER")
+        for name in AUTO_ORDER:
+            if self._by_name[name].configured():
+                return self._by_name[name]
+        raise ConfigError(self.nothing_configured())
+
+    def nothing_configured(self) -> str:
+        keys = ", ".join(p.key_variable for n in AUTO_ORDER if (p := self._by_name[n]).key_variable)
+        return (
+            f"No image provider is configured: none of {keys} is set. Set one of them in the server's environment "
+            "(the MCP client's config) and restart, or use provider \"sandbox\" (FLUX_KLEIN_PROVIDER=sandbox) "
+            "for free offline placeholders."
+        )
+
+    @staticmethod
+    def _ready(provider: Provider, chosen_by: str) -> Provider:
+        if not provider.configured():
+            raise ConfigError(
+                f"{provider.label} was chosen by {chosen_by}, but {provider.key_variable} is not set. "
+                f"Set {provider.key_variable} in the server's environment, or use provider \"sandbox\" to try "
+                "the tools offline."
+            )
+        return provider

@@ -1,0 +1,107 @@
+"""What every provider is: a small Protocol, the call it receives and the reply it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from ..request import ImageRequest
+from ..rules import Tier
+
+#: `progress(fraction 0..1, message)` while a provider waits on a slow job.
+Progress = Callable[[float, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request to a provider, covering `count` images starting at image `index`."""
+
+    request: ImageRequest
+    index: int
+    count: int
+    seed: int | None
+    #: The user's prompt, or the shortened one the 502 policy retries with (never the aspect-ratio suffix).
+    prompt: str
+    shortened: bool = False
+
+    def with_prompt(self, prompt: str) -> Call:
+        return replace(self, prompt=prompt, shortened=True)
+
+
+@dataclass
+class Reply:
+    """What came back for one call: the image bytes exactly as sent, and what we know about the bill."""
+
+    images: list[bytes]
+    model: str
+    prompt_sent: str
+    #: The provider's own figure for this reply, when it gives one.
+    reported_cost_usd: float | None = None
+    generation_id: str | None = None
+    #: Sandbox only: the payload a real call would send, and what it would cost.
+    would_send: dict[str, Any] | None = None
+    simulated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    generate: bool = True
+    edit: bool = True
+    compose: bool = True
+    seed: bool = True
+    #: Images one request can return; 1 means n>1 becomes parallel requests.
+    batch: int = 1
+    tiers: tuple[Tier, ...] = ("low",)
+    sizes: str = ""
+    price: str = ""
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """`doctor`'s verdict on one provider: no generation spend."""
+
+    status: Literal["ok", "missing", "invalid", "unreachable", "n/a"]
+    detail: str = ""
+
+
+class Provider(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def key_variable(self) -> str | None:
+        """The variable holding the key, named in every auth error; None when no key is needed."""
+        ...
+
+    @property
+    def billing_url(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def configured(self) -> bool:
+        """True when the key (and anything else needed) is set."""
+        ...
+
+    def model_for(self, tier: Tier) -> str: ...
+
+    def plan(self, request: ImageRequest) -> list[Call]:
+        """Split a request into provider calls (one per image unless the provider batches)."""
+        ...
+
+    async def send(self, call: Call, http: httpx.AsyncClient, progress: Progress) -> Reply:
+        """Make one call; raise a `ProviderError` subclass on any failure, having saved nothing."""
+        ...
+
+    async def check_key(self, http: httpx.AsyncClient) -> KeyCheck: ...
+
+
+def auth_header(key: str) -> Mapping[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,165 @@
+"""The one way providers talk HTTP: a total time limit, a size cap, and network faults turned into clear errors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from ..errors import BadReply, ConnectionFailed
+
+# A 4 MP PNG in base64 inside JSON stays far below this; anything bigger is not a reply we want in memory.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    def json(self, provider: str) -> Any:
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            looks_html = self.body.lstrip()[:1] == b"<"
+            what = "an HTML page" if looks_html else "something that is not JSON"
+            raise BadReply(
+                f"{provider} answered HTTP {self.status} with {what} instead of JSON "
+                "(often a proxy or an outage page). Nothing was saved; try again later.",
+                provider=provider,
+                status=self.status,
+            ) from None
+
+
+async def send(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+    json_body: Any = None,
+    max_bytes: int = MAX_REPLY_BYTES,
+) -> HttpReply:
+    """One request, bounded by `timeout_s` in total (a provider that trickles bytes is cut off too)."""
+    host = httpx.URL(url).host
+    try:
+        with anyio.fail_after(timeout_s):
+            async with http.stream(method, url, headers=headers, json=json_body, timeout=timeout_s) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise BadReply(
+                            f"{provider}'s answer is larger than {max_bytes // 1048576} MB; it was not read further. "
+                            "Nothing was saved.",
+                            provider=provider,
+                            status=response.status_code,
+                        )
+                return HttpReply(response.status_code, response.headers, bytes(body))
+    except (TimeoutError, httpx.TimeoutException):
+        raise ConnectionFailed(
+            f"{provider} did not answer within {timeout_s:g} s (FLUX_KLEIN_TIMEOUT_S). Nothing was saved. "
+            "Try again later, or raise FLUX_KLEIN_TIMEOUT_S.",
+            provider=provider,
+        ) from None
+    except httpx.ConnectError:
+        raise ConnectionFailed(
+            f"Could not connect to {provider} at {host} (connection refused or no route). "
+            "Check the network and the provider's base-URL variable.",
+            provider=provider,
+        ) from None
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise ConnectionFailed(
+            f"The connection to {provider} broke before its answer was complete ({type(exc).__name__}). "
+            "Nothing was saved; try again.",
+            provider=provider,
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ConnectionFailed(
+            f"Talking to {provider} failed ({type(exc).__name__}). Nothing was saved; try again.", provider=provider
+        ) from None
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """The fields of an error body, in either the OpenRouter or the OpenAI shape."""
+
+    message: str
+    code: str | int | None = None
+    type: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def error_info(reply: HttpReply) -> ErrorInfo:
+    try:
+        body = json.loads(reply.body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        text = reply.body[:200].decode("utf-8", "replace").strip()
+        return ErrorInfo(message=_clip(text) or reply.headers.get("content-type", "no details"))
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, str):
+        return ErrorInfo(message=_clip(error))
+    if not isinstance(error, dict):
+        message = body.get("message") or body.get("detail") if isinstance(body, dict) else None
+        return ErrorInfo(message=_clip(str(message or "no details")))
+    metadata = error.get("metadata")
+    return ErrorInfo(
+        message=_clip(str(error.get("message") or "no details")),
+        code=error.get("code"),
+        type=error.get("type") or error.get("error_type"),
+        metadata=metadata if isinstance(metadata, dict) else None,
+    )
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def retry_after_seconds(reply: HttpReply, info: ErrorInfo | None = None) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or an HTTP date), else `metadata.retry_after_seconds`."""
+    raw = reply.headers.get("retry-after", "").strip()
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    if info and info.metadata:
+        value = info.metadata.get("retry_after_seconds")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return max(0.0, float(value))
+    return None
+
+
+_DATA_URL_B64 = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,", re.I)
+
+
+def decode_base64_image(text: str, provider: str) -> bytes:
+    """Bytes from a base64 string or a base64 `data:` URL; malformed base64 is a `BadReply`."""
+    match = _DATA_URL_B64.match(text)
+    payload = text[match.end():] if match else text
+    if text.startswith("data:") and not match:
+        raise BadReply(f"{provider} returned a data URL that is not base64. Nothing was saved.", provider=provider)
+    try:
+        data = base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadReply(
+            f"{provider} returned image data that is not valid base64. Nothing was saved; try again.",
+            provider=provider,
+        ) from None
+    if not data:
+        raise BadReply(f"{provider} returned an empty image. Nothing was saved; try again.", provider=provider)
+    return data

@@ -1,0 +1,227 @@
+"""OpenRouter chat completions with image output: the skill's own route (PROVIDERS.md §1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ..config import Settings
+from ..errors import (
+    AuthFailed,
+    BadReply,
+    ContentRefused,
+    CreditsExhausted,
+    ProviderError,
+    RateLimited,
+    RequestRejected,
+    ServerFailed,
+    UpstreamFailed,
+)
+from ..request import ImageRequest, InputImage
+from ..rules import MODEL_RULES, AspectRatio, ModelRule, Tier, check_flux_payload, model_options, prompt_text, seeds_for
+from . import http as wire
+from .base import Call, Capabilities, KeyCheck, Progress, Reply, auth_header
+
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+KEY_VARIABLE = "OPENROUTER_API_KEY"
+BILLING_URL = "https://openrouter.ai/settings/credits"
+KEYS_URL = "https://openrouter.ai/settings/keys"
+
+
+def build_payload(
+    rule: ModelRule, prompt: str, aspect_ratio: AspectRatio | None, inputs: tuple[InputImage, ...], seed: int | None
+) -> dict[str, Any]:
+    """The exact JSON body for one image: text first, then one `image_url` part per input image."""
+    text = prompt_text(prompt, aspect_ratio, rule)
+    content: str | list[dict[str, Any]] = text
+    if inputs:
+        content = [{"type": "text", "text": text}]
+        content += [{"type": "image_url", "image_url": {"url": image.url}} for image in inputs]
+    payload: dict[str, Any] = {"model": rule.model, "messages": [{"role": "user", "content": content}]}
+    payload.update(model_options(rule, aspect_ratio))
+    if seed is not None:
+        payload["seed"] = seed
+    if rule.family == "flux":
+        check_flux_payload(payload)
+    return payload
+
+
+def payload_for(call: Call) -> dict[str, Any]:
+    req = call.request
+    return build_payload(MODEL_RULES[req.tier], call.prompt, req.aspect_ratio, req.inputs, call.seed)
+
+
+def plan_one_per_image(request: ImageRequest) -> list[Call]:
+    """n images as n calls, seeds seed, seed+1, ... (OpenRouter returns one image per request)."""
+    return [Call(request, i, 1, seed, request.prompt) for i, seed in enumerate(seeds_for(request.seed, request.n))]
+
+
+class OpenRouter:
+    name = "openrouter"
+    label = "OpenRouter"
+    key_variable = KEY_VARIABLE
+    billing_url = BILLING_URL
+    capabilities = Capabilities(
+        batch=1,
+        tiers=("low", "high"),
+        sizes="10 aspect ratios, about 1 MP (1024x1024 at 1:1)",
+        price="$0.014/image low tier (usage.cost when reported); $0.04 high tier",
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.get(KEY_VARIABLE)
+        self.base_url = (settings.get("OPENROUTER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self._timeout_s = settings.timeout_s
+
+    def configured(self) -> bool:
+        return bool(self._key)
+
+    def model_for(self, tier: Tier) -> str:
+        return MODEL_RULES[tier].model
+
+    def plan(self, request: ImageRequest) -> list[Call]:
+        return plan_one_per_image(request)
+
+    async def send(self, call: Call, http: httpx.AsyncClient, progress: Progress) -> Reply:
+        payload = payload_for(call)
+        reply = await wire.send(
+            http,
+            "POST",
+            f"{self.base_url}/chat/completions",
+            provider=self.label,
+            timeout_s=self._timeout_s,
+            headers={**auth_header(self._key), "X-Title": "flux-klein-mcp"},
+            json_body=payload,
+        )
+        if reply.status != 200:
+            raise error_for(reply)
+        return parse_reply(reply, payload)
+
+    async def check_key(self, http: httpx.AsyncClient) -> KeyCheck:
+        if not self._key:
+            return KeyCheck("missing", f"set {KEY_VARIABLE}")
+        try:
+            reply = await wire.send(
+                http, "GET", f"{self.base_url}/key", provider=self.label, timeout_s=min(self._timeout_s, 15),
+                headers=dict(auth_header(self._key)),
+            )
+        except ProviderError as exc:
+            return KeyCheck("unreachable", str(exc))
+        if reply.status != 200:
+            return KeyCheck("invalid", f"HTTP {reply.status}: {wire.error_info(reply).message}")
+        data = (reply.json(self.label) or {}).get("data") or {}
+        remaining = data.get("limit_remaining")
+        credit = "no spending limit" if remaining is None else f"${remaining:,.2f} left on the key's limit"
+        return KeyCheck("ok", f"key {data.get('label') or ''} valid, {credit}".replace("  ", " "))
+
+
+def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:
+    """The first image of a 200 reply; a 200 that carries an error or no image is a `BadReply`."""
+    label = OpenRouter.label
+    body = reply.json(label)
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise BadReply(f"{label} answered without any choices. Nothing was saved; try again.", provider=label)
+    choice: dict[str, Any] = choices[0]
+    if choice.get("finish_reason") == "error" or choice.get("error"):
+        error = _dict(choice.get("error"))
+        raise BadReply(
+            f"{label} reported an error while generating ({error.get('code', 'no code')}: "
+            f"{error.get('message', 'no details')}). Nothing was saved. Try again, or simplify the prompt.",
+            provider=label,
+            status=200,
+        )
+    message = _dict(choice.get("message"))
+    images = message.get("images") or []
+    url = _first_image_url(images)
+    if url is None:
+        said = str(message.get("content") or "").strip()
+        raise BadReply(
+            f"{label}'s model answered without an image"
+            + (f" (it said: {said[:200]!r})" if said else "")
+            + ". Nothing was saved. Rephrase the prompt as a description of a picture and try again.",
+            provider=label,
+            status=200,
+        )
+    cost = _dict(body.get("usage")).get("cost")
+    return Reply(
+        images=[wire.decode_base64_image(url, label)],
+        model=str(body.get("model") or payload["model"]),
+        prompt_sent=_prompt_of(payload),
+        reported_cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        generation_id=reply.headers.get("x-generation-id") or body.get("id"),
+    )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _first_image_url(images: Any) -> str | None:
+    for image in images if isinstance(images, list) else []:
+        url = (image.get("image_url") or {}).get("url") if isinstance(image, dict) else None
+        if isinstance(url, str) and url:
+            return url
+    return None
+
+
+def _prompt_of(payload: dict[str, Any]) -> str:
+    content = payload["messages"][0]["content"]
+    return content if isinstance(content, str) else content[0]["text"]
+
+
+def error_for(reply: wire.HttpReply) -> ProviderError:
+    """OpenRouter's status table (PROVIDERS.md §1) as error classes; what each one does is in `policy.py`."""
+    info = wire.error_info(reply)
+    label, status, detail = OpenRouter.label, reply.status, info.message
+    if status == 402:
+        return CreditsExhausted(
+            f"{label} says the account is out of credits (402: {detail}). STOP: do not retry, and do not switch "
+            f"to another tier or model. Tell the user to add credits at {BILLING_URL}, then ask again.",
+            provider=label, status=status,
+        )
+    if status == 401:
+        return AuthFailed(
+            f"{label} rejected the API key (401: {detail}). Set {KEY_VARIABLE} to a valid key from {KEYS_URL} "
+            "and restart the server. Not retried.",
+            provider=label, status=status,
+        )
+    if status == 403:
+        return ContentRefused(_moderation_message(label, info), provider=label, status=status)
+    if status == 429:
+        return RateLimited(
+            f"{label} is rate limiting requests (429: {detail}).",
+            provider=label, retry_after=wire.retry_after_seconds(reply, info),
+        )
+    if status == 502:
+        return UpstreamFailed(
+            f"{label}'s model provider failed (502: {detail}).", provider=label, status=status
+        )
+    if status == 503:
+        return ServerFailed(
+            f"{label} has no provider available for this model right now (503: {detail}). Try again in a few minutes.",
+            provider=label, status=status,
+        )
+    if status >= 500:
+        return ServerFailed(f"{label} failed with HTTP {status} ({detail}). Try again later.", provider=label,
+                            status=status)
+    if status == 408:
+        return RequestRejected(f"{label} timed out handling the request (408: {detail}). Try again.",
+                               provider=label, status=status)
+    return RequestRejected(
+        f"{label} rejected the request (HTTP {status}: {detail}). Check the arguments; not retried.",
+        provider=label, status=status,
+    )
+
+
+def _moderation_message(label: str, info: wire.ErrorInfo) -> str:
+    meta = info.metadata or {}
+    reasons = meta.get("reasons")
+    text = f"{label}'s moderation refused the request (403: {info.message})"
+    if isinstance(reasons, list) and reasons:
+        text += f". Reasons: {', '.join(str(r) for r in reasons)}"
+    flagged = meta.get("flagged_input")
+    if isinstance(flagged, str) and flagged:
+        text += f". Flagged input: {flagged[:120]!r}"
+    return text + ". Rephrase the request without the flagged content; the same prompt will be refused again."

@@ -1,0 +1,96 @@
+"""One image request, checked before anything is sent: the same object for the MCP tools and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import InputError
+from .rules import (
+    ASPECT_RATIOS,
+    COMPOSE_MAX_IMAGES,
+    COMPOSE_MIN_IMAGES,
+    MAX_IMAGES_PER_CALL,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    AspectRatio,
+    Operation,
+    Tier,
+)
+
+TIERS: tuple[Tier, ...] = ("low", "high")
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """An input image as it will be sent: a `data:` URL (local files, cleaned) or an `https://` URL (as given)."""
+
+    url: str
+    #: What the caller passed, for the sidecar; a data URL is abbreviated.
+    source: str
+    mime_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {"source": self.source}
+        if self.mime_type:
+            out.update(mime_type=self.mime_type, width=self.width, height=self.height)
+        return out
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    operation: Operation
+    prompt: str
+    aspect_ratio: AspectRatio | None = None
+    n: int = 1
+    seed: int | None = None
+    tier: Tier = "low"
+    filename: str | None = None
+    provider: str | None = None
+    #: The image references exactly as the caller gave them (paths, URIs, URLs).
+    image_refs: tuple[str, ...] = ()
+    #: Filled in by `inputs.resolve_inputs` before the request is sent.
+    inputs: tuple[InputImage, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        check_request(self)
+
+
+def check_request(req: ImageRequest) -> None:
+    """Refuse a bad request before any spend, naming the parameter and the accepted values."""
+    prompt = req.prompt.strip() if isinstance(req.prompt, str) else ""
+    if not prompt:
+        raise InputError("prompt is empty. Describe the image you want (subject first, then style and setting).")
+    if len(req.prompt) > MAX_PROMPT_CHARS:
+        raise InputError(
+            f"prompt is {len(req.prompt)} characters; the limit is {MAX_PROMPT_CHARS}. "
+            "Shorten it: keep the subject, style and the details that matter most."
+        )
+    if req.aspect_ratio is not None and req.aspect_ratio not in ASPECT_RATIOS:
+        raise InputError(f"aspect_ratio {req.aspect_ratio!r} is not supported. Use one of: {', '.join(ASPECT_RATIOS)}.")
+    if isinstance(req.n, bool) or not isinstance(req.n, int) or not 1 <= req.n <= MAX_IMAGES_PER_CALL:
+        raise InputError(f"n must be a whole number from 1 to {MAX_IMAGES_PER_CALL}, got {req.n!r}.")
+    if req.n > 1 and req.operation != "generate":
+        raise InputError(f"n applies to generate_image only; call {req.operation}_image once per variation.")
+    if req.seed is not None and (isinstance(req.seed, bool) or not 0 <= req.seed <= MAX_SEED):
+        raise InputError(f"seed must be a whole number from 0 to {MAX_SEED}, got {req.seed!r}.")
+    if req.tier not in TIERS:
+        raise InputError(
+            f"tier must be 'low' or 'high', got {req.tier!r}. Use 'low' unless the user asked for a final."
+        )
+    _check_image_count(req.operation, req.image_refs)
+
+
+def _check_image_count(operation: Operation, refs: tuple[str, ...]) -> None:
+    if any(not isinstance(r, str) or not r.strip() for r in refs):
+        raise InputError("An image reference is empty. Give a file path, a file:// URI, an https:// URL or a data URL.")
+    if operation == "generate" and refs:
+        raise InputError("generate_image takes no input images; use edit_image (one) or compose_images (2-4).")
+    if operation == "edit" and len(refs) != 1:
+        raise InputError("edit_image takes exactly one image; to combine several use compose_images.")
+    if operation == "compose" and not COMPOSE_MIN_IMAGES <= len(refs) <= COMPOSE_MAX_IMAGES:
+        raise InputError(
+            f"images must hold {COMPOSE_MIN_IMAGES} to {COMPOSE_MAX_IMAGES} references, got {len(refs)}. "
+            + ("For a single image use edit_image." if len(refs) == 1 else "Pick the most important ones.")
+        )

@@ -1,0 +1,264 @@
+"""MCP wiring only: the three tools, their descriptions and annotations, the lifespan and a resource reader.
+
+The descriptions are written for the model: they carry the skill's rules because the model reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, cast
+from urllib.parse import unquote, urlsplit
+
+import anyio.to_thread
+import httpx
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.types import CallToolResult, ListRootsResult, ToolAnnotations
+from pydantic import Field
+
+from . import __version__, pipeline
+from .config import Settings
+from .errors import ConfigError, FluxKleinError, scrub
+from .images import FORMATS
+from .pipeline import Runtime
+from .policy import Sleep
+from .present import tool_result
+from .providers import PROVIDER_NAMES, ProviderName
+from .providers.openrouter import BILLING_URL
+from .request import ImageRequest
+from .rules import ASPECT_RATIO_BY_USE, MAX_PROMPT_CHARS, MAX_SEED, AspectRatio, Tier
+
+log = logging.getLogger("flux_klein_mcp")
+
+_USE_TABLE = "; ".join(f"{use} {ratio}" for use, ratio in ASPECT_RATIO_BY_USE)
+
+RULES = f"""
+Rules:
+- tier="low" (FLUX.2 klein 4B: about $0.014 an image, a few seconds) is for ALL drafts, explorations and \
+iterations. Use tier="high" (Seedream 4.5, $0.04) only when the user explicitly asks for a final production \
+deliverable.
+- Give the aspect ratio in aspect_ratio, never in the prompt text (it is added to the prompt for you): {_USE_TABLE}.
+- If the result says the account is out of credits (402): STOP. Do not retry, do not switch tier, model or \
+provider. Tell the user to add credits at {BILLING_URL} (or the billing page the message names).
+- Every other error says what went wrong and what to fix. Rate limits and provider hiccups were already retried \
+once for you: do not retry in a loop.
+
+Returns: first a JSON text block (images[] with absolute path, uri, width, height, format, bytes, seed; model, \
+provider, tier, cost_usd, prompt_sent), then one small JPEG thumbnail per image for you to look at, then a \
+resource_link per full-size file. Full-size files stay on disk in the output folder (never overwritten, each \
+with a .json sidecar): tell the user the paths."""
+
+GENERATE = (
+    "Generate 1-4 new images from a text description with FLUX.2 [klein] 4B. Write the prompt as descriptive "
+    "prose: the subject first, then setting, composition, lighting, style and colours (hex codes work); put any "
+    "text to render in quotes. For variations of one idea use n=2-4; to refine a chosen one, reuse its seed."
+    + RULES
+)
+EDIT = (
+    "Edit one existing image as the prompt says: change the background, restyle it, add, remove or recolour "
+    "something. Say what to change and what must stay the same. Make one change per call and iterate. "
+    "image: a local file path, a file:// URI, an https:// URL or a data:image/...;base64 URL." + RULES
+)
+COMPOSE = (
+    "Compose a NEW image from 2-4 reference images, e.g. 'the person from image 1 wearing the jacket from image 2 "
+    "in the room from image 3'. The model generates a fresh picture guided by the references: it is not a pixel "
+    "overlay, collage or layout tool, so refer to the images by their number in the prompt. images: local file "
+    "paths, file:// URIs, https:// URLs or data:image/...;base64 URLs, in the order the prompt numbers them."
+    + RULES
+)
+
+ANNOTATIONS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+
+Prompt = Annotated[
+    str,
+    Field(description=f"What the image should show, as descriptive prose (at most {MAX_PROMPT_CHARS} characters)."),
+]
+AspectRatioArg = Annotated[
+    AspectRatio | None,
+    Field(description=f"Shape of the image: {_USE_TABLE}. Omit for 1:1 (1024x1024)."),
+]
+Seed = Annotated[
+    int | None,
+    Field(ge=0, le=MAX_SEED, description="Fixes the result: the same seed and arguments give the same image. "
+          "Omit for a random one; reuse a returned seed to refine that image."),
+]
+TierArg = Annotated[
+    Tier,
+    Field(description='"low" for every draft and iteration (default). "high" ONLY when the user explicitly asks '
+          "for a final production deliverable."),
+]
+Filename = Annotated[
+    str | None,
+    Field(max_length=200, description="Optional name for the saved file (reduced to a safe slug; a timestamp is "
+          "prefixed and nothing is overwritten). Defaults to a slug of the prompt."),
+]
+ProviderArg = Annotated[
+    ProviderName | None,
+    Field(description="Provider for this call only. Omit to use the configured one. \"sandbox\" makes free "
+          "offline placeholders."),
+]
+ImageRef = Annotated[
+    str,
+    Field(description="The image to edit: a local path (absolute or relative to the server's working directory), "
+          "a file:// URI, an https:// URL or a data:image/...;base64 URL."),
+]
+ImageRefs = Annotated[
+    list[str],
+    Field(min_length=2, max_length=4, description="2 to 4 reference images (paths, file:// URIs, https:// URLs or "
+          "data URLs), in the order the prompt refers to them (image 1, image 2, ...)."),
+]
+
+
+async def client_roots(ctx: Context) -> ListRoots | ListRootsResult:
+    """The client's roots, when it declares them: input images may also be read from there."""
+    caps = ctx.client_capabilities
+    if caps is not None and caps.roots is not None:
+        return ListRoots()
+    return ListRootsResult(roots=[])
+
+
+Roots = Annotated[ListRootsResult, Resolve(client_roots)]
+
+
+def create_server(
+    settings: Settings | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    sleep: Sleep | None = None,
+) -> MCPServer[Runtime]:
+    """The MCP server. Production reads `os.environ`; tests pass `settings` (or `env`) and an httpx `transport`."""
+    config_error: ConfigError | None = None
+    if settings is None:
+        try:
+            settings = Settings.from_env(env)
+        except ConfigError as exc:
+            # Still start, so the model can read the fix from every tool result instead of a dead server.
+            config_error = exc
+            log.error("%s", exc)
+            settings = Settings.from_env({})
+    active = settings
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
+        async with Runtime.open(active, transport) as runtime:
+            if sleep is not None:
+                runtime.sleep = sleep
+            yield runtime
+
+    server: MCPServer[Runtime] = MCPServer(
+        "flux-klein-mcp",
+        title="FLUX.2 klein images",
+        version=__version__,
+        instructions="Generate, edit and compose images with FLUX.2 [klein] 4B. Draft on the low tier; the "
+        "high tier only for an explicitly requested final. On a 402 (out of credits) stop and tell the user.",
+        lifespan=lifespan,
+    )
+
+    async def run(ctx: Context, roots: ListRootsResult, build: Callable[[], ImageRequest]) -> CallToolResult:
+        runtime = _runtime(ctx)
+        try:
+            if config_error is not None:
+                raise config_error
+            outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress)
+            return await anyio.to_thread.run_sync(tool_result, outcome, runtime.settings.thumbnail_px)
+        except FluxKleinError as exc:
+            raise ToolError(scrub(str(exc), runtime.settings.secrets())) from None
+
+    @server.tool(title="Generate image (FLUX.2 klein)", description=GENERATE, annotations=ANNOTATIONS,
+                 structured_output=False)
+    async def generate_image(
+        prompt: Prompt,
+        ctx: Context,
+        roots: Roots,
+        aspect_ratio: AspectRatioArg = None,
+        n: Annotated[int, Field(ge=1, le=4, description="How many variations, 1-4 (made in parallel).")] = 1,
+        seed: Seed = None,
+        tier: TierArg = "low",
+        filename: Filename = None,
+        provider: ProviderArg = None,
+    ) -> CallToolResult:
+        return await run(ctx, roots, lambda: ImageRequest(
+            "generate", prompt, aspect_ratio, n, seed, tier, filename, provider))
+
+    @server.tool(title="Edit image (FLUX.2 klein)", description=EDIT, annotations=ANNOTATIONS, structured_output=False)
+    async def edit_image(
+        prompt: Prompt,
+        image: ImageRef,
+        ctx: Context,
+        roots: Roots,
+        aspect_ratio: AspectRatioArg = None,
+        seed: Seed = None,
+        tier: TierArg = "low",
+        filename: Filename = None,
+        provider: ProviderArg = None,
+    ) -> CallToolResult:
+        return await run(ctx, roots, lambda: ImageRequest(
+            "edit", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=(image,)))
+
+    @server.tool(title="Compose images (FLUX.2 klein)", description=COMPOSE, annotations=ANNOTATIONS,
+                 structured_output=False)
+    async def compose_images(
+        prompt: Prompt,
+        images: ImageRefs,
+        ctx: Context,
+        roots: Roots,
+        aspect_ratio: AspectRatioArg = None,
+        seed: Seed = None,
+        tier: TierArg = "low",
+        filename: Filename = None,
+        provider: ProviderArg = None,
+    ) -> CallToolResult:
+        return await run(ctx, roots, lambda: ImageRequest(
+            "compose", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=tuple(images)))
+
+    _add_output_reader(server)
+    return server
+
+
+def _runtime(ctx: Context) -> Runtime:
+    return cast(Runtime, ctx.request_context.lifespan_context)
+
+
+def _root_dirs(roots: ListRootsResult) -> list[Path]:
+    dirs = []
+    for root in roots.roots:
+        parts = urlsplit(str(root.uri))
+        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            dirs.append(Path(unquote(parts.path)))
+    return dirs
+
+
+def _add_output_reader(server: MCPServer[Runtime]) -> None:
+    """Let a client read the files the tools link to, and nothing else: `file://` URIs inside the output folder."""
+    for fmt, (mime, ext) in FORMATS.items():
+        server.resource(
+            f"file://{{+path}}.{ext}",
+            name=f"output-{fmt.lower()}",
+            description="A generated image in the output folder.",
+            mime_type=mime,
+            security=ResourceSecurity(exempt_params={"path"}),
+        )(_output_reader(ext))
+
+
+def _output_reader(ext: str) -> Callable[[str, Context], Awaitable[bytes]]:
+    async def read(path: str, ctx: Context) -> bytes:
+        runtime = _runtime(ctx)
+        return await anyio.to_thread.run_sync(_read_output, runtime, Path(f"{path}.{ext}"))
+
+    return read
+
+
+def _read_output(runtime: Runtime, path: Path) -> bytes:
+    folder = runtime.store.folder
+    real = path.resolve()
+    if "\x00" in str(path) or not real.is_relative_to(folder) or not real.is_file():
+        raise ResourceError(f"Only images in the output folder {folder} can be read.")
+    return real.read_bytes()
+
+
+__all__ = ["create_server", "PROVIDER_NAMES"]

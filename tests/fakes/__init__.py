@@ -1,0 +1,1 @@
+"""Strict loopback stand-ins for the providers, built from ../shared/PROVIDERS.md."""

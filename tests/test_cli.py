@@ -1,0 +1,89 @@
+"""The CLI: the same pipeline from a terminal, a JSON summary on stdout, errors on stderr with an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.core import Loopback, png
+from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
+
+COMMAND = shutil.which("flux-klein-mcp", path=str(Path(sys.executable).parent)) or "flux-klein-mcp"
+BASE_ENV = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "SYSTEMROOT", "TMPDIR")}
+
+
+def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([COMMAND, *args], cwd=cwd, env={**BASE_ENV, **env}, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_generate_on_the_sandbox_prints_the_json_summary(workdir):
+    done = cli(["generate", "a fox", "--aspect-ratio", "9:16", "-n", "2", "--seed", "3", "--provider", "sandbox"],
+               workdir)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert [i["seed"] for i in data["images"]] == [3, 4]
+    assert all(Path(i["path"]).parent == workdir / "output" for i in data["images"])
+    assert (data["images"][0]["width"], data["images"][0]["height"]) == (768, 1344)
+
+
+def test_edit_and_compose_against_a_loopback_openrouter(workdir, tmp_path):
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    try:
+        (workdir / "a.png").write_bytes(png(20, 20))
+        (workdir / "b.png").write_bytes(png(20, 20, (0, 0, 255)))
+        env = {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": f"{server.url}/api/v1"}
+        out = tmp_path / "elsewhere"
+        edit = cli(["edit", "make it blue", "--image", "a.png", "--output-dir", str(out)], workdir, **env)
+        compose = cli(["compose", "a and b", "--image", "a.png", "--image", "b.png", "--filename", "duo"], workdir,
+                      **env)
+    finally:
+        server.close()
+    assert edit.returncode == 0 and compose.returncode == 0, edit.stderr + compose.stderr
+    assert Path(json.loads(edit.stdout)["images"][0]["path"]).parent == out
+    assert Path(json.loads(compose.stdout)["images"][0]["path"]).name.endswith("-duo.png")
+    assert [len(r.json["messages"][0]["content"]) for r in fake.completions] == [2, 3]
+
+
+def test_402_exits_3_with_the_message_on_stderr_and_nothing_on_stdout(workdir):
+    fake = FakeOpenRouter().then(error(402, "Insufficient credits"))
+    server = Loopback(fake)
+    try:
+        done = cli(["generate", "a fox"], workdir, OPENROUTER_API_KEY=TEST_KEY,
+                   OPENROUTER_BASE_URL=f"{server.url}/api/v1")
+    finally:
+        server.close()
+    assert done.returncode == 3 and done.stdout == ""
+    assert "https://openrouter.ai/settings/credits" in done.stderr and TEST_KEY not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "phrase"),
+    [
+        (["generate", "a fox"], {}, 2, "OPENROUTER_API_KEY"),
+        (["generate", "a fox", "-n", "7", "--provider", "sandbox"], {}, 2, "n must be a whole number from 1 to 4"),
+        (["compose", "x", "--image", "a.png", "--provider", "sandbox"], {}, 2, "images must hold 2 to 4"),
+        (["generate", "a fox", "--provider", "sandbox"], {"FLUX_KLEIN_THUMBNAIL_PX": "big"}, 2,
+         "FLUX_KLEIN_THUMBNAIL_PX"),
+        (["generate", "a fox", "--aspect-ratio", "7:1"], {}, 2, "invalid choice"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_the_reason_on_stderr(workdir, args, env, code, phrase):
+    done = cli(args, workdir, **env)
+    assert done.returncode == code and phrase in done.stderr and done.stdout == ""
+    assert not (workdir / "output").exists() or not any((workdir / "output").iterdir())
+
+
+def test_demo_runs_the_server_over_stdio_on_the_sandbox_without_a_key(workdir):
+    done = cli(["demo", "a tiny robot"], workdir)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["provider"] == "sandbox" and Path(data["images"][0]["path"]).exists()
+    assert "generate_image, edit_image, compose_images" in done.stderr

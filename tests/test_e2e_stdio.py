@@ -1,0 +1,121 @@
+"""End to end: the installed `flux-klein-mcp` as a subprocess, driven over stdio by the official MCP client,
+against the strict fake OpenRouter on a real loopback socket."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.types import ImageContent, ResourceLink, TextContent
+from PIL import Image
+
+from tests.conftest import error_text, output_files, summary
+from tests.fakes.core import Loopback
+from tests.fakes.openrouter import FLUX, TEST_KEY, FakeOpenRouter, error
+
+pytestmark = pytest.mark.anyio
+
+COMMAND = shutil.which("flux-klein-mcp", path=str(Path(sys.executable).parent)) or "flux-klein-mcp"
+
+
+@pytest.fixture
+def server_env(loopback: Loopback) -> dict[str, str]:
+    return {
+        "OPENROUTER_API_KEY": TEST_KEY,
+        "OPENROUTER_BASE_URL": f"{loopback.url}/api/v1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def stdio(env: dict[str, str], cwd: Path) -> Client:
+    return Client(StdioServerParameters(command=COMMAND, args=[], env=env, cwd=cwd))
+
+
+async def test_generate_over_stdio_saves_files_and_returns_thumbnails(server_env, workdir, fake: FakeOpenRouter):
+    progress: list[float] = []
+
+    async def on_progress(done, total, message):
+        progress.append(done)
+
+    async with stdio(server_env, workdir) as client:
+        result = await client.call_tool(
+            "generate_image", {"prompt": "a paper crane, studio light", "aspect_ratio": "4:5", "n": 2, "seed": 1},
+            progress_callback=on_progress,
+        )
+    data = summary(result)
+    assert [type(b) for b in result.content] == [TextContent, ImageContent, ImageContent, ResourceLink, ResourceLink]
+    assert sorted(r.json["seed"] for r in fake.completions) == [1, 2]
+    assert all(r.json["model"] == FLUX and set(r.json) == {"model", "messages", "seed"} for r in fake.completions)
+    for image in data["images"]:
+        path = Path(image["path"])
+        assert path.parent == workdir / "output"
+        with Image.open(path) as saved:
+            assert saved.size == (896, 1152)
+    assert progress[-1] == 2
+    assert len(output_files(workdir)) == 4
+
+
+async def test_edit_over_stdio_reads_a_file_relative_to_the_server_cwd(server_env, workdir, fake):
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), "teal").save(buffer, "PNG")
+    (workdir / "logo.png").write_bytes(buffer.getvalue())
+    async with stdio(server_env, workdir) as client:
+        data = summary(await client.call_tool("edit_image", {"prompt": "make it gold", "image": "logo.png"}))
+    parts = fake.completions[0].json["messages"][0]["content"]
+    assert parts[0]["text"] == "make it gold" and parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert Path(data["images"][0]["path"]).exists()
+
+
+async def test_402_over_stdio_stops_and_saves_nothing(server_env, workdir, fake):
+    fake.then(error(402, "Insufficient credits"))
+    async with stdio(server_env, workdir) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox"})
+        assert result.is_error
+        assert "https://openrouter.ai/settings/credits" in error_text(result)
+        # the server keeps answering after an error
+        assert not (await client.call_tool("generate_image", {"prompt": "a fox"})).is_error
+    assert len(fake.completions) == 2
+    assert len([p for p in output_files(workdir) if p.suffix == ".png"]) == 1
+
+
+def test_stdout_carries_only_protocol_messages(server_env, workdir):
+    """Raw JSON-RPC over the pipes: every line the server writes to stdout must be a JSON-RPC message."""
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "generate_image", "arguments": {"prompt": "a fox"}, "_meta": {"progressToken": "p"}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "generate_image", "arguments": {"prompt": ""}}},
+    ]
+    env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "SYSTEMROOT")}, **server_env}
+    proc = subprocess.Popen([COMMAND], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=workdir, env=env, text=True)
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps(messages[0]) + "\n")
+    proc.stdin.flush()
+    lines = [proc.stdout.readline()]
+    for message in messages[1:]:
+        proc.stdin.write(json.dumps(message) + "\n")
+        proc.stdin.flush()
+        if "id" in message:
+            while True:  # progress notifications come before the response
+                lines.append(proc.stdout.readline())
+                if json.loads(lines[-1]).get("id") == message["id"]:
+                    break
+    rest, stderr = proc.communicate(timeout=30)
+    lines += rest.splitlines()
+    parsed = [json.loads(line) for line in lines if line.strip()]
+    assert all(m.get("jsonrpc") == "2.0" for m in parsed)
+    assert any(m.get("method") == "notifications/progress" for m in parsed)
+    results = {m["id"]: m for m in parsed if "id" in m}
+    assert results[2]["result"]["isError"] is False and results[3]["result"]["isError"] is True
+    assert TEST_KEY not in stderr and TEST_KEY not in "".join(lines)

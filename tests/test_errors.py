@@ -1,0 +1,251 @@
+"""Every error path of the policy: the message the model reads, the exact requests sent, and nothing saved."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+
+import pytest
+from mcp import Client
+
+from flux_klein_mcp.server import create_server
+from tests.conftest import error_text, output_files, summary
+from tests.fakes.core import Answer, Fault, mock_transport
+from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error, prompt_of
+
+pytestmark = pytest.mark.anyio
+
+
+async def call(connect, arguments=None, **env):
+    async with connect(**env) as client:
+        return await client.call_tool("generate_image", arguments or {"prompt": "a red fox in the snow"})
+
+
+def assert_failed(result, *phrases: str) -> str:
+    assert result.is_error
+    text = error_text(result)
+    for phrase in phrases:
+        assert phrase in text, f"{phrase!r} not in {text!r}"
+    assert TEST_KEY not in text and "sk-or-v1-0123" not in text
+    return text
+
+
+def answer_with(mutate):
+    """A scripted answer: the fake's own success, changed by `mutate(body)`."""
+
+    def behaviour(incoming):
+        answer = FakeOpenRouter().success(incoming.json)
+        body = json.loads(answer.body)
+        mutate(body)
+        answer.body = json.dumps(body).encode()
+        return answer
+
+    return behaviour
+
+
+async def test_402_stops_at_once_with_the_credits_page(connect, fake, workdir, sleeps):
+    fake.then(error(402, "Insufficient credits"))
+    result = await call(connect)
+    assert_failed(result, "out of credits", "STOP", "do not retry", "https://openrouter.ai/settings/credits")
+    assert len(fake.completions) == 1 and sleeps.calls == []
+    assert output_files(workdir) == []
+
+
+async def test_402_on_one_of_four_cancels_the_others(connect, fake, workdir):
+    fake.then(error(402, "Insufficient credits"), Fault.HANG, Fault.HANG, Fault.HANG)
+    result = await call(connect, {"prompt": "a fox", "n": 4})
+    assert_failed(result, "out of credits", "https://openrouter.ai/settings/credits")
+    assert len(fake.completions) == 4
+    assert fake.disconnects == 3  # the three in flight were aborted, not awaited
+    assert output_files(workdir) == []
+
+
+async def test_402_after_some_images_keeps_them_and_says_so(connect, fake, workdir):
+    first_saved = threading.Event()
+
+    def credits_run_out_after_the_first_image(incoming):
+        assert first_saved.wait(10)
+        return error(402, "Insufficient credits")
+
+    async def progress(done, total, message):
+        if done == 1:
+            first_saved.set()
+
+    fake.then(fake.respond, credits_run_out_after_the_first_image)
+    async with connect(loopback=True) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}, progress_callback=progress)
+    text = assert_failed(result, "out of credits", "1 image(s) finished before this and were saved")
+    saved = [p for p in output_files(workdir) if p.suffix == ".png"]
+    assert len(saved) == 1 and str(saved[0]) in text
+
+
+async def test_missing_key_sends_nothing_and_names_every_key_variable(connect, fake, workdir):
+    result = await call(connect, OPENROUTER_API_KEY="")
+    assert_failed(result, "OPENROUTER_API_KEY", "sandbox")
+    assert fake.requests == [] and output_files(workdir) == []
+
+
+async def test_401_names_the_key_variable_and_is_not_retried(connect, fake, workdir):
+    result = await call(connect, OPENROUTER_API_KEY="sk-or-v1-wrongwrongwrongwrongwrong")
+    text = assert_failed(result, "rejected the API key", "OPENROUTER_API_KEY", "User not found")
+    assert "wrongwrongwrong" not in text
+    assert len(fake.completions) == 1 and output_files(workdir) == []
+
+
+async def test_403_reports_the_moderation_reasons(connect, fake, workdir):
+    fake.then(error(403, "Input was flagged", metadata={"reasons": ["violence", "gore"], "flagged_input": "a..."}))
+    result = await call(connect)
+    assert_failed(result, "moderation refused", "violence, gore", "Rephrase")
+    assert len(fake.completions) == 1 and output_files(workdir) == []
+
+
+async def test_429_waits_retry_after_and_retries_once(connect, fake, sleeps):
+    fake.then(error(429, "Rate limit exceeded", headers={"Retry-After": "7"}))
+    data = summary(await call(connect))
+    assert sleeps.calls == [7.0] and len(fake.completions) == 2
+    assert any("rate limited; waited 7 s" in note for note in data["notes"])
+
+
+async def test_429_without_retry_after_waits_a_few_seconds(connect, fake, sleeps):
+    fake.then(error(429, "Rate limit exceeded"))
+    summary(await call(connect))
+    assert sleeps.calls == [3.0] and len(fake.completions) == 2
+
+
+async def test_429_uses_metadata_retry_after_seconds(connect, fake, sleeps):
+    fake.then(error(429, "slow down", metadata={"retry_after_seconds": 4}))
+    summary(await call(connect))
+    assert sleeps.calls == [4.0]
+
+
+async def test_429_twice_is_reported_after_exactly_two_requests(connect, fake, workdir, sleeps):
+    fake.then(error(429, "Rate limit exceeded"), error(429, "Rate limit exceeded"))
+    result = await call(connect)
+    assert_failed(result, "rate limiting", "failed again after one retry")
+    assert len(fake.completions) == 2 and len(sleeps.calls) == 1 and output_files(workdir) == []
+
+
+async def test_429_with_a_long_retry_after_is_reported_not_waited(connect, fake, sleeps):
+    fake.then(error(429, "Rate limit exceeded", headers={"Retry-After": "3600"}))
+    result = await call(connect)
+    assert_failed(result, "asks to wait 3600 s", "try again later")
+    assert sleeps.calls == [] and len(fake.completions) == 1
+
+
+async def test_502_retries_once_with_a_shorter_prompt_keeping_the_aspect_ratio(connect, fake, sleeps):
+    prompt = ("A cozy reading nook in a Scandinavian apartment, soft morning light through linen curtains, "
+              "a knitted blanket on an oak armchair, a stack of books, muted sage and cream palette")
+    fake.then(error(502, "Provider returned error"))
+    data = summary(await call(connect, {"prompt": prompt, "aspect_ratio": "16:9"}))
+    first, second = (prompt_of(r.json) for r in fake.completions)
+    assert first == prompt + ", aspect ratio 16:9"
+    assert second.endswith(", aspect ratio 16:9") and len(second) < len(first)
+    assert second.startswith("A cozy reading nook")
+    assert data["prompt_sent"] == second and sleeps.calls == []
+    assert json.loads(open(data["images"][0]["sidecar"]).read())["prompt_sent"] == second
+
+
+async def test_502_twice_reports_blocked(connect, fake, workdir):
+    fake.then(error(502, "Provider returned error"), error(502, "Provider returned error"))
+    result = await call(connect)
+    assert_failed(result, "Blocked", "after one retry with a shorter prompt")
+    assert len(fake.completions) == 2 and output_files(workdir) == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "phrases"),
+    [
+        (error(400, "Invalid request"), ["rejected the request", "400", "Invalid request"]),
+        (error(404, "No endpoints found"), ["404", "No endpoints found"]),
+        (error(408, "Timed out"), ["timed out", "408"]),
+        (error(500, "Internal error"), ["HTTP 500", "Try again later"]),
+        (error(503, "No available provider"), ["no provider available", "503"]),
+        (Answer(200, b"<html><body>Bad gateway</body></html>", {"Content-Type": "text/html"}), ["HTML page"]),
+        (Answer(520, b"<html>cloudflare</html>", {"Content-Type": "text/html"}), ["HTTP 520"]),
+    ],
+    ids=["400", "404", "408", "500", "503", "html-200", "html-520"],
+)
+async def test_other_failures_are_reported_once_without_retry(connect, fake, workdir, sleeps, answer, phrases):
+    fake.then(answer)
+    result = await call(connect)
+    assert_failed(result, *phrases)
+    assert len(fake.completions) == 1 and sleeps.calls == [] and output_files(workdir) == []
+
+
+def _finish_error(body):
+    body["choices"][0]["finish_reason"] = "error"
+    body["choices"][0]["error"] = {"code": 502, "message": "Upstream model crashed", "metadata": {}}
+
+
+def _no_images(body):
+    body["choices"][0]["message"] = {"role": "assistant", "content": "I cannot draw that, but here is a poem."}
+
+
+def _bad_base64(body):
+    body["choices"][0]["message"]["images"][0]["image_url"]["url"] = "data:image/png;base64,@@@not-base64@@@"
+
+
+def _not_an_image(body):
+    junk = base64.b64encode(b"this is not a png at all").decode()
+    body["choices"][0]["message"]["images"][0]["image_url"]["url"] = "data:image/png;base64," + junk
+
+
+def _truncated_png(body):
+    url = body["choices"][0]["message"]["images"][0]["image_url"]["url"]
+    data = base64.b64decode(url.split(",", 1)[1])
+    body["choices"][0]["message"]["images"][0]["image_url"]["url"] = (
+        "data:image/png;base64," + base64.b64encode(data[: len(data) // 2]).decode())
+
+
+def _no_choices(body):
+    body["choices"] = []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "phrases"),
+    [
+        (_finish_error, ["reported an error", "Upstream model crashed"]),
+        (_no_images, ["without an image", "I cannot draw that"]),
+        (_bad_base64, ["not valid base64"]),
+        (_not_an_image, ["not a usable image"]),
+        (_truncated_png, ["not a usable image"]),
+        (_no_choices, ["without any choices"]),
+    ],
+    ids=["finish-error", "text-only", "bad-base64", "not-an-image", "truncated-png", "no-choices"],
+)
+async def test_a_200_that_is_not_an_image_saves_nothing(connect, fake, workdir, mutate, phrases):
+    fake.then(answer_with(mutate))
+    result = await call(connect)
+    assert_failed(result, *phrases, "Nothing was saved")
+    assert len(fake.completions) == 1 and output_files(workdir) == []
+
+
+async def test_one_failed_variation_still_returns_the_others(connect, fake, workdir):
+    fake.then(error(403, "flagged", metadata={"reasons": ["nsfw"]}))
+    data = summary(await call(connect, {"prompt": "a fox", "n": 3}))
+    assert len(data["images"]) == 3 - 1
+    assert len(data["failed"]) == 1 and "nsfw" in data["failed"][0]
+    assert len(fake.completions) == 3
+
+
+async def test_bad_arguments_are_refused_before_any_request(connect, fake, workdir):
+    async with connect() as client:
+        for arguments in ({"prompt": ""}, {"prompt": "x", "n": 9}, {"prompt": "x", "aspect_ratio": "7:1"},
+                          {"prompt": "x", "tier": "max"}, {"prompt": "x" * 5000}):
+            result = await client.call_tool("generate_image", arguments)
+            assert result.is_error, arguments
+        result = await client.call_tool("edit_image", {"prompt": "x", "image": "missing.png"})
+        assert_failed(result, "image", "does not exist")
+    assert fake.requests == [] and output_files(workdir) == []
+
+
+async def test_a_bad_environment_variable_is_reported_by_every_tool(fake, workdir):
+    server = create_server(env={"OPENROUTER_API_KEY": TEST_KEY, "FLUX_KLEIN_TIMEOUT_S": "soon"},
+                           transport=mock_transport(fake))
+    async with Client(server) as client:
+        for tool, args in (("generate_image", {"prompt": "a fox"}),
+                           ("edit_image", {"prompt": "a fox", "image": "x.png"})):
+            result = await client.call_tool(tool, args)
+            assert_failed(result, "FLUX_KLEIN_TIMEOUT_S must be a number", "'soon'", "Fix or unset it")
+    assert fake.requests == []
