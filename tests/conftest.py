@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.lowlevel
 import pytest
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
@@ -32,8 +33,7 @@ def workdir(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(workdir: Path) -> Callable[..., Settings]:
     def make(**env: str) -> Settings:
-        base = {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": "https://openrouter.test/api/v1"}
-        return Settings.from_env({**base, **env}, cwd=workdir)
+        return Settings.from_env(env, cwd=workdir)
 
     return make
 
@@ -58,6 +58,7 @@ class Sleeps:
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+        await anyio.lowlevel.checkpoint()  # like a real sleep, let the event loop run (and time out)
 
 
 @pytest.fixture
@@ -65,26 +66,38 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
+def provider_env(fake: Any, base_url: str | None = None) -> dict[str, str]:
+    """The variables that point the server at `fake`: its key and base URL (and nothing for other providers)."""
+    spec = getattr(fake, "spec", None)
+    if spec is None:
+        return {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": f"{base_url or 'https://openrouter.test'}/api/v1"}
+    env = {"OPENROUTER_API_KEY": "", spec.key_variable: spec.key,
+           spec.base_url_variable: f"{base_url or f'https://{spec.name}.test'}/v1"}
+    if spec.name == "openai-compatible":
+        env["FLUX_KLEIN_MODEL"] = spec.model
+    return env
+
+
 @pytest.fixture
 def connect(fake: FakeOpenRouter, make_settings: Callable[..., Settings], sleeps: Sleeps):
-    """`async with connect(**env) as client`: the real server, in memory, against the fake through MockTransport."""
+    """`async with connect(**env) as client`: the real server, in memory, against a fake provider.
+
+    The fake (OpenRouter's unless one is given) is reached through MockTransport, or with `loopback=True` on a
+    real socket; the provider's key and base URL are set for it, and `env` overrides anything.
+    """
 
     @asynccontextmanager
     async def open_client(fake_provider: Any = None, *, loopback: bool = False, **env: str) -> AsyncIterator[Client]:
-        """`loopback=True` serves the fake on a real socket (the base URL points there) instead of in-process."""
         provider = fake_provider or fake
-        if not loopback:
-            server = create_server(make_settings(**env), transport=mock_transport(provider), sleep=sleeps)
-            async with Client(server) as client:
-                yield client
-            return
-        real = Loopback(provider)
+        real = Loopback(provider) if loopback else None
         try:
-            server = create_server(make_settings(OPENROUTER_BASE_URL=f"{real.url}/api/v1", **env), sleep=sleeps)
-            async with Client(server) as client:
+            settings = make_settings(**{**provider_env(provider, real.url if real else None), **env})
+            transport = None if real else mock_transport(provider)
+            async with Client(create_server(settings, transport=transport, sleep=sleeps)) as client:
                 yield client
         finally:
-            real.close()
+            if real:
+                real.close()
 
     return open_client
 

@@ -46,15 +46,27 @@ def test_skill_body_is_short_and_its_references_exist():
         assert name in SKILL
 
 
-@pytest.mark.parametrize("variable", [*config.VARIABLES, "OPENROUTER_API_KEY", "OPENROUTER_BASE_URL"])
+PROVIDERS = list(Providers(config.Settings.from_env({})))
+PROVIDER_VARIABLES = sorted(
+    {v for p in PROVIDERS for v in (p.key_variable, getattr(p, "base_url_variable", None)) if v}
+    | {"OPENROUTER_BASE_URL", "FLUX_KLEIN_MODEL"}
+)
+
+
+@pytest.mark.parametrize("variable", [*config.VARIABLES, *PROVIDER_VARIABLES])
 def test_readme_configuration_table_lists_every_variable(variable):
     assert f"| `{variable}` |" in README
 
 
-def test_every_provider_key_variable_is_documented():
-    for provider in Providers(config.Settings.from_env({})):
-        if provider.key_variable:
-            assert f"`{provider.key_variable}`" in README and provider.key_variable in SKILL
+@pytest.mark.parametrize("provider", PROVIDERS, ids=lambda p: p.name)
+def test_readme_capability_table_matches_each_provider(provider):
+    row = next(line for line in README.splitlines() if line.startswith(f"| `{provider.name}` |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    caps = provider.capabilities
+    marks = ["✓" if flag else "✗" for flag in (caps.generate, caps.edit, caps.compose, caps.seed)]
+    assert cells[2:6] == marks
+    assert cells[1] == (f"`{provider.key_variable}`" if provider.key_variable else "—")
+    assert provider.name in SKILL
 
 
 def test_readme_quick_start_has_exactly_two_commands_and_ci_runs_the_test_one():

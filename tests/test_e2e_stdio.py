@@ -16,8 +16,9 @@ from mcp import Client, StdioServerParameters
 from mcp.types import ImageContent, ResourceLink, TextContent
 from PIL import Image
 
-from tests.conftest import error_text, output_files, summary
+from tests.conftest import error_text, output_files, provider_env, summary
 from tests.fakes.core import Loopback
+from tests.fakes.images_api import AIGATEWAY, EMPIRIOLABS, FLUXROUTER, GENERIC, FakeImagesAPI
 from tests.fakes.openrouter import FLUX, TEST_KEY, FakeOpenRouter, error
 
 pytestmark = pytest.mark.anyio
@@ -119,3 +120,42 @@ def test_stdout_carries_only_protocol_messages(server_env, workdir):
     results = {m["id"]: m for m in parsed if "id" in m}
     assert results[2]["result"]["isError"] is False and results[3]["result"]["isError"] is True
     assert TEST_KEY not in stderr and TEST_KEY not in "".join(lines)
+
+
+@pytest.mark.parametrize("spec", [EMPIRIOLABS, AIGATEWAY, FLUXROUTER, GENERIC], ids=lambda s: s.name)
+@pytest.mark.parametrize("chosen_by", ["key", "argument"])
+async def test_each_gateway_generates_over_stdio(spec, chosen_by, workdir):
+    fake = FakeImagesAPI(spec)
+    server = Loopback(fake)
+    try:
+        env = {**provider_env(fake, server.url), "PYTHONUNBUFFERED": "1"}
+        arguments: dict[str, object] = {}
+        if chosen_by == "argument":
+            env["OPENROUTER_API_KEY"] = TEST_KEY  # would win the automatic choice
+            arguments["provider"] = spec.name
+        async with stdio(env, workdir) as client:
+            one = await client.call_tool("generate_image", {"prompt": "a fox", "aspect_ratio": "16:9", **arguments})
+            two = await client.call_tool("generate_image", {"prompt": "two foxes", "n": 2, **arguments})
+    finally:
+        server.close()
+    for result, count in ((one, 1), (two, 2)):
+        data = summary(result)
+        assert data["provider"] == spec.name and len(data["images"]) == count
+        assert len([b for b in result.content if isinstance(b, ImageContent)]) == count
+        assert all(Path(image["path"]).is_file() for image in data["images"])
+    assert (summary(one)["images"][0]["width"], summary(one)["images"][0]["height"]) == (1344, 768)
+    assert len(fake.generations) == (3 if spec.name == "fluxrouter" else 2)
+    assert len([p for p in output_files(workdir) if p.suffix == ".png"]) == 3
+
+
+async def test_an_empiriolabs_job_completes_over_stdio(workdir):
+    fake = FakeImagesAPI(EMPIRIOLABS)
+    fake.force_jobs = True
+    fake.job_polls = 1
+    server = Loopback(fake)
+    try:
+        async with stdio({**provider_env(fake, server.url)}, workdir) as client:
+            data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    finally:
+        server.close()
+    assert fake.count("/v1/jobs/job-1") == 2 and Path(data["images"][0]["path"]).is_file()

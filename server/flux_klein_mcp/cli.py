@@ -5,6 +5,7 @@
     flux-klein-mcp edit PROMPT --image X
     flux-klein-mcp compose PROMPT --image A --image B ...
     flux-klein-mcp demo [PROMPT]                drive the real server over stdio, like an MCP client would
+    flux-klein-mcp doctor [--json]              which keys are set and valid, where files go, which provider
 
 Exit codes: 0 done; 1 the provider or the disk failed; 2 bad arguments or configuration; 3 out of credits (stop).
 """
@@ -30,7 +31,7 @@ from .providers import PROVIDER_NAMES
 from .request import ImageRequest
 from .rules import ASPECT_RATIOS
 
-COMMANDS = ("serve", "generate", "edit", "compose", "demo")
+COMMANDS = ("serve", "generate", "edit", "compose", "demo", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("prompt", nargs="?", default="A lighthouse on a rocky coast at dusk, warm light in the "
                       "window, watercolour style")
     demo.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="3:2")
+    doctor = sub.add_parser("doctor", help="check each provider's key (no spend), the output folder, and which "
+                            "provider a call would use; exits 1 when nothing usable is configured")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -76,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = args.command or "serve"
     if command == "serve":
         _serve()
+    elif command == "doctor":
+        from .doctor import run_doctor
+
+        sys.exit(anyio.run(run_doctor, args.json))
     elif command == "demo":
         from .demo import run_demo
 

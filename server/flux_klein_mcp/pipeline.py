@@ -21,8 +21,9 @@ from .config import Settings
 from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError
 from .images import ImageInfo, NotAnImage, inspect
 from .inputs import InputPolicy, resolve_inputs
-from .policy import Sleep, send_with_policy
+from .policy import send_with_policy
 from .providers import Call, Provider, Providers, Reply
+from .providers.base import Link, Sleep
 from .request import ImageRequest
 from .store import SavedFile, Store, file_stem, name_stem, timestamp
 
@@ -185,8 +186,8 @@ class _Batch:
 
     async def _one(self, call: Call, scope: anyio.CancelScope) -> None:
         try:
-            progress = self._call_progress(call)
-            reply = await send_with_policy(self.provider, call, self.runtime.http, progress, self.runtime.sleep)
+            link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep)
+            reply = await send_with_policy(self.provider, call, link)
             self.replies.append(reply)
             for k, data in enumerate(reply.images[: call.count]):
                 # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
@@ -222,7 +223,7 @@ class _Batch:
                 provider=self.provider.label,
             ) from None
         index = call.index + k
-        seed = None if call.seed is None else call.seed + k
+        seed = call.seed if call.count == 1 else None  # a batch shares one request: no per-image seed
         cost, cost_source = self._cost(reply, info)
         req = self.request
         sidecar: dict[str, Any] = {
@@ -271,6 +272,9 @@ class _Batch:
         notes = [note for reply in self.replies for note in reply.notes]
         if self.runtime.store.note:
             notes.append(self.runtime.store.note)
+        if self.request.seed is not None and not self.provider.capabilities.seed:
+            notes.append(f"{self.provider.label} does not take a seed: it was not sent, so these images cannot be "
+                         "reproduced by seed. Use provider 'openrouter' or 'empiriolabs' for seeded results.")
         cost = pricing.total([image.cost_usd for image in images])
         if cost is None:
             notes.append(

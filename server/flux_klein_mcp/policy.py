@@ -14,22 +14,16 @@ At most one retry per provider request, whatever the second failure is.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
-
 from .errors import ProviderError, RateLimited, ServerFailed, UpstreamFailed
-from .providers.base import Call, Progress, Provider, Reply
+from .providers.base import Call, Link, Provider, Reply
 from .rules import shorten_prompt
 
 DEFAULT_RATE_LIMIT_WAIT_S = 3.0
 #: A longer Retry-After than this is reported instead of waited out (hosts time tool calls out at about 60 s).
 MAX_RATE_LIMIT_WAIT_S = 30.0
 BACKOFF_S = 2.0
-
-Sleep = Callable[[float], Awaitable[None]]
-
 
 @dataclass(frozen=True)
 class Retry:
@@ -50,21 +44,19 @@ def retry_for(error: ProviderError) -> Retry | None:
     return None
 
 
-async def send_with_policy(
-    provider: Provider, call: Call, http: httpx.AsyncClient, progress: Progress, sleep: Sleep
-) -> Reply:
+async def send_with_policy(provider: Provider, call: Call, link: Link) -> Reply:
     try:
-        return await provider.send(call, http, progress)
+        return await provider.send(call, link)
     except ProviderError as exc:
         first = exc
     retry = retry_for(first)
     if retry is None:
         raise _final(first)
     if retry.wait_s:
-        await sleep(retry.wait_s)
+        await link.sleep(retry.wait_s)
     second_call = call.with_prompt(shorten_prompt(call.prompt)) if retry.shorten else call
     try:
-        reply = await provider.send(second_call, http, progress)
+        reply = await provider.send(second_call, link)
     except ProviderError as second:
         raise _after_retry(first, second) from None
     reply.notes.append(f"Image {call.index + 1}: {retry.why}.")

@@ -25,9 +25,9 @@ from .config import Settings
 from .errors import ConfigError, FluxKleinError, scrub
 from .images import FORMATS
 from .pipeline import Runtime
-from .policy import Sleep
 from .present import tool_result
 from .providers import PROVIDER_NAMES, ProviderName
+from .providers.base import Sleep
 from .providers.openrouter import BILLING_URL
 from .request import ImageRequest
 from .rules import ASPECT_RATIO_BY_USE, MAX_PROMPT_CHARS, MAX_SEED, AspectRatio, Tier

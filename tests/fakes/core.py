@@ -101,26 +101,36 @@ class FakeBase:
         return sum(1 for r in self.requests if r.path.endswith(suffix))
 
 
-def mock_transport(fake: FakeBase) -> httpx.MockTransport:
+def mock_transport(fake: FakeBase | dict[str, FakeBase]) -> httpx.MockTransport:
+    """Serve one fake for every host, or a fake per host name ({host: fake}); other hosts refuse to connect."""
+
     async def handler(request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        incoming = Incoming(request.method, request.url.raw_path.decode().split("?")[0],
-                            {k.lower(): v for k, v in request.headers.items()}, body)
-        answer = fake.handle(incoming)
-        if answer is Fault.HANG:
-            try:
-                await anyio.sleep_forever()
-            finally:
-                fake.disconnects += 1
-        if answer is Fault.RESET:
-            raise httpx.ReadError("connection reset by peer", request=request)
-        if answer is Fault.TRUNCATE:
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body",
-                                            request=request)
-        assert isinstance(answer, Answer)
-        return httpx.Response(answer.status, content=answer.body, headers=answer.headers)
+        if isinstance(fake, dict):
+            if request.url.host not in fake:
+                raise httpx.ConnectError("connection refused", request=request)
+            return await _answer(fake[request.url.host], request, body)
+        return await _answer(fake, request, body)
 
     return httpx.MockTransport(handler)
+
+
+async def _answer(fake: FakeBase, request: httpx.Request, body: bytes) -> httpx.Response:
+    incoming = Incoming(request.method, request.url.raw_path.decode().split("?")[0],
+                        {k.lower(): v for k, v in request.headers.items()}, body)
+    answer = fake.handle(incoming)
+    if answer is Fault.HANG:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            fake.disconnects += 1
+    if answer is Fault.RESET:
+        raise httpx.ReadError("connection reset by peer", request=request)
+    if answer is Fault.TRUNCATE:
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body",
+                                        request=request)
+    assert isinstance(answer, Answer)
+    return httpx.Response(answer.status, content=answer.body, headers=answer.headers)
 
 
 class Loopback:
@@ -133,7 +143,9 @@ class Loopback:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        if hasattr(fake, "public_url"):
+            fake.public_url = self.url  # URL replies point back at this server
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
     def close(self) -> None:

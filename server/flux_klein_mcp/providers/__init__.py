@@ -1,7 +1,7 @@
 """The providers, and the rule that picks one for a call.
 
-`FLUX_KLEIN_PROVIDER` (or a call's `provider` argument) names one; otherwise the first provider whose key is
-set wins, in `AUTO_ORDER`. The sandbox is only ever used when asked for by name.
+A call's `provider` argument wins, then `FLUX_KLEIN_PROVIDER`, then the first provider whose key is set, in
+`AUTO_ORDER`. The sandbox is only ever used when asked for by name.
 """
 
 from __future__ import annotations
@@ -11,28 +11,39 @@ from typing import Literal, get_args
 
 from ..config import Settings
 from ..errors import ConfigError, InputError
-from .base import Call, Capabilities, KeyCheck, Progress, Provider, Reply
+from .aigateway import AIGateway
+from .base import Call, Capabilities, KeyCheck, Link, Progress, Provider, Reply, Sleep
+from .empiriolabs import EmpirioLabs
+from .fluxrouter import FluxRouter
+from .openai_compatible import OpenAICompatible
 from .openrouter import OpenRouter
 from .sandbox import Sandbox
 
 __all__ = [
     "AUTO_ORDER",
+    "PROVIDER_NAMES",
     "Call",
     "Capabilities",
     "KeyCheck",
+    "Link",
     "Progress",
     "Provider",
     "ProviderName",
     "Providers",
     "Reply",
+    "Sleep",
 ]
 
-ProviderName = Literal["openrouter", "sandbox"]
+ProviderName = Literal["openrouter", "empiriolabs", "aigateway", "fluxrouter", "openai-compatible", "sandbox"]
 PROVIDER_NAMES: tuple[str, ...] = get_args(ProviderName)
-AUTO_ORDER: tuple[str, ...] = ("openrouter",)
+AUTO_ORDER: tuple[str, ...] = ("openrouter", "empiriolabs", "aigateway", "fluxrouter", "openai-compatible")
 
 _FACTORIES: dict[str, Callable[[Settings], Provider]] = {
     "openrouter": OpenRouter,
+    "empiriolabs": EmpirioLabs,
+    "aigateway": AIGateway,
+    "fluxrouter": FluxRouter,
+    "openai-compatible": OpenAICompatible,
     "sandbox": Sandbox,
 }
 
@@ -54,7 +65,7 @@ class Providers:
             raise InputError(f"provider {name!r} is unknown. Use one of: {', '.join(PROVIDER_NAMES)}.") from None
 
     def choose(self, requested: str | None = None) -> Provider:
-        """The provider for a call: `requested`, else FLUX_KLEIN_PROVIDER, else the first with a key."""
+        """The provider for a call: `requested`, else FLUX_KLEIN_PROVIDER, else the first whose key is set."""
         if requested:
             return self._ready(self.get(requested), "the provider argument")
         if self._settings.provider:
@@ -64,10 +75,18 @@ class Providers:
                     f"Use one of: {', '.join(PROVIDER_NAMES)}, or unset it."
                 )
             return self._ready(self._by_name[self._settings.provider], "FLUX_KLEIN_PROVIDER")
+        auto = self.auto_choice()
+        if auto is None:
+            raise ConfigError(self.nothing_configured())
+        return self._ready(auto, f"its key {auto.key_variable}")
+
+    def auto_choice(self) -> Provider | None:
+        """The first provider in AUTO_ORDER whose key variable is set, if any."""
         for name in AUTO_ORDER:
-            if self._by_name[name].configured():
-                return self._by_name[name]
-        raise ConfigError(self.nothing_configured())
+            provider = self._by_name[name]
+            if provider.key_variable and self._settings.get(provider.key_variable):
+                return provider
+        return None
 
     def nothing_configured(self) -> str:
         keys = ", ".join(p.key_variable for n in AUTO_ORDER if (p := self._by_name[n]).key_variable)
@@ -79,10 +98,11 @@ class Providers:
 
     @staticmethod
     def _ready(provider: Provider, chosen_by: str) -> Provider:
-        if not provider.configured():
+        missing = provider.missing()
+        if missing:
             raise ConfigError(
-                f"{provider.label} was chosen by {chosen_by}, but {provider.key_variable} is not set. "
-                f"Set {provider.key_variable} in the server's environment, or use provider \"sandbox\" to try "
-                "the tools offline."
+                f"{provider.label} was chosen by {chosen_by}, but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set. Set it in the server's environment and restart, "
+                "or use provider \"sandbox\" to try the tools offline."
             )
         return provider

@@ -13,6 +13,16 @@ from ..rules import Tier
 
 #: `progress(fraction 0..1, message)` while a provider waits on a slow job.
 Progress = Callable[[float, str], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Link:
+    """What one provider call may use from the runtime: the shared HTTP client, progress, and sleep (for waits)."""
+
+    http: httpx.AsyncClient
+    progress: Progress
+    sleep: Sleep
 
 
 @dataclass(frozen=True)
@@ -86,8 +96,8 @@ class Provider(Protocol):
     @property
     def capabilities(self) -> Capabilities: ...
 
-    def configured(self) -> bool:
-        """True when the key (and anything else needed) is set."""
+    def missing(self) -> list[str]:
+        """The variables that must still be set before this provider can be used; empty when ready."""
         ...
 
     def model_for(self, tier: Tier) -> str: ...
@@ -96,7 +106,7 @@ class Provider(Protocol):
         """Split a request into provider calls (one per image unless the provider batches)."""
         ...
 
-    async def send(self, call: Call, http: httpx.AsyncClient, progress: Progress) -> Reply:
+    async def send(self, call: Call, link: Link) -> Reply:
         """Make one call; raise a `ProviderError` subclass on any failure, having saved nothing."""
         ...
 

@@ -21,7 +21,7 @@ from ..errors import (
 from ..request import ImageRequest, InputImage
 from ..rules import MODEL_RULES, AspectRatio, ModelRule, Tier, check_flux_payload, model_options, prompt_text, seeds_for
 from . import http as wire
-from .base import Call, Capabilities, KeyCheck, Progress, Reply, auth_header
+from .base import Call, Capabilities, KeyCheck, Link, Reply, auth_header
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 KEY_VARIABLE = "OPENROUTER_API_KEY"
@@ -74,8 +74,8 @@ class OpenRouter:
         self.base_url = (settings.get("OPENROUTER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self._timeout_s = settings.timeout_s
 
-    def configured(self) -> bool:
-        return bool(self._key)
+    def missing(self) -> list[str]:
+        return [] if self._key else [KEY_VARIABLE]
 
     def model_for(self, tier: Tier) -> str:
         return MODEL_RULES[tier].model
@@ -83,10 +83,10 @@ class OpenRouter:
     def plan(self, request: ImageRequest) -> list[Call]:
         return plan_one_per_image(request)
 
-    async def send(self, call: Call, http: httpx.AsyncClient, progress: Progress) -> Reply:
+    async def send(self, call: Call, link: Link) -> Reply:
         payload = payload_for(call)
         reply = await wire.send(
-            http,
+            link.http,
             "POST",
             f"{self.base_url}/chat/completions",
             provider=self.label,

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from ..config import Settings
 from ..request import ImageRequest
 from ..rules import DEFAULT_SIZE, MODEL_RULES, OPENROUTER_SIZES, Tier
-from .base import Call, Capabilities, KeyCheck, Progress, Reply
+from .base import Call, Capabilities, KeyCheck, Link, Reply
 from .openrouter import payload_for, plan_one_per_image
 
 
@@ -36,8 +36,8 @@ class Sandbox:
     def __init__(self, settings: Settings) -> None:
         del settings  # nothing to configure
 
-    def configured(self) -> bool:
-        return True
+    def missing(self) -> list[str]:
+        return []
 
     def model_for(self, tier: Tier) -> str:
         return MODEL_RULES[tier].model
@@ -45,7 +45,7 @@ class Sandbox:
     def plan(self, request: ImageRequest) -> list[Call]:
         return plan_one_per_image(request)
 
-    async def send(self, call: Call, http: httpx.AsyncClient, progress: Progress) -> Reply:
+    async def send(self, call: Call, link: Link) -> Reply:
         payload = payload_for(call)
         png = await anyio.to_thread.run_sync(render_placeholder, call, payload)
         return Reply(

@@ -1,0 +1,93 @@
+"""`flux-klein-mcp doctor`: is each provider's key set and valid, can the output folder be written, and which
+provider would a call use. Key checks cost nothing (OpenRouter `GET /key`, the gateways `GET /models`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+
+from .config import Settings
+from .errors import FluxKleinError, scrub
+from .pipeline import Runtime
+from .providers import KeyCheck, Provider
+
+
+@dataclass(frozen=True)
+class Row:
+    provider: str
+    key_variable: str
+    status: str
+    detail: str
+
+
+async def diagnose(runtime: Runtime) -> dict[str, Any]:
+    """Everything `doctor` reports, as data (the table and `--json` both print this)."""
+    providers = list(runtime.providers)
+    checks: dict[str, KeyCheck] = {}
+
+    async def check(provider: Provider) -> None:
+        checks[provider.name] = await provider.check_key(runtime.http)
+
+    async with anyio.create_task_group() as group:
+        for provider in providers:
+            group.start_soon(check, provider)
+    secrets = runtime.settings.secrets()
+    rows = [
+        Row(p.name, p.key_variable or "-", checks[p.name].status, scrub(checks[p.name].detail, secrets))
+        for p in providers
+    ]
+    try:
+        folder: str | None = str(await anyio.to_thread.run_sync(lambda: runtime.store.folder))
+        folder_note = runtime.store.note or "writable"
+    except FluxKleinError as exc:
+        folder, folder_note = None, str(exc)
+    try:
+        chosen = runtime.providers.choose()
+        choice, usable = chosen.name, checks[chosen.name].status == "ok"
+        why = "FLUX_KLEIN_PROVIDER" if runtime.settings.provider else f"the first key set, {chosen.key_variable}"
+        choice_note = f"{chosen.name} (chosen by {why})"
+        if not usable:
+            choice_note += f" - but its key is {checks[chosen.name].status}"
+    except FluxKleinError as exc:
+        choice, usable, choice_note = None, False, scrub(str(exc), secrets)
+    return {
+        "providers": [asdict(row) for row in rows],
+        "output_dir": folder,
+        "output_dir_status": folder_note,
+        "provider_for_calls": choice,
+        "provider_note": choice_note,
+        "usable": usable and folder is not None,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    rows = [("PROVIDER", "KEY VARIABLE", "STATUS", "DETAIL")]
+    rows += [(r["provider"], r["key_variable"], r["status"], r["detail"]) for r in report["providers"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
+             for row in rows]
+    lines += [
+        "",
+        f"Output folder:  {report['output_dir'] or '-'} ({report['output_dir_status']})",
+        f"Calls would use: {report['provider_note']}",
+    ]
+    if not report["usable"]:
+        lines.append("Nothing usable is configured yet: fix what is shown above, or set "
+                     "FLUX_KLEIN_PROVIDER=sandbox to try the tools offline.")
+    return "\n".join(lines)
+
+
+async def run_doctor(as_json: bool) -> int:
+    try:
+        settings = Settings.from_env()
+    except FluxKleinError as exc:
+        print(f"flux-klein-mcp: {exc}", file=sys.stderr)
+        return exc.exit_code
+    async with Runtime.open(settings) as runtime:
+        report = await diagnose(runtime)
+    print(json.dumps(report, indent=2) if as_json else render(report))
+    return 0 if report["usable"] else 1

@@ -1,0 +1,101 @@
+"""EmpirioLabs: FLUX.2 klein at $0.0085 an image, asynchronous by default (PROVIDERS.md §2).
+
+We ask for the images directly (`"sync": true`), and still follow a job reply (`job_id`) when one comes back:
+`GET {base}/jobs/{job_id}` until it completes or fails, reporting progress, within FLUX_KLEIN_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from ..errors import BadReply, ConnectionFailed, ContentRefused, ProviderError
+from ..request import ImageRequest
+from ..rules import AspectRatio
+from . import http as wire
+from .base import Call, Capabilities, Link, Reply
+from .openai_images import OpenAIImages, size_for
+
+#: The aspect ratios EmpirioLabs takes by name; the others are sent as width and height (within 1 MP).
+NATIVE_ASPECT_RATIOS: frozenset[AspectRatio] = frozenset({"1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"})
+# Job status names are unverified beyond "completed" and "failed": accept the usual synonyms.
+DONE = frozenset({"completed", "complete", "succeeded", "success", "done", "finished"})
+FAILED = frozenset({"failed", "error", "errored", "cancelled", "canceled", "expired", "rejected"})
+POLL_FIRST_S = 0.5
+POLL_MAX_S = 3.0
+
+
+class EmpirioLabs(OpenAIImages):
+    name = "empiriolabs"
+    label = "EmpirioLabs"
+    key_variable = "EMPIRIOLABS_API_KEY"
+    base_url_variable = "EMPIRIOLABS_BASE_URL"
+    default_base_url = "https://api.empiriolabs.ai/v1"
+    model_id = "flux-2-klein-4b"
+    billing_url = "your EmpirioLabs dashboard (https://empiriolabs.ai)"
+    sends_seed = True
+    capabilities = Capabilities(edit=True, compose=True, seed=True, batch=4,
+                                sizes="7 aspect ratios natively, the rest as width x height; at most 1 MP",
+                                price="$0.0085/image")
+
+    def payload(self, call: Call) -> dict[str, Any]:
+        req: ImageRequest = call.request
+        body = super().payload(call)
+        body.pop("size", None)
+        if body.pop("n", None):
+            body["num_images"] = call.count
+        if req.aspect_ratio in NATIVE_ASPECT_RATIOS:
+            body["aspect_ratio"] = req.aspect_ratio
+        elif req.aspect_ratio is not None:
+            body["width"], body["height"] = size_for(req.aspect_ratio)
+        if req.inputs:
+            body["images"] = [image.url for image in req.inputs]
+        body["format"] = "png"
+        body["sync"] = True
+        return body
+
+    async def reply_from(self, body: Any, payload: dict[str, Any], link: Link, headers: Any = None) -> Reply:
+        if isinstance(body, dict) and body.get("job_id") and not body.get("data"):
+            body = await self._wait_for_job(str(body["job_id"]), link)
+        return await super().reply_from(body, payload, link, headers)
+
+    async def _wait_for_job(self, job_id: str, link: Link) -> Any:
+        """Poll the job until it is done; its `result` is an images response (or the list of its items)."""
+        url = f"{self.base_url}/jobs/{job_id}"
+        delay = POLL_FIRST_S
+        try:
+            with anyio.fail_after(self._timeout_s):
+                while True:
+                    reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
+                                            headers=self.headers())
+                    if reply.status != 200:
+                        raise self.error_for(reply)
+                    job = reply.json(self.label)
+                    status = str(job.get("status", "")).lower() if isinstance(job, dict) else ""
+                    if status in DONE:
+                        result = job.get("result")
+                        return {"data": result} if isinstance(result, list) else result
+                    if status in FAILED:
+                        raise self._job_failed(job_id, job)
+                    progress = job.get("progress")
+                    fraction = float(progress) if isinstance(progress, int | float) else 0.0
+                    await link.progress(min(max(fraction, 0.0), 0.99), f"EmpirioLabs job {status or 'queued'}")
+                    await link.sleep(delay)
+                    delay = min(delay * 2, POLL_MAX_S)
+        except TimeoutError:
+            raise ConnectionFailed(
+                f"EmpirioLabs job {job_id} did not finish within {self._timeout_s:g} s (FLUX_KLEIN_TIMEOUT_S). "
+                "Nothing was saved; it may still finish and be charged. Try again later or raise the timeout.",
+                provider=self.label,
+            ) from None
+
+    def _job_failed(self, job_id: str, job: dict[str, Any]) -> ProviderError:
+        error = job.get("error")
+        detail = error.get("message") if isinstance(error, dict) else error
+        text = str(detail or "no details")
+        if any(word in text.lower() for word in ("nsfw", "moderation", "safety", "content policy", "flagged")):
+            return ContentRefused(f"EmpirioLabs refused the request: {text}. Rephrase it without the flagged "
+                                  "content.", provider=self.label)
+        return BadReply(f"EmpirioLabs job {job_id} failed: {text}. Nothing was saved; try again.",
+                        provider=self.label, status=200)

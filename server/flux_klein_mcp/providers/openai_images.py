@@ -1,0 +1,227 @@
+"""The OpenAI-style images API (`POST {base}/images/generations`) that the gateways share (PROVIDERS.md §2).
+
+A gateway is a subclass that sets its names, model, fields and capabilities; EmpirioLabs adds its jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import httpx
+
+from ..config import Settings
+from ..errors import (
+    AuthFailed,
+    BadReply,
+    ContentRefused,
+    CreditsExhausted,
+    ProviderError,
+    RateLimited,
+    RequestRejected,
+    ServerFailed,
+)
+from ..request import ImageRequest
+from ..rules import (
+    DEFAULT_SIZE,
+    MODEL_RULES,
+    OPENROUTER_SIZES,
+    AspectRatio,
+    Tier,
+    check_flux_payload,
+    prompt_text,
+    seeds_for,
+)
+from . import http as wire
+from .base import Call, Capabilities, KeyCheck, Link, Reply, auth_header
+
+_MODERATION_MARKERS = ("content_policy", "moderation", "safety", "nsfw", "flagged", "content_filter")
+
+
+def size_for(aspect_ratio: AspectRatio | None) -> tuple[int, int]:
+    """The pixel size for an aspect ratio: OpenRouter's table, all within 1 MP and multiples of 16."""
+    return OPENROUTER_SIZES[aspect_ratio] if aspect_ratio else DEFAULT_SIZE
+
+
+class OpenAIImages:
+    """One OpenAI-style images endpoint. Subclasses fill in the class attributes."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    key_variable: ClassVar[str]
+    base_url_variable: ClassVar[str]
+    default_base_url: ClassVar[str] = ""
+    model_id: ClassVar[str] = ""
+    #: Where a user adds credits; named in the 402 message.
+    billing_url: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    #: Fields this endpoint documents, beyond model and prompt.
+    sends_size: ClassVar[bool] = True
+    sends_response_format: ClassVar[bool] = True
+    sends_seed: ClassVar[bool] = False
+    #: Response header carrying the charge in USD, when the provider sends one.
+    cost_header: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.get(self.key_variable)
+        self.base_url = (settings.get(self.base_url_variable) or self.default_base_url).rstrip("/")
+        self._timeout_s = settings.timeout_s
+        self.model = self.model_id
+
+    def missing(self) -> list[str]:
+        return [] if self._key else [self.key_variable]
+
+    def model_for(self, tier: Tier) -> str:
+        return self.model
+
+    def plan(self, request: ImageRequest) -> list[Call]:
+        """One request for all n images where the endpoint batches; one request per image otherwise.
+
+        With a seed (where the endpoint takes one), each image gets its own request and seed, seed+1, ..., so
+        every image can be reproduced on its own.
+        """
+        seeds = seeds_for(request.seed, request.n) if self.sends_seed else [None] * request.n
+        if request.n == 1 or self.capabilities.batch < request.n or seeds[0] is not None:
+            return [Call(request, i, 1, seed, request.prompt) for i, seed in enumerate(seeds)]
+        return [Call(request, 0, request.n, None, request.prompt)]
+
+    def payload(self, call: Call) -> dict[str, Any]:
+        req = call.request
+        body: dict[str, Any] = {"model": self.model, "prompt": prompt_text(call.prompt, req.aspect_ratio,
+                                                                          MODEL_RULES["low"])}
+        if call.count > 1:
+            body["n"] = call.count
+        if self.sends_size:
+            width, height = size_for(req.aspect_ratio)
+            body["size"] = f"{width}x{height}"
+        if self.sends_seed and call.seed is not None:
+            body["seed"] = call.seed
+        if self.sends_response_format:
+            body["response_format"] = "b64_json"
+        return body
+
+    def headers(self) -> dict[str, str]:
+        return dict(auth_header(self._key))
+
+    async def send(self, call: Call, link: Link) -> Reply:
+        payload = self.payload(call)
+        check_flux_payload(payload)
+        reply = await wire.send(link.http, "POST", f"{self.base_url}/images/generations", provider=self.label,
+                                timeout_s=self._timeout_s, headers=self.headers(), json_body=payload)
+        if not 200 <= reply.status < 300:  # EmpirioLabs answers a job with 202
+            raise self.error_for(reply)
+        return await self.reply_from(reply.json(self.label), payload, link, reply.headers)
+
+    async def reply_from(
+        self, body: Any, payload: dict[str, Any], link: Link, headers: httpx.Headers | None = None
+    ) -> Reply:
+        """Images from an images response: base64 items decoded, URL items downloaded at once."""
+        items = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise BadReply(f"{self.label} answered without any images. Nothing was saved; try again.",
+                           provider=self.label, status=200)
+        images = [await self._image_of(item, link) for item in items]
+        return Reply(images=images, model=self.model, prompt_sent=payload["prompt"],
+                     reported_cost_usd=self._reported_cost(headers), generation_id=self._request_id(headers))
+
+    async def _image_of(self, item: Any, link: Link) -> bytes:
+        if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
+            return wire.decode_base64_image(item["b64_json"], self.label)
+        if isinstance(item, dict) and isinstance(item.get("url"), str):
+            return await self.download(item["url"], link)
+        raise BadReply(f"{self.label} returned an image item with neither b64_json nor url. Nothing was saved.",
+                       provider=self.label, status=200)
+
+    async def download(self, url: str, link: Link) -> bytes:
+        """Fetch a signed image URL now (they expire): https://, or the provider's own configured host."""
+        if url.startswith("data:"):
+            return wire.decode_base64_image(url, self.label)
+        target, base = httpx.URL(url), httpx.URL(self.base_url)
+        same_host = (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+        if target.scheme != "https" and not same_host:
+            raise BadReply(f"{self.label} returned an image URL that is neither https:// nor on its own host "
+                           f"({target.scheme}://{target.host}); it was not fetched. Nothing was saved.",
+                           provider=self.label, status=200)
+        # The key goes only to the provider's own host, never to a storage or CDN host.
+        headers = self.headers() if same_host else None
+        reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
+                                headers=headers)
+        if reply.status != 200:
+            raise BadReply(f"Downloading the image {self.label} returned failed (HTTP {reply.status}; the link may "
+                           "have expired). Nothing was saved; try again.", provider=self.label, status=reply.status)
+        return reply.body
+
+    def _reported_cost(self, headers: httpx.Headers | None) -> float | None:
+        raw = headers.get(self.cost_header) if headers is not None and self.cost_header else None
+        try:
+            return float(raw) if raw else None
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _request_id(headers: httpx.Headers | None) -> str | None:
+        if headers is None:
+            return None
+        found = headers.get("x-request-id") or headers.get("x-flux-request-id")
+        return str(found) if found else None
+
+    def error_for(self, reply: wire.HttpReply) -> ProviderError:
+        """The OpenAI error shape mapped onto the shared policy (PROVIDERS.md §2)."""
+        info = wire.error_info(reply)
+        status, label = reply.status, self.label
+        code = str(info.code or "").lower()
+        detail = info.message + (f" [{info.code}]" if info.code else "")
+        markers = f"{code} {(info.type or '').lower()} {info.message.lower()}"
+        if status == 402 or code == "insufficient_quota":
+            return CreditsExhausted(
+                f"{label} says the account is out of credits ({status}: {detail}). STOP: do not retry, and do not "
+                f"switch to another tier, model or provider. Tell the user to add credits at {self.billing_url}, "
+                "then ask again.", provider=label, status=status)
+        if status == 401:
+            return AuthFailed(f"{label} rejected the API key (401: {detail}). Set {self.key_variable} to a valid "
+                              "key and restart the server. Not retried.", provider=label, status=status)
+        if status in (400, 403) and any(m in markers for m in _MODERATION_MARKERS):
+            return ContentRefused(f"{label}'s moderation refused the request ({status}: {detail}). Rephrase the "
+                                  "request without the flagged content; the same prompt will be refused again.",
+                                  provider=label, status=status)
+        if status == 429:
+            return RateLimited(f"{label} is rate limiting requests (429: {detail}).", provider=label,
+                               retry_after=wire.retry_after_seconds(reply, info))
+        if status >= 500:
+            return ServerFailed(f"{label} failed upstream (HTTP {status}: {detail}).", provider=label,
+                                status=status, retryable=status in (500, 503))
+        if status == 404:
+            return RequestRejected(f"{label} does not know the model or endpoint (404: {detail}). "
+                                   f"{self._model_hint()}", provider=label, status=status)
+        return RequestRejected(f"{label} rejected the request (HTTP {status}: {detail}). Check the arguments; "
+                               "not retried.", provider=label, status=status)
+
+    def _model_hint(self) -> str:
+        return f"Check {self.base_url_variable}."
+
+    async def check_key(self, http: httpx.AsyncClient) -> KeyCheck:
+        if self.missing():
+            return KeyCheck("missing", f"set {' and '.join(self.missing())}")
+        try:
+            reply = await wire.send(http, "GET", f"{self.base_url}/models", provider=self.label,
+                                    timeout_s=min(self._timeout_s, 15), headers=self.headers())
+        except ProviderError as exc:
+            return KeyCheck("unreachable", str(exc))
+        if reply.status == 401:
+            return KeyCheck("invalid", f"{self.key_variable} was rejected (401)")
+        if reply.status != 200:
+            return KeyCheck("invalid", f"GET /models answered HTTP {reply.status}: {wire.error_info(reply).message}")
+        ids = _model_ids(reply)
+        if ids is not None and self.model not in ids:
+            return KeyCheck("invalid", f"key valid, but the model {self.model!r} is not listed by GET /models")
+        return KeyCheck("ok", f"key valid, model {self.model}")
+
+
+def _model_ids(reply: wire.HttpReply) -> set[str] | None:
+    try:
+        body = reply.json("")
+    except BadReply:
+        return None
+    data = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(data, list):
+        return None
+    return {str(m.get("id")) for m in data if isinstance(m, dict)} or None

@@ -1,0 +1,71 @@
+"""`flux-klein-mcp doctor`: key checks without spend, the output folder, the provider a call would use."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flux_klein_mcp.config import Settings
+from flux_klein_mcp.doctor import diagnose, render
+from flux_klein_mcp.pipeline import Runtime
+from tests.fakes.core import Loopback, mock_transport
+from tests.fakes.images_api import AIGATEWAY, FLUXROUTER, FakeImagesAPI
+from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter
+from tests.test_cli import cli
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_each_key_is_checked_without_any_generation(workdir):
+    openrouter, aigateway, fluxrouter = FakeOpenRouter(), FakeImagesAPI(AIGATEWAY), FakeImagesAPI(FLUXROUTER)
+    settings = Settings.from_env({
+        "OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": "https://or.test/api/v1",
+        "AIGATEWAY_API_KEY": "ag-wrong", "AIGATEWAY_BASE_URL": "https://ag.test/v1",
+        "FLUX_API_KEY": FLUXROUTER.key, "FLUXROUTER_BASE_URL": "https://fx.test/v1",
+        "EMPIRIOLABS_API_KEY": "el-key", "EMPIRIOLABS_BASE_URL": "https://down.test/v1",
+    }, cwd=workdir)
+    transport = mock_transport({"or.test": openrouter, "ag.test": aigateway, "fx.test": fluxrouter})
+    async with Runtime.open(settings, transport) as runtime:
+        report = await diagnose(runtime)
+    status = {row["provider"]: row["status"] for row in report["providers"]}
+    assert status == {"openrouter": "ok", "empiriolabs": "unreachable", "aigateway": "invalid", "fluxrouter": "ok",
+                      "openai-compatible": "missing", "sandbox": "ok"}
+    assert [r.path for r in openrouter.requests] == ["/api/v1/key"]
+    assert [r.path for r in aigateway.requests] == ["/v1/models"] == [r.path for r in fluxrouter.requests]
+    assert report["provider_for_calls"] == "openrouter" and report["usable"] is True
+    assert report["output_dir"] == str(workdir / "output")
+    text = render(report)
+    assert "OPENROUTER_API_KEY" in text and "Calls would use: openrouter" in text
+    assert TEST_KEY not in json.dumps(report) and "ag-wrong" not in json.dumps(report)
+
+
+async def test_a_model_missing_from_the_list_is_reported(workdir):
+    fluxrouter = FakeImagesAPI(FLUXROUTER)
+    fluxrouter.listed = ["flux-pro-only"]  # the alias was retired
+    settings = Settings.from_env({"FLUX_API_KEY": FLUXROUTER.key, "FLUXROUTER_BASE_URL": "https://fx.test/v1",
+                                  "FLUX_KLEIN_PROVIDER": "fluxrouter"}, cwd=workdir)
+    async with Runtime.open(settings, mock_transport({"fx.test": fluxrouter})) as runtime:
+        report = await diagnose(runtime)
+    row = next(r for r in report["providers"] if r["provider"] == "fluxrouter")
+    assert row["status"] == "invalid" and "'flux-image' is not listed" in row["detail"]
+    assert report["usable"] is False
+
+
+def test_doctor_exits_1_when_nothing_is_configured(workdir):
+    done = cli(["doctor"], workdir)
+    assert done.returncode == 1
+    assert "No image provider is configured" in done.stdout and "FLUX_KLEIN_PROVIDER=sandbox" in done.stdout
+
+
+def test_doctor_exits_0_with_a_valid_key_and_prints_json(workdir):
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    try:
+        done = cli(["doctor", "--json"], workdir, OPENROUTER_API_KEY=TEST_KEY,
+                   OPENROUTER_BASE_URL=f"{server.url}/api/v1")
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["provider_for_calls"] == "openrouter" and fake.completions == []
