@@ -9,7 +9,7 @@ from typing import Any
 import anyio.lowlevel
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, ListRootsResult, Root, TextContent
 
 from flux_klein_mcp.config import Settings
 from flux_klein_mcp.server import create_server
@@ -87,19 +87,35 @@ def connect(fake: FakeOpenRouter, make_settings: Callable[..., Settings], sleeps
     """
 
     @asynccontextmanager
-    async def open_client(fake_provider: Any = None, *, loopback: bool = False, **env: str) -> AsyncIterator[Client]:
+    async def open_client(
+        fake_provider: Any = None, *, loopback: bool = False, roots: list[Path] | None = None, **env: str
+    ) -> AsyncIterator[Client]:
         provider = fake_provider or fake
         real = Loopback(provider) if loopback else None
         try:
             settings = make_settings(**{**provider_env(provider, real.url if real else None), **env})
             transport = None if real else mock_transport(provider)
-            async with Client(create_server(settings, transport=transport, sleep=sleeps)) as client:
+            list_roots = None
+            if roots is not None:
+
+                async def list_roots(context: Any) -> ListRootsResult:
+                    return ListRootsResult(roots=[Root(uri=root.as_uri(), name=root.name) for root in roots])
+
+            server = create_server(settings, transport=transport, sleep=sleeps)
+            async with Client(server, list_roots_callback=list_roots) as client:
                 yield client
         finally:
             if real:
                 real.close()
 
     return open_client
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a condition another task or process brings about (for when no event is exposed)."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
 
 
 def summary(result: CallToolResult) -> dict[str, Any]:

@@ -122,30 +122,52 @@ def test_stdout_carries_only_protocol_messages(server_env, workdir):
     assert TEST_KEY not in stderr and TEST_KEY not in "".join(lines)
 
 
-@pytest.mark.parametrize("spec", [EMPIRIOLABS, AIGATEWAY, FLUXROUTER, GENERIC], ids=lambda s: s.name)
-@pytest.mark.parametrize("chosen_by", ["key", "argument"])
-async def test_each_gateway_generates_over_stdio(spec, chosen_by, workdir):
+GATEWAYS = [EMPIRIOLABS, AIGATEWAY, FLUXROUTER, GENERIC]
+
+
+def assert_generated(result, provider: str, count: int) -> dict:
+    data = summary(result)
+    assert data["provider"] == provider and len(data["images"]) == count
+    assert len([b for b in result.content if isinstance(b, ImageContent)]) == count
+    assert all(Path(image["path"]).is_file() for image in data["images"])
+    return data
+
+
+@pytest.mark.parametrize("spec", GATEWAYS, ids=lambda s: s.name)
+async def test_each_gateway_chosen_by_its_key_alone_generates_over_stdio(spec, workdir):
     fake = FakeImagesAPI(spec)
     server = Loopback(fake)
     try:
-        env = {**provider_env(fake, server.url), "PYTHONUNBUFFERED": "1"}
-        arguments: dict[str, object] = {}
-        if chosen_by == "argument":
-            env["OPENROUTER_API_KEY"] = TEST_KEY  # would win the automatic choice
-            arguments["provider"] = spec.name
-        async with stdio(env, workdir) as client:
-            one = await client.call_tool("generate_image", {"prompt": "a fox", "aspect_ratio": "16:9", **arguments})
-            two = await client.call_tool("generate_image", {"prompt": "two foxes", "n": 2, **arguments})
+        async with stdio(provider_env(fake, server.url), workdir) as client:
+            one = await client.call_tool("generate_image", {"prompt": "a fox", "aspect_ratio": "16:9"})
+            two = await client.call_tool("generate_image", {"prompt": "two foxes", "n": 2})
     finally:
         server.close()
-    for result, count in ((one, 1), (two, 2)):
-        data = summary(result)
-        assert data["provider"] == spec.name and len(data["images"]) == count
-        assert len([b for b in result.content if isinstance(b, ImageContent)]) == count
-        assert all(Path(image["path"]).is_file() for image in data["images"])
-    assert (summary(one)["images"][0]["width"], summary(one)["images"][0]["height"]) == (1344, 768)
+    data = assert_generated(one, spec.name, 1)
+    assert (data["images"][0]["width"], data["images"][0]["height"]) == (1344, 768)
+    assert_generated(two, spec.name, 2)
     assert len(fake.generations) == (3 if spec.name == "fluxrouter" else 2)
     assert len([p for p in output_files(workdir) if p.suffix == ".png"]) == 3
+
+
+async def test_each_gateway_chosen_by_the_provider_argument_generates_over_stdio(workdir):
+    fakes = {spec.name: FakeImagesAPI(spec) for spec in GATEWAYS}
+    servers = [Loopback(fake) for fake in fakes.values()]
+    try:
+        env = {"OPENROUTER_API_KEY": TEST_KEY}  # would win the automatic choice
+        for fake, server in zip(fakes.values(), servers, strict=True):
+            env.update({k: v for k, v in provider_env(fake, server.url).items() if k != "OPENROUTER_API_KEY"})
+        async with stdio(env, workdir) as client:
+            results = {name: [await client.call_tool("generate_image", {"prompt": "a fox", "n": n, "provider": name})
+                              for n in (1, 2)] for name in fakes}
+    finally:
+        for server in servers:
+            server.close()
+    for name, (one, two) in results.items():
+        assert_generated(one, name, 1)
+        assert_generated(two, name, 2)
+        assert fakes[name].generations
+    assert len([p for p in output_files(workdir) if p.suffix == ".png"]) == 12
 
 
 async def test_an_empiriolabs_job_completes_over_stdio(workdir):

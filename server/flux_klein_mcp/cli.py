@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("serve", help="run the MCP server on stdio (the default)")
+    serve = sub.add_parser("serve", help="run the MCP server on stdio (the default), or over HTTP")
+    serve.add_argument("--http", action="store_true", help="serve streamable HTTP on /mcp (stateless) instead")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind with --http (default 127.0.0.1; any "
+                       "other needs FLUX_KLEIN_HTTP_TOKEN)")
+    serve.add_argument("--port", type=int, default=8000, help="port with --http (default 8000)")
     for name, what in (
         ("generate", "generate 1-4 images from a prompt"),
         ("edit", "edit one image (--image)"),
@@ -79,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     command = args.command or "serve"
     if command == "serve":
+        if getattr(args, "http", False):
+            sys.exit(_serve_http(args.host, args.port))
         _serve()
     elif command == "doctor":
         from .doctor import run_doctor
@@ -92,12 +98,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(anyio.run(_one_call, args))
 
 
-def _serve() -> None:
-    # stdout carries the protocol; everything else goes to stderr.
+def _log_to_stderr() -> None:
+    # On stdio, stdout carries the protocol; everything else goes to stderr.
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider request is noise
+
+
+def _serve() -> None:
+    _log_to_stderr()
     from .server import create_server
 
     create_server().run()
+
+
+def _serve_http(host: str, port: int) -> int:
+    _log_to_stderr()
+    from .http_server import check_exposure, serve_http
+    from .server import create_server
+
+    try:
+        settings = Settings.from_env()
+        check_exposure(host, settings)
+    except FluxKleinError as exc:
+        print(f"flux-klein-mcp: {exc}", file=sys.stderr)
+        return exc.exit_code
+    serve_http(create_server(settings), settings, host, port)
+    return 0
 
 
 async def _one_call(args: argparse.Namespace) -> int:

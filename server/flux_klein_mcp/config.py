@@ -27,6 +27,8 @@ VARIABLES: dict[str, str] = {
     "FLUX_KLEIN_TIMEOUT_S": f"seconds allowed for each provider request (default {DEFAULT_TIMEOUT_S:g})",
     "FLUX_KLEIN_INPUT_DIRS": "extra folders input images may be read from (OS path separator between them)",
     "FLUX_KLEIN_MAX_INPUT_MB": f"largest input image accepted, in MB (default {DEFAULT_MAX_INPUT_MB:g})",
+    "FLUX_KLEIN_HTTP_TOKEN": "bearer token `serve --http` requires of every request (required off loopback)",
+    "FLUX_KLEIN_HTTP_ALLOWED_HOSTS": "Host header values `serve --http` accepts off loopback (comma-separated)",
 }
 
 
@@ -43,6 +45,8 @@ class Settings:
     timeout_s: float
     input_dirs: tuple[Path, ...]
     max_input_bytes: int
+    http_token: str | None = field(default=None, repr=False)
+    http_allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -63,6 +67,10 @@ class Settings:
             ),
             max_input_bytes=int(
                 _number(env, "FLUX_KLEIN_MAX_INPUT_MB", float, DEFAULT_MAX_INPUT_MB, minimum=0.001) * 1024 * 1024
+            ),
+            http_token=_get(env, "FLUX_KLEIN_HTTP_TOKEN") or None,
+            http_allowed_hosts=tuple(
+                h.strip() for h in _get(env, "FLUX_KLEIN_HTTP_ALLOWED_HOSTS").split(",") if h.strip()
             ),
         )
 

@@ -54,9 +54,8 @@ def _open(data: bytes) -> Image.Image:
             if image.format not in FORMATS:
                 raise NotAnImage(f"{image.format or 'this'} images are not supported (use PNG, JPEG, WebP or GIF)")
             if image.width * image.height > MAX_PIXELS:
-                raise NotAnImage(
-                    f"the image is {image.width}x{image.height} pixels, over the {MAX_PIXELS // 1_000_000} MP limit"
-                )
+                size = f"{image.width}x{image.height}"
+                raise NotAnImage(f"the image is {size} pixels, more than the {MAX_PIXELS // 1_000_000} MP limit")
             image.load()
     except NotAnImage:
         raise
@@ -70,7 +69,7 @@ def _open(data: bytes) -> Image.Image:
 def _reason(exc: Exception) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "the data is not a recognisable image"
-    return "the image declares too many pixels (a decompression bomb?)"
+    return f"the image declares more pixels than the {MAX_PIXELS // 1_000_000} MP limit (a decompression bomb?)"
 
 
 def _info(image: Image.Image) -> ImageInfo:
@@ -139,10 +138,8 @@ def _has_alpha(image: Image.Image) -> bool:
 def _normalise_mode(image: Image.Image, alpha: bool) -> Image.Image:
     """A fresh RGB or RGBA copy (so no metadata travels with it), whatever the source mode."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to 8 bits rather than clipping everything above 255 to white.
-        extrema = image.getextrema()
-        high = max(1, int(extrema[1]) if isinstance(extrema, tuple) and not isinstance(extrema[0], tuple) else 65535)
-        image = image.point(lambda v: v * 255 / high).convert("L")
+        # 16-bit greyscale: scale to 8 bits (a plain convert would clip everything above 255 to white).
+        image = image.convert("I").point(lambda v: v / 257).convert("L")
     if image.mode == "CMYK":
         image = image.convert("RGB")
     converted = image.convert("RGBA" if alpha else "RGB")

@@ -6,11 +6,12 @@ check → choose provider → prepare inputs → plan calls → send (in paralle
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -26,6 +27,8 @@ from .providers import Call, Provider, Providers, Reply
 from .providers.base import Link, Sleep
 from .request import ImageRequest
 from .store import SavedFile, Store, file_stem, name_stem, timestamp
+
+T = TypeVar("T")
 
 #: `report(done, total, message)`: progress for the client, as each image finishes.
 Report = Callable[[float, float, str], Awaitable[None]]
@@ -47,8 +50,14 @@ class Runtime:
     http: httpx.AsyncClient
     providers: Providers
     store: Store
+    #: Bounds the Pillow and disk work running at once, and so the memory it holds, however many calls arrive.
+    image_work: anyio.CapacityLimiter
     sleep: Sleep = anyio.sleep
     clock: Callable[[], datetime] = _now
+
+    async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking image or file work in a worker thread, a bounded number at a time."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.image_work)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -59,7 +68,8 @@ class Runtime:
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False) as http:
             store = Store(settings.output_dir, explicit=settings.output_dir_explicit)
-            yield cls(settings=settings, http=http, providers=Providers(settings), store=store)
+            work = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+            yield cls(settings=settings, http=http, providers=Providers(settings), store=store, image_work=work)
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,7 @@ async def run(
     settings = runtime.settings
     policy = InputPolicy.build(settings.cwd, [folder, *settings.input_dirs, *root_dirs], settings.max_input_bytes)
     parameter = "images" if request.operation == "compose" else "image"
-    inputs = await anyio.to_thread.run_sync(resolve_inputs, request.image_refs, policy, parameter)
+    inputs = await runtime.in_worker(resolve_inputs, request.image_refs, policy, parameter)
     request = replace(request, inputs=inputs)
     batch = _Batch(request, provider, runtime, report)
     await report(0, request.n, f"Asking {provider.label} for {request.n} image(s)")
@@ -192,7 +202,7 @@ class _Batch:
             for k, data in enumerate(reply.images[: call.count]):
                 # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
                 with anyio.CancelScope(shield=True):
-                    image = await anyio.to_thread.run_sync(self._save, call, k, reply, data)
+                    image = await self.runtime.in_worker(self._save, call, k, reply, data)
                 self.results[call.index + k] = image
                 self.done += 1
                 await self.report(self.done, self.request.n, f"Saved {image.saved.path.name}")

@@ -84,7 +84,8 @@ AspectRatioArg = Annotated[
 Seed = Annotated[
     int | None,
     Field(ge=0, le=MAX_SEED, description="Fixes the result: the same seed and arguments give the same image. "
-          "Omit for a random one; reuse a returned seed to refine that image."),
+          "Pass any number whenever you may want to refine or reproduce an image (n images get seed, seed+1, "
+          "...); omitted, the image is random and cannot be reproduced."),
 ]
 TierArg = Annotated[
     Tier,
@@ -165,7 +166,7 @@ def create_server(
             if config_error is not None:
                 raise config_error
             outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress)
-            return await anyio.to_thread.run_sync(tool_result, outcome, runtime.settings.thumbnail_px)
+            return await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px)
         except FluxKleinError as exc:
             raise ToolError(scrub(str(exc), runtime.settings.secrets())) from None
 

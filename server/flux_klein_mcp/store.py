@@ -196,8 +196,8 @@ def _claim(tmp: Path, final: Path) -> bool:
 
 
 def _storage_message(folder: Path, exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        why = "the disk is full"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = "the disk is full (or a file-size or quota limit was reached)"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "permission denied"
     else:

@@ -8,6 +8,7 @@ through `httpx.MockTransport`; `Loopback(fake)` serves it on a real socket on 12
 from __future__ import annotations
 
 import enum
+import functools
 import io
 import json
 import select
@@ -57,6 +58,7 @@ class Incoming:
 Behaviour = Answer | Fault | Callable[[Incoming], "Answer | Fault"]
 
 
+@functools.lru_cache(maxsize=64)
 def png(width: int, height: int, colour: tuple[int, int, int] = (200, 80, 40), mode: str = "RGB") -> bytes:
     out = io.BytesIO()
     Image.new(mode, (width, height), colour if mode == "RGB" else (*colour, 255)).save(out, "PNG")
@@ -70,6 +72,8 @@ class FakeBase:
         self.requests: list[Incoming] = []
         self.script: deque[Behaviour] = deque()
         self.disconnects = 0
+        self.disconnected = threading.Event()  # set whenever a client abandons a hanging request
+        self.arrived = threading.Event()  # set whenever a request comes in
         self._lock = threading.Lock()
         self.release = threading.Event()  # set to end every hang
 
@@ -88,6 +92,7 @@ class FakeBase:
     def handle(self, incoming: Incoming) -> Answer | Fault:
         with self._lock:
             self.requests.append(incoming)
+            self.arrived.set()
             scripted = None
             if self.script and incoming.path.endswith(self.scripted_paths()):
                 scripted = self.script.popleft()
@@ -124,6 +129,7 @@ async def _answer(fake: FakeBase, request: httpx.Request, body: bytes) -> httpx.
             await anyio.sleep_forever()
         finally:
             fake.disconnects += 1
+            fake.disconnected.set()
     if answer is Fault.RESET:
         raise httpx.ReadError("connection reset by peer", request=request)
     if answer is Fault.TRUNCATE:
@@ -133,13 +139,19 @@ async def _answer(fake: FakeBase, request: httpx.Request, body: bytes) -> httpx.
     return httpx.Response(answer.status, content=answer.body, headers=answer.headers)
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 resets connections when dozens arrive at once (the load test opens 64).
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class Loopback:
     """Serves a fake on 127.0.0.1 on a free port, one thread per connection, until `close()`."""
 
     def __init__(self, fake: FakeBase) -> None:
         self.fake = fake
         handler = _handler_for(fake)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -206,6 +218,7 @@ def _handler_for(fake: FakeBase) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             fake.disconnects += 1
+            fake.disconnected.set()
             self.close_connection = True
 
         do_GET = do_POST = _serve

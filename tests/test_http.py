@@ -1,0 +1,163 @@
+"""`serve --http`: streamable HTTP on /mcp, stateless, loopback by default, behind a bearer token when one is set,
+with Host/Origin checks against DNS rebinding. Driven by the SDK client against the installed command."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import ImageContent
+
+from tests.conftest import error_text, output_files, summary
+from tests.fakes.core import Loopback
+from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
+from tests.test_cli import BASE_ENV, COMMAND
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "t0k3n-" + "x" * 40
+MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+               "mcp-protocol-version": "2025-11-25"}
+LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def http_server(workdir: Path, *args: str, **env: str) -> Iterator[str]:
+    """Start `flux-klein-mcp serve --http` and yield its /mcp URL once it is ready."""
+    port = free_port()
+    proc = subprocess.Popen([COMMAND, "serve", "--http", "--port", str(port), *args], cwd=workdir,
+                            env={**BASE_ENV, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ready, lines = threading.Event(), []
+
+    def watch() -> None:
+        assert proc.stderr
+        for line in proc.stderr:
+            lines.append(line)
+            if "Application startup complete" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert ready.wait(20) and proc.poll() is None, "".join(lines)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert TEST_KEY not in "".join(lines) and TOKEN not in "".join(lines)
+
+
+def client(url: str, token: str | None = None) -> Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=30)))
+
+
+@pytest.fixture
+def openrouter():
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    yield fake, {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": f"{server.url}/api/v1"}
+    server.close()
+
+
+async def test_tools_work_over_http_on_loopback_without_a_token(workdir, openrouter):
+    fake, env = openrouter
+    with http_server(workdir, **env) as url:
+        async with client(url) as session:
+            assert {t.name for t in (await session.list_tools()).tools} == {
+                "generate_image", "edit_image", "compose_images"}
+            result = await session.call_tool("generate_image", {"prompt": "a fox", "n": 2, "seed": 3})
+            fake.then(error(402, "Insufficient credits"))
+            refused = await session.call_tool("generate_image", {"prompt": "a fox"})
+    assert len(summary(result)["images"]) == 2
+    assert len([b for b in result.content if isinstance(b, ImageContent)]) == 2
+    assert refused.is_error and "https://openrouter.ai/settings/credits" in error_text(refused)
+    assert len(fake.completions) == 3
+    assert len([p for p in output_files(workdir) if p.suffix == ".png"]) == 2
+
+
+async def test_with_a_token_every_request_needs_it(workdir, openrouter):
+    fake, env = openrouter
+    with http_server(workdir, FLUX_KLEIN_HTTP_TOKEN=TOKEN, **env) as url:
+        bare = httpx.post(url, json=LIST_TOOLS, headers=MCP_HEADERS)
+        wrong = httpx.post(url, json=LIST_TOOLS, headers={**MCP_HEADERS, "Authorization": "Bearer nope"})
+        cold_call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                     "params": {"name": "generate_image", "arguments": {"prompt": "a fox"}}}
+        sneaky = httpx.post(url, json=cold_call, headers=MCP_HEADERS)
+        health = httpx.get(url.replace("/mcp", "/healthz"))
+        async with client(url, TOKEN) as session:
+            data = summary(await session.call_tool("generate_image", {"prompt": "a fox"}))
+    assert bare.status_code == wrong.status_code == sneaky.status_code == 401
+    assert bare.headers["www-authenticate"].startswith("Bearer")
+    assert TOKEN not in bare.text
+    assert health.status_code == 200 and health.text == "ok"
+    assert len(fake.completions) == 1 and Path(data["images"][0]["path"]).exists()
+
+
+async def test_the_server_is_stateless(workdir, openrouter):
+    """A tools/call with no initialize and no session id works: any replica can take any request."""
+    fake, env = openrouter
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "generate_image", "arguments": {"prompt": "a fox"}}}
+    with http_server(workdir, **env) as first, http_server(workdir, **env) as second:
+        listed = httpx.post(first, json=LIST_TOOLS, headers=MCP_HEADERS)
+        answered = httpx.post(second, json=call, headers=MCP_HEADERS, timeout=30)
+    assert "mcp-session-id" not in listed.headers
+    message = json.loads(answered.text.split("data: ", 1)[1].splitlines()[0])
+    assert message["id"] == 7 and message["result"]["isError"] is False
+
+
+async def test_dns_rebinding_is_refused_on_loopback(workdir, openrouter):
+    fake, env = openrouter
+    with http_server(workdir, **env) as url:
+        statuses = [httpx.post(url, json=LIST_TOOLS, headers={**MCP_HEADERS, **extra}).status_code
+                    for extra in ({"Host": "evil.example"}, {"Host": "attacker.test:8000"},
+                                  {"Origin": "http://evil.example"}, {})]
+    assert statuses == [421, 421, 403, 200]
+    assert fake.requests == []
+
+
+def test_a_non_loopback_address_without_a_token_refuses_to_start(workdir):
+    done = subprocess.run([COMMAND, "serve", "--http", "--host", "0.0.0.0", "--port", str(free_port())],
+                          cwd=workdir, env={**BASE_ENV, "FLUX_KLEIN_PROVIDER": "sandbox"}, capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "FLUX_KLEIN_HTTP_TOKEN" in done.stderr and "Refusing to serve on 0.0.0.0" in done.stderr
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                                ("127.0.0.2", True), ("0.0.0.0", False), ("192.168.1.5", False),
+                                                ("example.com", False)])
+def test_loopback_detection(host, loopback):
+    from flux_klein_mcp.http_server import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+async def test_off_loopback_the_token_guards_and_allowed_hosts_are_checked(workdir, openrouter):
+    fake, env = openrouter
+    with http_server(workdir, "--host", "0.0.0.0", FLUX_KLEIN_HTTP_TOKEN=TOKEN,
+                     FLUX_KLEIN_HTTP_ALLOWED_HOSTS="images.example.test", **env) as url:
+        auth = {**MCP_HEADERS, "Authorization": f"Bearer {TOKEN}"}
+        no_token = httpx.post(url, json=LIST_TOOLS, headers={**MCP_HEADERS, "Host": "images.example.test"})
+        wrong_host = httpx.post(url, json=LIST_TOOLS, headers=auth)  # Host: 127.0.0.1:port is not listed
+        right_host = httpx.post(url, json=LIST_TOOLS, headers={**auth, "Host": "images.example.test"})
+    assert (no_token.status_code, wrong_host.status_code, right_host.status_code) == (401, 421, 200)
+    assert "generate_image" in right_host.text
