@@ -12,7 +12,7 @@ from mcp import Client
 from flux_klein_mcp.server import create_server
 from tests.conftest import error_text, output_files, summary
 from tests.fakes.core import Answer, Fault, mock_transport
-from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error, prompt_of
+from tests.fakes.openrouter import TEST_KEY, error, prompt_of, success_with
 
 pytestmark = pytest.mark.anyio
 
@@ -29,19 +29,6 @@ def assert_failed(result, *phrases: str) -> str:
         assert phrase in text, f"{phrase!r} not in {text!r}"
     assert TEST_KEY not in text and "sk-or-v1-0123" not in text
     return text
-
-
-def answer_with(mutate):
-    """A scripted answer: the fake's own success, changed by `mutate(body)`."""
-
-    def behaviour(incoming):
-        answer = FakeOpenRouter().success(incoming.json)
-        body = json.loads(answer.body)
-        mutate(body)
-        answer.body = json.dumps(body).encode()
-        return answer
-
-    return behaviour
 
 
 async def test_402_stops_at_once_with_the_credits_page(connect, fake, workdir, sleeps):
@@ -215,7 +202,7 @@ def _no_choices(body):
     ids=["finish-error", "text-only", "bad-base64", "not-an-image", "truncated-png", "no-choices"],
 )
 async def test_a_200_that_is_not_an_image_saves_nothing(connect, fake, workdir, mutate, phrases):
-    fake.then(answer_with(mutate))
+    fake.then(success_with(mutate))
     result = await call(connect)
     assert_failed(result, *phrases, "Nothing was saved")
     assert len(fake.completions) == 1 and output_files(workdir) == []

@@ -5,7 +5,6 @@ A client's cancellation aborts the provider requests and leaves no file."""
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import threading
 from dataclasses import dataclass
@@ -18,20 +17,9 @@ import pytest
 from tests.conftest import error_text, eventually, output_files, summary
 from tests.fakes.core import Answer, Fault
 from tests.fakes.images_api import AIGATEWAY, FakeImagesAPI, oai_error
-from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
+from tests.fakes.openrouter import TEST_KEY, error, success_with
 
 pytestmark = pytest.mark.anyio
-
-
-def _success_with(mutate):
-    def behaviour(incoming):
-        answer = FakeOpenRouter().success(incoming.json)
-        body = json.loads(answer.body)
-        mutate(body)
-        answer.body = json.dumps(body).encode()
-        return answer
-
-    return behaviour
 
 
 def _set(path: str, value: Any):
@@ -69,13 +57,13 @@ OPENROUTER_FAULTS = [
     Case("500", (error(500, "Internal Server Error"),), "HTTP 500", 1),
     Case("502x2", (error(502, "Provider returned error"), error(502, "Provider returned error")), "Blocked", 2),
     Case("503", (error(503, "No allowed providers are available"),), "no provider available", 1),
-    Case("200-error", (_success_with(_set("finish_reason", "error")),), "reported an error", 1),
-    Case("200-text-only", (_success_with(_set("message", {"role": "assistant", "content": "Sorry."})),),
+    Case("200-error", (success_with(_set("finish_reason", "error")),), "reported an error", 1),
+    Case("200-text-only", (success_with(_set("message", {"role": "assistant", "content": "Sorry."})),),
          "without an image", 1),
     Case("html", (Answer(200, b"<!DOCTYPE html><title>Maintenance</title>", {"Content-Type": "text/html"}),),
          "HTML page", 1),
-    Case("bad-base64", (_success_with(_set("message", BAD_B64)),), "not valid base64", 1),
-    Case("not-an-image", (_success_with(_set("message", NOT_IMAGE)),), "not a usable image", 1),
+    Case("bad-base64", (success_with(_set("message", BAD_B64)),), "not valid base64", 1),
+    Case("not-an-image", (success_with(_set("message", NOT_IMAGE)),), "not a usable image", 1),
     Case("truncated", (Fault.TRUNCATE,), "broke before its answer was complete", 1),
     Case("reset", (Fault.RESET,), "broke before its answer was complete", 1),
     Case("hang", (Fault.HANG,), "did not answer within 1 s", 1),

@@ -11,7 +11,9 @@ import base64
 import binascii
 import hashlib
 import io
+import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -87,6 +89,19 @@ class FakeOpenRouter(FakeBase):
         if self.cost is not None:
             body["usage"]["cost"] = self.cost
         return Answer.json(200, body, {"X-Generation-Id": f"gen-{self._generation}"})
+
+
+def success_with(mutate: Callable[[dict[str, Any]], None]) -> Callable[[Incoming], Answer]:
+    """A scripted answer: the fake's own success for the request, changed by `mutate(body)` (to break it)."""
+
+    def behaviour(incoming: Incoming) -> Answer:
+        answer = FakeOpenRouter().success(incoming.json)
+        body = json.loads(answer.body)
+        mutate(body)
+        answer.body = json.dumps(body).encode()
+        return answer
+
+    return behaviour
 
 
 def prompt_of(payload: dict[str, Any]) -> str:
