@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.types import ImageContent, ResourceLink, TextContent
+from mcp.types import ImageContent, ListRootsResult, ResourceLink, Root, TextContent
 from PIL import Image
 
 from tests.conftest import error_text, output_files, provider_env, summary
-from tests.fakes.core import Loopback
+from tests.fakes.core import Loopback, png
 from tests.fakes.images_api import AIGATEWAY, EMPIRIOLABS, FLUXROUTER, GENERIC, FakeImagesAPI
 from tests.fakes.openrouter import FLUX, TEST_KEY, FakeOpenRouter, error
 
@@ -181,3 +181,22 @@ async def test_an_empiriolabs_job_completes_over_stdio(workdir):
     finally:
         server.close()
     assert fake.count("/v1/jobs/job-1") == 2 and Path(data["images"][0]["path"]).is_file()
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28 input rounds, and a mid-call roots/list request
+async def test_client_roots_open_their_folders_for_input_images_over_stdio(server_env, workdir, tmp_path, fake, mode):
+    project = tmp_path / "client-project"
+    project.mkdir()
+    (project / "sketch.png").write_bytes(png(24, 24))
+
+    async def list_roots(context):
+        return ListRootsResult(roots=[Root(uri=project.as_uri(), name="project")])
+
+    params = StdioServerParameters(command=COMMAND, args=[], env=server_env, cwd=workdir)
+    async with Client(params, list_roots_callback=list_roots, mode=mode) as client:
+        data = summary(await client.call_tool("edit_image", {"prompt": "ink it", "image": str(project / "sketch.png")}))
+    async with stdio(server_env, workdir) as client:  # a client without roots gets no such access
+        refused = await client.call_tool("edit_image", {"prompt": "ink it", "image": str(project / "sketch.png")})
+    assert Path(data["images"][0]["path"]).exists()
+    assert refused.is_error and "outside the folders" in error_text(refused)
+    assert len(fake.completions) == 1

@@ -154,7 +154,7 @@ async def run(
     """Make the images a request asks for. Raises a `FluxKleinError` with a user-facing message on failure."""
     provider = runtime.providers.choose(request.provider)
     check_capabilities(provider, request, runtime.providers)
-    folder = await anyio.to_thread.run_sync(lambda: runtime.store.folder)  # an unwritable folder fails before spend
+    folder = await runtime.in_worker(lambda: runtime.store.folder)  # an unwritable folder fails before any spend
     settings = runtime.settings
     policy = InputPolicy.build(settings.cwd, [folder, *settings.input_dirs, *root_dirs], settings.max_input_bytes)
     parameter = "images" if request.operation == "compose" else "image"
