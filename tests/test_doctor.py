@@ -69,3 +69,22 @@ def test_doctor_exits_0_with_a_valid_key_and_prints_json(workdir):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["provider_for_calls"] == "openrouter" and fake.completions == []
+
+
+async def test_an_odd_key_reply_is_a_row_not_a_crash(workdir):
+    from tests.fakes.core import Answer, FakeBase
+
+    class Odd(FakeBase):
+        def scripted_paths(self):
+            return ()
+
+        def respond(self, incoming):
+            return Answer(200, b"<html>captive portal</html>", {"Content-Type": "text/html"})
+
+    settings = Settings.from_env({"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": "https://or.test/api/v1",
+                                  "FLUX_KLEIN_PROVIDER": "openrouter"}, cwd=workdir)
+    async with Runtime.open(settings, mock_transport({"or.test": Odd()})) as runtime:
+        report = await diagnose(runtime)
+    row = next(r for r in report["providers"] if r["provider"] == "openrouter")
+    assert row["status"] == "unreachable" and "HTML" in row["detail"]
+    assert report["usable"] is False

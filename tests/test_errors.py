@@ -236,3 +236,37 @@ async def test_a_bad_environment_variable_is_reported_by_every_tool(fake, workdi
             result = await client.call_tool(tool, args)
             assert_failed(result, "FLUX_KLEIN_TIMEOUT_S must be a number", "'soon'", "Fix or unset it")
     assert fake.requests == []
+
+
+async def test_a_key_quoted_by_a_failed_variation_is_scrubbed_from_the_result(connect, fake):
+    fake.then(error(400, f"Invalid key {TEST_KEY} for this model"))
+    result = await call(connect, {"prompt": "a fox", "n": 2})
+    data = summary(result)
+    assert len(data["images"]) == 1 and len(data["failed"]) == 1
+    assert TEST_KEY not in json.dumps(data) and "[redacted]" in data["failed"][0]
+
+
+async def test_a_garbled_retry_after_falls_back_to_the_default_wait(connect, fake, sleeps):
+    fake.then(error(429, "slow down", headers={"Retry-After": "soon"}))
+    summary(await call(connect))
+    assert sleeps.calls == [3.0] and len(fake.completions) == 2
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda body: body["choices"][0]["message"].update(images=[{"type": "image_url", "image_url": 42}]),
+        lambda body: body["choices"][0].update(message="just a string"),
+        lambda body: body.update(choices=[None]),
+        lambda body: body.update(usage="free"),
+    ],
+    ids=["image-url-not-an-object", "message-a-string", "choice-null", "usage-a-string"],
+)
+async def test_an_oddly_shaped_reply_gets_a_real_message_not_a_masked_crash(connect, fake, workdir, mutate):
+    fake.then(success_with(mutate))
+    result = await call(connect)
+    if result.is_error:  # never the SDK's bare "Error executing tool generate_image" mask
+        text = assert_failed(result)
+        assert "Nothing was saved" in text or "could not understand" in text
+        assert output_files(workdir) == []
+    assert len(fake.completions) == 1

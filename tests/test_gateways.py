@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mcp import Client
 
 from flux_klein_mcp.config import Settings
 from flux_klein_mcp.errors import ConfigError
 from flux_klein_mcp.providers import Providers
-from tests.conftest import error_text, output_files, summary
-from tests.fakes.core import Fault, png
+from flux_klein_mcp.server import create_server
+from tests.conftest import error_text, output_files, provider_env, summary
+from tests.fakes.core import Answer, FakeBase, Fault, mock_transport, png
 from tests.fakes.images_api import AIGATEWAY, EMPIRIOLABS, FLUXROUTER, GENERIC, SPECS, FakeImagesAPI, oai_error
 
 pytestmark = pytest.mark.anyio
@@ -216,9 +218,9 @@ async def test_an_empiriolabs_job_that_never_finishes_gives_up_at_the_timeout(co
     fake = gateway("empiriolabs")
     fake.force_jobs = True
     fake.job_polls = 10**9
-    async with connect(fake, FLUX_KLEIN_TIMEOUT_S="0.3") as client:
+    async with connect(fake, FLUX_KLEIN_TIMEOUT_S="0.5") as client:
         result = await client.call_tool("generate_image", {"prompt": "a fox"})
-    assert_failed(result, "did not finish within 0.3 s", "FLUX_KLEIN_TIMEOUT_S")
+    assert_failed(result, "did not finish within 0.5 s", "FLUX_KLEIN_TIMEOUT_S")
     assert output_files(workdir) == []
 
 
@@ -345,3 +347,44 @@ async def test_cost_comes_from_the_price_list_or_the_provider_or_is_null_with_a_
     if note:
         assert any(note in n for n in data["notes"])
 
+
+
+@pytest.mark.parametrize("fault", [oai_error(429, "slow down"), oai_error(503, "busy")], ids=["429", "503"])
+async def test_a_passing_fault_while_polling_a_job_polls_again_and_never_pays_twice(connect, fault):
+    fake = gateway("empiriolabs")
+    fake.force_jobs = True
+    fake.job_polls = 1
+    fake.poll_script.append(fault)  # the first look at the job fails in passing
+    async with connect(fake) as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert len(fake.generations) == 1  # one job, one charge
+    assert fake.count("/v1/jobs/job-1") == 3 and len(data["images"]) == 1
+
+
+async def test_a_redirected_image_url_is_followed_and_the_key_stays_home(connect, workdir):
+    class Redirector(FakeBase):
+        def scripted_paths(self):
+            return ()
+
+        def respond(self, incoming):
+            target = "https://files.fake.test" + incoming.path.replace("/r/", "/v1/files/")
+            return Answer(302, b"", {"Location": target})
+
+    fake, redirector = gateway("fluxrouter"), Redirector()
+    fake.public_url = "https://signed.fake.test"  # the reply's URL, which redirects to files.fake.test
+
+    def via_signed_host(incoming):
+        answer = fake.respond(incoming)
+        answer.body = answer.body.replace(b"https://signed.fake.test/v1/files/", b"https://signed.fake.test/r/")
+        return answer
+
+    fake.then(via_signed_host)
+    transport = mock_transport({"fluxrouter.test": fake, "signed.fake.test": redirector, "files.fake.test": fake})
+
+
+    settings = Settings.from_env(provider_env(fake), cwd=workdir)
+    async with Client(create_server(settings, transport=transport)) as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert [r.path for r in redirector.requests] == ["/r/img-1.png"]
+    assert all("authorization" not in r.headers for r in redirector.requests)
+    assert Path(data["images"][0]["path"]).read_bytes() == fake.files["img-1.png"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,10 +39,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def http_server(workdir: Path, *args: str, **env: str) -> Iterator[str]:
-    """Start `flux-klein-mcp serve --http` and yield its /mcp URL once it is ready."""
+def http_server(workdir: Path, host: str = "127.0.0.1", **env: str) -> Iterator[str]:
+    """Start `flux-klein-mcp serve --http --host HOST` and yield its /mcp URL once it is ready."""
     port = free_port()
-    proc = subprocess.Popen([COMMAND, "serve", "--http", "--port", str(port), *args], cwd=workdir,
+    proc = subprocess.Popen([COMMAND, "serve", "--http", "--host", host, "--port", str(port)], cwd=workdir,
                             env={**BASE_ENV, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     ready, lines = threading.Event(), []
@@ -57,7 +58,7 @@ def http_server(workdir: Path, *args: str, **env: str) -> Iterator[str]:
     threading.Thread(target=watch, daemon=True).start()
     try:
         assert ready.wait(20) and proc.poll() is None, "".join(lines)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/mcp"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -124,9 +125,11 @@ async def test_the_server_is_stateless(workdir, openrouter):
     assert message["id"] == 7 and message["result"]["isError"] is False
 
 
-async def test_dns_rebinding_is_refused_on_loopback(workdir, openrouter):
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("127.0.0.2", marks=pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="only Linux routes all of 127/8 to loopback"))])
+async def test_dns_rebinding_is_refused_on_loopback(workdir, openrouter, host):
     fake, env = openrouter
-    with http_server(workdir, **env) as url:
+    with http_server(workdir, host, **env) as url:
         statuses = [httpx.post(url, json=LIST_TOOLS, headers={**MCP_HEADERS, **extra}).status_code
                     for extra in ({"Host": "evil.example"}, {"Host": "attacker.test:8000"},
                                   {"Origin": "http://evil.example"}, {})]
@@ -153,7 +156,7 @@ def test_loopback_detection(host, loopback):
 
 async def test_off_loopback_the_token_guards_and_allowed_hosts_are_checked(workdir, openrouter):
     fake, env = openrouter
-    with http_server(workdir, "--host", "0.0.0.0", FLUX_KLEIN_HTTP_TOKEN=TOKEN,
+    with http_server(workdir, "0.0.0.0", FLUX_KLEIN_HTTP_TOKEN=TOKEN,
                      FLUX_KLEIN_HTTP_ALLOWED_HOSTS="images.example.test", **env) as url:
         auth = {**MCP_HEADERS, "Authorization": f"Bearer {TOKEN}"}
         no_token = httpx.post(url, json=LIST_TOOLS, headers={**MCP_HEADERS, "Host": "images.example.test"})

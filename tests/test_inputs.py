@@ -223,3 +223,26 @@ async def test_a_data_url_is_cleaned_like_a_file(connect, fake, workdir):
     summary(await edit(connect, "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()))
     sent = sent_image(fake)
     assert sent.size == (2048, 68) and not sent.getexif()
+
+
+@pytest.mark.parametrize("cwd", [Path("/"), Path.home()], ids=["root", "home"])
+def test_a_working_directory_that_is_the_whole_disk_or_home_is_not_an_input_folder(cwd, tmp_path):
+    from flux_klein_mcp.errors import InputError
+    from flux_klein_mcp.inputs import InputPolicy, resolve_input
+
+    picture = tmp_path / "holiday.png"
+    picture.write_bytes(png(8, 8))
+    policy = InputPolicy.build(cwd, [tmp_path / "output"], 1024 * 1024)
+    with pytest.raises(InputError) as refused:
+        resolve_input(str(picture), policy, "image")
+    assert "whole disk or the home folder" in str(refused.value) and "FLUX_KLEIN_INPUT_DIRS" in str(refused.value)
+    with_dirs = InputPolicy.build(cwd, [tmp_path], 1024 * 1024)  # an explicit folder still works
+    assert resolve_input(str(picture), with_dirs, "image").mime_type == "image/png"
+
+
+@pytest.mark.parametrize("ref", ["//fileserver/share/photo.png", "\\\\fileserver\\share\\photo.png",
+                                 "file:////fileserver/share/photo.png"])
+async def test_network_paths_are_refused_before_any_file_access(connect, fake, workdir, ref):
+    result = await edit(connect, ref)
+    assert_refused(result, fake, workdir, "image")
+    assert "network path" in error_text(result) or "another host" in error_text(result)

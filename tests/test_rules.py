@@ -132,19 +132,21 @@ def test_a_tiny_prompt_is_kept_as_it_is():
 
 
 @pytest.mark.parametrize(
-    ("model", "size", "expected"),
+    ("provider", "model", "size", "expected"),
     [
-        ("black-forest-labs/flux.2-klein-4b", (1024, 1024), 0.014),
-        ("black-forest-labs/flux.2-klein-4b", (1344, 768), 0.014),
-        ("black-forest-labs/flux.2-klein-4b", (1536, 1536), 0.016),  # 2.25 MP: 2 further MP, the part counts
-        ("black-forest-labs/flux.2-klein-4b", (2048, 2048), 0.017),
-        ("bytedance-seed/seedream-4.5", (2048, 2048), 0.04),
-        ("flux-2-klein-4b", (1024, 1024), 0.0085),
-        ("someone/unknown-model", (1024, 1024), None),
+        ("openrouter", "black-forest-labs/flux.2-klein-4b", (1024, 1024), 0.014),
+        ("openrouter", "black-forest-labs/flux.2-klein-4b", (1344, 768), 0.014),
+        ("openrouter", "black-forest-labs/flux.2-klein-4b", (1536, 1536), 0.016),  # 2.25 MP: the part counts
+        ("openrouter", "black-forest-labs/flux.2-klein-4b", (2048, 2048), 0.017),
+        ("openrouter", "bytedance-seed/seedream-4.5", (2048, 2048), 0.04),
+        ("empiriolabs", "flux-2-klein-4b", (1024, 1024), 0.0085),
+        ("openai-compatible", "flux-2-klein-4b", (1024, 1024), None),  # same id, unknown endpoint: no price
+        ("aigateway", "black-forest-labs/flux-2-klein-4b", (1024, 1024), None),
+        ("openrouter", "someone/unknown-model", (1024, 1024), None),
     ],
 )
-def test_list_price(model, size, expected):
-    assert list_price(model, *size) == expected
+def test_list_price(provider, model, size, expected):
+    assert list_price(provider, model, *size) == expected
 
 
 def test_total_is_unknown_when_any_part_is():

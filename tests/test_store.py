@@ -128,3 +128,19 @@ def test_discard_removes_image_and_sidecar(tmp_path):
     saved = store(tmp_path).save(b"x", "png", "gone", {})
     Store.discard(saved)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sidecar_that_cannot_be_written_takes_its_image_with_it(tmp_path, monkeypatch):
+    real_link = os.link
+    calls = []
+
+    def link(src, dst, *args, **kwargs):  # the OS edge: the second link (the sidecar's) hits a full disk
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(StorageError, match="disk is full"):
+        store(tmp_path).save(b"PNGDATA", "png", "stem", {"prompt": "p"})
+    assert list(tmp_path.iterdir()) == []

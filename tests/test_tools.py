@@ -164,6 +164,13 @@ async def test_thumbnail_px_sets_the_long_side(connect):
         assert small.size == (114, 200)
 
 
+async def test_a_small_thumbnail_px_is_never_exceeded(connect):
+    async with connect(FLUX_KLEIN_THUMBNAIL_PX="64") as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox", "aspect_ratio": "16:9"})
+    with Image.open(io.BytesIO(base64.b64decode(blocks(result, ImageContent)[0].data))) as small:
+        assert max(small.size) == 64
+
+
 async def test_high_tier_uses_seedream_with_modalities_and_image_config(connect, fake):
     async with connect() as client:
         data = summary(await client.call_tool("generate_image",

@@ -30,7 +30,10 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
     checks: dict[str, KeyCheck] = {}
 
     async def check(provider: Provider) -> None:
-        checks[provider.name] = await provider.check_key(runtime.http)
+        try:
+            checks[provider.name] = await provider.check_key(runtime.http)
+        except Exception as exc:  # a check must never take the whole report down
+            checks[provider.name] = KeyCheck("unreachable", f"the check failed: {type(exc).__name__}")
 
     async with anyio.create_task_group() as group:
         for provider in providers:

@@ -52,14 +52,27 @@ def check_exposure(host: str, settings: Settings) -> None:
         )
 
 
-def transport_security(host: str, settings: Settings) -> TransportSecuritySettings | None:
-    """Host/Origin checks: the SDK's localhost defaults on loopback, FLUX_KLEIN_HTTP_ALLOWED_HOSTS elsewhere."""
+def _host_header(host: str) -> str:
+    """How a Host header names this address (IPv6 in brackets)."""
+    bare = host.strip("[]")
+    return f"[{bare}]" if ":" in bare else bare
+
+
+def transport_security(host: str, settings: Settings) -> TransportSecuritySettings:
+    """Host/Origin checks against DNS rebinding.
+
+    On loopback: the localhost names and the bound address (any loopback address, not only the three the SDK
+    knows), plus FLUX_KLEIN_HTTP_ALLOWED_HOSTS. Elsewhere: FLUX_KLEIN_HTTP_ALLOWED_HOSTS when set; otherwise
+    no Host check, and the bearer token (required there) is the guard.
+    """
+    names = list(settings.http_allowed_hosts)
     if is_loopback(host):
-        return None  # the SDK turns on DNS-rebinding protection for loopback hosts itself
-    if not settings.http_allowed_hosts:
+        names += ["127.0.0.1", "localhost", "[::1]", _host_header(host)]
+    elif not names:
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    hosts = list(settings.http_allowed_hosts)
-    origins = [f"{scheme}://{h}" for h in hosts for scheme in ("https", "http")]
+    names = list(dict.fromkeys(names))
+    hosts = names + [f"{name}:*" for name in names if ":" not in name.strip("[]") or name.endswith("]")]
+    origins = [f"{scheme}://{host_name}" for host_name in hosts for scheme in ("http", "https")]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
                                      allowed_origins=origins)
 

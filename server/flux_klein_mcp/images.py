@@ -6,6 +6,7 @@ Everything here is synchronous and CPU-bound; async callers run it in a worker t
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -23,6 +24,15 @@ EXTENSIONS = {mime: ext for mime, ext in FORMATS.values()}
 # A decompression bomb declares a huge canvas in a tiny file: refuse anything above this before decoding.
 MAX_PIXELS = 64 * 1024 * 1024
 MAX_INPUT_SIDE = 2048
+
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?;base64,(?P<data>.*)$", re.S | re.I)
+
+
+def split_data_url(text: str) -> tuple[str, str] | None:
+    """(MIME type, base64 payload) of a `data:...;base64,` URL, or None when it is not one."""
+    match = _DATA_URL.match(text)
+    return None if match is None else ((match["mime"] or "").lower(), match["data"])
 
 
 class NotAnImage(ValueError):

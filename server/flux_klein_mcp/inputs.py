@@ -18,10 +18,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .errors import InputError
-from .images import NotAnImage, prepare_input
+from .images import NotAnImage, prepare_input, split_data_url
 from .request import InputImage
 
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*?);base64,(?P<data>.*)$", re.S)
 _SCHEME = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]+):")
 
 
@@ -33,19 +32,33 @@ class InputPolicy:
     allowed_dirs: tuple[Path, ...]
     max_bytes: int
 
+    #: Set when the working directory was left out for being the whole disk or the home folder.
+    cwd_too_broad: bool = False
+
     @classmethod
     def build(cls, cwd: Path, dirs: Iterable[Path], max_bytes: int) -> InputPolicy:
-        seen: dict[Path, None] = {}
-        for d in (cwd, *dirs):
+        """The working directory (unless it is `/` or the home folder, as when a host starts servers there)
+        and the given folders: the output folder, FLUX_KLEIN_INPUT_DIRS and the client's roots."""
+        real_cwd = _real(cwd)
+        too_broad = _too_broad(real_cwd)
+        seen: dict[Path, None] = {} if too_broad else {real_cwd: None}
+        for d in dirs:
             seen.setdefault(_real(d if d.is_absolute() else cwd / d), None)
-        return cls(cwd=cwd, allowed_dirs=tuple(seen), max_bytes=max_bytes)
+        return cls(cwd=cwd, allowed_dirs=tuple(seen), max_bytes=max_bytes, cwd_too_broad=too_broad)
 
     def refusal(self, shown: str) -> str:
-        folders = ", ".join(str(d) for d in self.allowed_dirs)
+        folders = ", ".join(str(d) for d in self.allowed_dirs) or "none"
+        why = (f" The working directory {self.cwd} is not one of them: it is the whole disk or the home folder."
+               if self.cwd_too_broad else "")
         return (
-            f"{shown} is outside the folders input images may be read from ({folders}). "
+            f"{shown} is outside the folders input images may be read from ({folders}).{why} "
             "Move or copy the image into one of them, or add its folder to FLUX_KLEIN_INPUT_DIRS."
         )
+
+
+def _too_broad(folder: Path) -> bool:
+    home = _real(Path.home())
+    return folder == Path(folder.anchor) or home.is_relative_to(folder)
 
 
 def resolve_inputs(refs: Sequence[str], policy: InputPolicy, parameter: str) -> tuple[InputImage, ...]:
@@ -66,7 +79,11 @@ def resolve_input(ref: str, policy: InputPolicy, parameter: str) -> InputImage:
             raise InputError(f"{parameter}: {ref!r} is not a valid https:// URL.")
         return InputImage(url=ref, source=ref)
     if scheme == "file":
-        return _from_file(_path_from_file_uri(ref, parameter), ref, policy, parameter)
+        try:
+            path = path_from_file_uri(ref)
+        except InputError as exc:
+            raise InputError(f"{parameter}: {exc}") from None
+        return _from_file(path, ref, policy, parameter)
     if scheme is not None:
         raise InputError(
             f"{parameter}: {scheme}:// URLs are not accepted. Use an https:// URL, a local file path, "
@@ -82,10 +99,13 @@ def _scheme(ref: str) -> str | None:
     return match["scheme"].lower()
 
 
-def _path_from_file_uri(ref: str, parameter: str) -> Path:
+def path_from_file_uri(ref: str) -> Path:
+    """The local path of a `file://` URI; another host, or another scheme, is an `InputError`."""
     parts = urlsplit(ref)
-    if parts.netloc not in ("", "localhost"):
-        raise InputError(f"{parameter}: {ref!r} names another host; only local file:// URIs are accepted.")
+    if parts.scheme.lower() != "file":
+        raise InputError(f"{ref!r} is not a file:// URI.")
+    if parts.netloc not in ("", "localhost") or parts.path.startswith("//"):
+        raise InputError(f"{ref!r} names another host; only local file:// URIs are accepted.")
     path = unquote(parts.path)
     if os.name == "nt" and re.match(r"^/[A-Za-z]:", path):
         path = path[1:]
@@ -93,8 +113,12 @@ def _path_from_file_uri(ref: str, parameter: str) -> Path:
 
 
 def _from_file(path: Path, shown: str, policy: InputPolicy, parameter: str) -> InputImage:
-    if "\x00" in str(path):
+    text = str(path)
+    if "\x00" in text:
         raise InputError(f"{parameter}: the path contains a NUL character.")
+    if text.startswith(("\\\\", "//")):
+        # A UNC or device path would make Windows contact another machine before any check could refuse it.
+        raise InputError(f"{parameter}: {shown} is a network path; only local files are accepted.")
     full = _real(path if path.is_absolute() else policy.cwd / path)
     if not any(full.is_relative_to(d) for d in policy.allowed_dirs):
         raise InputError(f"{parameter}: {policy.refusal(shown)}")
@@ -113,13 +137,12 @@ def _from_file(path: Path, shown: str, policy: InputPolicy, parameter: str) -> I
 
 
 def _from_data_url(ref: str, policy: InputPolicy, parameter: str) -> InputImage:
-    match = _DATA_URL.match(ref)
-    if not match:
+    parsed = split_data_url(ref)
+    if parsed is None:
         raise InputError(f"{parameter}: a data URL must look like data:image/png;base64,<data>.")
-    mime = (match["mime"] or "").lower()
+    mime, encoded = parsed
     if not mime.startswith("image/"):
         raise InputError(f"{parameter}: the data URL holds {mime or 'no MIME type'}, not an image.")
-    encoded = match["data"]
     if len(encoded) * 3 // 4 > policy.max_bytes:
         _check_size(len(encoded) * 3 // 4, policy, parameter, "the data URL")
     try:

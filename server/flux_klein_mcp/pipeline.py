@@ -6,6 +6,7 @@ check → choose provider → prepare inputs → plan calls → send (in paralle
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ import httpx
 
 from . import pricing
 from .config import Settings
-from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError
+from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError, scrub
 from .images import ImageInfo, NotAnImage, inspect
 from .inputs import InputPolicy, resolve_inputs
 from .policy import send_with_policy
@@ -29,6 +30,9 @@ from .request import ImageRequest
 from .store import SavedFile, Store, file_stem, name_stem, timestamp
 
 T = TypeVar("T")
+#: The provider whose request and prices the sandbox simulates.
+SIMULATED = "openrouter"
+log = logging.getLogger("flux_klein_mcp")
 
 #: `report(done, total, message)`: progress for the client, as each image finishes.
 Report = Callable[[float, float, str], Awaitable[None]]
@@ -105,6 +109,11 @@ class Outcome:
     would_cost_usd: float | None = None
     notes: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+
+    def discard(self) -> None:
+        """Remove every file this outcome saved (its call was cancelled before the result was delivered)."""
+        for image in self.images:
+            Store.discard(image.saved)
 
     def summary(self) -> dict[str, Any]:
         """The JSON object the tools return first, the CLI prints, and the tests read."""
@@ -216,6 +225,12 @@ class _Batch:
                 scope.cancel()
             else:
                 self.failures.append(exc)
+        except Exception:
+            # A reply shaped in a way nobody foresaw must still end in a message the model can act on.
+            log.exception("Unexpected failure handling a %s reply", self.provider.label)
+            self.failures.append(BadReply(
+                f"{self.provider.label} sent a reply this server could not understand. Nothing was saved from it; "
+                "try again, and report it if it keeps happening.", provider=self.provider.label))
 
     def _call_progress(self, call: Call) -> Callable[[float, str], Awaitable[None]]:
         async def progress(fraction: float, message: str) -> None:
@@ -256,7 +271,7 @@ class _Batch:
         }
         if reply.simulated:
             sidecar["would_send"] = reply.would_send
-            sidecar["would_cost_usd"] = pricing.list_price(reply.model, info.width, info.height)
+            sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
         stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
         saved = self.runtime.store.save(data, info.extension, stem, sidecar)
         return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, data)
@@ -266,7 +281,7 @@ class _Batch:
             return 0.0, "sandbox"
         if reply.reported_cost_usd is not None:
             return round(reply.reported_cost_usd / max(1, len(reply.images)), 6), "provider"
-        price = pricing.list_price(reply.model, info.width, info.height)
+        price = pricing.list_price(self.provider.name, reply.model, info.width, info.height)
         return price, (None if price is None else "price list")
 
     def _saved(self) -> Iterator[GeneratedImage]:
@@ -293,7 +308,9 @@ class _Batch:
             )
         would_cost = None
         if first.simulated:
-            would_cost = pricing.total([pricing.list_price(first.model, i.info.width, i.info.height) for i in images])
+            would_cost = pricing.total(
+                [pricing.list_price(SIMULATED, first.model, i.info.width, i.info.height) for i in images]
+            )
             notes.append("Sandbox: offline placeholders, nothing was sent and nothing was charged.")
         return Outcome(
             request=self.request,
@@ -304,7 +321,7 @@ class _Batch:
             cost_usd=cost,
             would_cost_usd=would_cost,
             notes=notes,
-            failed=[str(f) for f in self.failures],
+            failed=[scrub(str(f), self.runtime.settings.secrets()) for f in self.failures],
         )
 
 

@@ -27,11 +27,11 @@ def thumbnails(images: Sequence[bytes], max_px: int, budget: int) -> list[str] |
     if max_px <= 0 or not images:
         return []
     for scale, quality in SHRINK_STEPS:
-        px = max(MIN_THUMBNAIL_PX, int(max_px * scale))
+        px = min(max_px, max(MIN_THUMBNAIL_PX, int(max_px * scale)))
         encoded = [base64.b64encode(thumbnail_jpeg(data, px, quality)).decode("ascii") for data in images]
         if sum(len(e) for e in encoded) <= budget:
             return encoded
-        if px == MIN_THUMBNAIL_PX:
+        if px <= MIN_THUMBNAIL_PX:
             break
     return None
 

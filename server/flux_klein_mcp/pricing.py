@@ -30,17 +30,18 @@ class Price:
         return round(self.first_megapixel + further * self.further_megapixel, 6)
 
 
-# Keyed by the model id each provider uses (PROVIDERS.md).
-PRICES: Mapping[str, Price] = {
-    LOW_TIER_MODEL: Price(first_megapixel=0.014, further_megapixel=0.001),
-    HIGH_TIER_MODEL: Price(per_image=0.04),
-    "flux-2-klein-4b": Price(per_image=0.0085),  # EmpirioLabs
+# Published prices by (provider, model id) (PROVIDERS.md). A model id alone is not enough: the same id on an
+# endpoint we know nothing about (openai-compatible) has no known price.
+PRICES: Mapping[tuple[str, str], Price] = {
+    ("openrouter", LOW_TIER_MODEL): Price(first_megapixel=0.014, further_megapixel=0.001),
+    ("openrouter", HIGH_TIER_MODEL): Price(per_image=0.04),
+    ("empiriolabs", "flux-2-klein-4b"): Price(per_image=0.0085),
 }
 
 
-def list_price(model: str, width: int, height: int) -> float | None:
-    """The published price of one image of this size, or None when no price is published."""
-    price = PRICES.get(model)
+def list_price(provider: str, model: str, width: int, height: int) -> float | None:
+    """The published price of one image of this size, or None when the provider publishes none."""
+    price = PRICES.get((provider, model))
     return None if price is None else price.of(width, height)
 
 

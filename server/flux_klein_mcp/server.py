@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, cast
-from urllib.parse import unquote, urlsplit
 
-import anyio.to_thread
+import anyio
+import anyio.lowlevel
 import httpx
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
@@ -22,8 +22,9 @@ from pydantic import Field
 
 from . import __version__, pipeline
 from .config import Settings
-from .errors import ConfigError, FluxKleinError, scrub
+from .errors import ConfigError, FluxKleinError, InputError, StorageError, scrub
 from .images import FORMATS
+from .inputs import path_from_file_uri
 from .pipeline import Runtime
 from .present import tool_result
 from .providers import PROVIDER_NAMES, ProviderName
@@ -162,13 +163,27 @@ def create_server(
 
     async def run(ctx: Context, roots: ListRootsResult, build: Callable[[], ImageRequest]) -> CallToolResult:
         runtime = _runtime(ctx)
+        outcome: pipeline.Outcome | None = None
         try:
             if config_error is not None:
                 raise config_error
             outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress)
-            return await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px)
+            result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px)
+            # A cancel that arrived while the worker thread ran is delivered here, inside this try, not later.
+            await anyio.lowlevel.checkpoint()
+            return result
         except FluxKleinError as exc:
             raise ToolError(scrub(str(exc), runtime.settings.secrets())) from None
+        except anyio.get_cancelled_exc_class():
+            if outcome is not None:  # cancelled while the result was being built: the client never sees it
+                with anyio.CancelScope(shield=True):
+                    await runtime.in_worker(outcome.discard)
+            raise
+        except Exception:
+            log.exception("Unexpected error in a tool call")
+            raise ToolError("The server hit an unexpected error (its log on stderr has the details). Images "
+                            "saved before it are in the output folder. Try again once; if it repeats, tell the "
+                            "user.") from None
 
     @server.tool(title="Generate image (FLUX.2 klein)", description=GENERATE, annotations=ANNOTATIONS,
                  structured_output=False)
@@ -226,11 +241,13 @@ def _runtime(ctx: Context) -> Runtime:
 
 
 def _root_dirs(roots: ListRootsResult) -> list[Path]:
+    """The client's `file://` roots as folders (other schemes and remote hosts are not folders here)."""
     dirs = []
     for root in roots.roots:
-        parts = urlsplit(str(root.uri))
-        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-            dirs.append(Path(unquote(parts.path)))
+        try:
+            dirs.append(path_from_file_uri(str(root.uri)))
+        except InputError:
+            log.info("Ignoring client root %r: not a local file:// URI", str(root.uri))
     return dirs
 
 
@@ -249,17 +266,12 @@ def _add_output_reader(server: MCPServer[Runtime]) -> None:
 def _output_reader(ext: str) -> Callable[[str, Context], Awaitable[bytes]]:
     async def read(path: str, ctx: Context) -> bytes:
         runtime = _runtime(ctx)
-        return await anyio.to_thread.run_sync(_read_output, runtime, Path(f"{path}.{ext}"))
+        try:
+            return await runtime.in_worker(runtime.store.read, Path(f"{path}.{ext}"))
+        except StorageError as exc:
+            raise ResourceError(str(exc)) from None
 
     return read
-
-
-def _read_output(runtime: Runtime, path: Path) -> bytes:
-    folder = runtime.store.folder
-    real = path.resolve()
-    if "\x00" in str(path) or not real.is_relative_to(folder) or not real.is_file():
-        raise ResourceError(f"Only images in the output folder {folder} can be read.")
-    return real.read_bytes()
 
 
 __all__ = ["create_server", "PROVIDER_NAMES"]

@@ -130,7 +130,12 @@ class Store:
                 sidecar_path = folder / f"{name}.json"
                 if not _claim(image_tmp, image_path):
                     continue
-                if not _claim(sidecar_tmp, sidecar_path):
+                try:
+                    claimed = _claim(sidecar_tmp, sidecar_path)
+                except BaseException:
+                    image_path.unlink()  # never an image without its sidecar
+                    raise
+                if not claimed:
                     image_path.unlink()
                     continue
                 return SavedFile(image_path, sidecar_path, len(data))
@@ -142,6 +147,14 @@ class Store:
                 if tmp is not None:
                     with contextlib.suppress(OSError):
                         tmp.unlink()
+
+    def read(self, path: Path) -> bytes:
+        """A file from the output folder, and from nowhere else (symlinks resolved first)."""
+        folder = self.folder
+        real = Path(os.path.realpath(path)) if "\x00" not in str(path) else None
+        if real is None or not real.is_relative_to(folder) or not real.is_file():
+            raise StorageError(f"Only images in the output folder {folder} can be read.")
+        return real.read_bytes()
 
     @staticmethod
     def discard(saved: SavedFile) -> None:

@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,7 @@ class FakeImagesAPI(FakeBase):
         self.force_jobs = False  # answer with a job even when "sync": true is sent
         self.job_polls = 2  # "processing" answers before a job completes
         self.job_outcome: dict[str, Any] | None = None  # e.g. {"status": "failed", "error": "..."}
+        self.poll_script: deque[Answer] = deque()  # answers for the next job polls, before the job's own
         self._ids = itertools.count(1)
 
     def scripted_paths(self) -> tuple[str, ...]:
@@ -192,6 +194,8 @@ class FakeImagesAPI(FakeBase):
         return Answer.json(200, {"created": 1776947082, "data": data}, headers)
 
     def _job(self, job_id: str) -> Answer:
+        if self.poll_script:
+            return self.poll_script.popleft()
         job = self.jobs.get(job_id)
         if job is None:
             return oai_error(404, "job not found")

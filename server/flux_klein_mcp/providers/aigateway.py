@@ -15,5 +15,4 @@ class AIGateway(OpenAIImages):
     model_id = "black-forest-labs/flux-2-klein-4b"
     billing_url = "your AIGateway dashboard (https://aigateway.sh)"
     # Documented fields: prompt, n, size, response_format. No seed, no reference images.
-    capabilities = Capabilities(edit=False, compose=False, seed=False, batch=4,
-                                sizes="size WxH (OpenRouter's ~1 MP sizes)", price="not published: cost_usd null")
+    capabilities = Capabilities(edit=False, compose=False, seed=False, batch=4)

@@ -66,8 +66,6 @@ class Capabilities:
     #: Images one request can return; 1 means n>1 becomes parallel requests.
     batch: int = 1
     tiers: tuple[Tier, ...] = ("low",)
-    sizes: str = ""
-    price: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from ..errors import BadReply, ConnectionFailed, ContentRefused, ProviderError
+from ..errors import BadReply, ConnectionFailed, ContentRefused, ProviderError, RateLimited, ServerFailed
 from ..request import ImageRequest
 from ..rules import AspectRatio
 from . import http as wire
@@ -35,9 +35,7 @@ class EmpirioLabs(OpenAIImages):
     model_id = "flux-2-klein-4b"
     billing_url = "your EmpirioLabs dashboard (https://empiriolabs.ai)"
     sends_seed = True
-    capabilities = Capabilities(edit=True, compose=True, seed=True, batch=4,
-                                sizes="7 aspect ratios natively, the rest as width x height; at most 1 MP",
-                                price="$0.0085/image")
+    capabilities = Capabilities(edit=True, compose=True, seed=True, batch=4)
 
     def payload(self, call: Call) -> dict[str, Any]:
         req: ImageRequest = call.request
@@ -62,25 +60,21 @@ class EmpirioLabs(OpenAIImages):
 
     async def _wait_for_job(self, job_id: str, link: Link) -> Any:
         """Poll the job until it is done; its `result` is an images response (or the list of its items)."""
-        url = f"{self.base_url}/jobs/{job_id}"
         delay = POLL_FIRST_S
         try:
             with anyio.fail_after(self._timeout_s):
                 while True:
-                    reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
-                                            headers=self.headers())
-                    if reply.status != 200:
-                        raise self.error_for(reply)
-                    job = reply.json(self.label)
-                    status = str(job.get("status", "")).lower() if isinstance(job, dict) else ""
-                    if status in DONE:
-                        result = job.get("result")
-                        return {"data": result} if isinstance(result, list) else result
-                    if status in FAILED:
-                        raise self._job_failed(job_id, job)
-                    progress = job.get("progress")
-                    fraction = float(progress) if isinstance(progress, int | float) else 0.0
-                    await link.progress(min(max(fraction, 0.0), 0.99), f"EmpirioLabs job {status or 'queued'}")
+                    job = await self._poll(job_id, link)
+                    if job is not None:
+                        status = str(job.get("status", "")).lower()
+                        if status in DONE:
+                            result = job.get("result")
+                            return {"data": result} if isinstance(result, list) else result
+                        if status in FAILED:
+                            raise self._job_failed(job_id, job)
+                        progress = job.get("progress")
+                        fraction = float(progress) if isinstance(progress, int | float) else 0.0
+                        await link.progress(min(max(fraction, 0.0), 0.99), f"EmpirioLabs job {status or 'queued'}")
                     await link.sleep(delay)
                     delay = min(delay * 2, POLL_MAX_S)
         except TimeoutError:
@@ -89,6 +83,28 @@ class EmpirioLabs(OpenAIImages):
                 "Nothing was saved; it may still finish and be charged. Try again later or raise the timeout.",
                 provider=self.label,
             ) from None
+
+    async def _poll(self, job_id: str, link: Link) -> dict[str, Any] | None:
+        """One look at the job; None after a passing fault (rate limit, 500/503, a dropped connection).
+
+        Those are waited out here: letting them reach the retry policy would repeat the whole call and pay for
+        a second job.
+        """
+        try:
+            reply = await wire.send(link.http, "GET", f"{self.base_url}/jobs/{job_id}", provider=self.label,
+                                    timeout_s=self._timeout_s, headers=self.headers())
+        except ConnectionFailed:
+            return None
+        if reply.status != 200:
+            error = self.error_for(reply)
+            if isinstance(error, RateLimited) or (isinstance(error, ServerFailed) and error.retryable):
+                return None
+            raise error
+        job = reply.json(self.label)
+        if not isinstance(job, dict):
+            raise BadReply(f"EmpirioLabs answered the job {job_id} check with something that is not a job. It may "
+                           "still finish and be charged; nothing was saved.", provider=self.label, status=200)
+        return job
 
     def _job_failed(self, job_id: str, job: dict[str, Any]) -> ProviderError:
         error = job.get("error")

@@ -20,5 +20,4 @@ class FluxRouter(OpenAIImages):
     billing_url = "your FluxRouter dashboard (https://fluxrouter.ai)"
     sends_response_format = False
     cost_header = "x-flux-cost-usd"
-    capabilities = Capabilities(edit=False, compose=False, seed=False, batch=1,
-                                sizes="size WxH (OpenRouter's ~1 MP sizes)", price="X-Flux-Cost-Usd header, else null")
+    capabilities = Capabilities(edit=False, compose=False, seed=False, batch=1)

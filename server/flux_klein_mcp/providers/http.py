@@ -15,6 +15,7 @@ import anyio
 import httpx
 
 from ..errors import BadReply, ConnectionFailed
+from ..images import split_data_url
 
 # A 4 MP PNG in base64 inside JSON stays far below this; anything bigger is not a reply we want in memory.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -134,9 +135,11 @@ def retry_after_seconds(reply: HttpReply, info: ErrorInfo | None = None) -> floa
         try:
             return max(0.0, float(raw))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
+            pass
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(raw).timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass  # neither seconds nor a date: fall back to the metadata, or the default wait
     if info and info.metadata:
         value = info.metadata.get("retry_after_seconds")
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -144,14 +147,11 @@ def retry_after_seconds(reply: HttpReply, info: ErrorInfo | None = None) -> floa
     return None
 
 
-_DATA_URL_B64 = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,", re.I)
-
-
 def decode_base64_image(text: str, provider: str) -> bytes:
     """Bytes from a base64 string or a base64 `data:` URL; malformed base64 is a `BadReply`."""
-    match = _DATA_URL_B64.match(text)
-    payload = text[match.end():] if match else text
-    if text.startswith("data:") and not match:
+    parsed = split_data_url(text)
+    payload = parsed[1] if parsed else text
+    if text.startswith("data:") and not parsed:
         raise BadReply(f"{provider} returned a data URL that is not base64. Nothing was saved.", provider=provider)
     try:
         data = base64.b64decode(re.sub(r"\s+", "", payload), validate=True)

@@ -13,8 +13,7 @@ class OpenAICompatible(OpenAIImages):
     key_variable = "FLUX_KLEIN_API_KEY"
     base_url_variable = "FLUX_KLEIN_BASE_URL"
     billing_url = "the endpoint's billing page"
-    capabilities = Capabilities(edit=False, compose=False, seed=False, batch=4,
-                                sizes="size WxH (OpenRouter's ~1 MP sizes)", price="not known: cost_usd null")
+    capabilities = Capabilities(edit=False, compose=False, seed=False, batch=4)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

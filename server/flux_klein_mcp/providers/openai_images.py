@@ -34,6 +34,7 @@ from ..rules import (
 from . import http as wire
 from .base import Call, Capabilities, KeyCheck, Link, Reply, auth_header
 
+MAX_REDIRECTS = 3
 _MODERATION_MARKERS = ("content_policy", "moderation", "safety", "nsfw", "flagged", "content_filter")
 
 
@@ -132,23 +133,37 @@ class OpenAIImages:
                        provider=self.label, status=200)
 
     async def download(self, url: str, link: Link) -> bytes:
-        """Fetch a signed image URL now (they expire): https://, or the provider's own configured host."""
+        """Fetch a signed image URL now (they expire): https://, or the provider's own configured host.
+
+        Redirects (signed URLs often hand over to a CDN) are followed a few times, each hop checked the same way;
+        the key goes only to the provider's own host, never to a storage or CDN host.
+        """
         if url.startswith("data:"):
             return wire.decode_base64_image(url, self.label)
-        target, base = httpx.URL(url), httpx.URL(self.base_url)
-        same_host = (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
-        if target.scheme != "https" and not same_host:
-            raise BadReply(f"{self.label} returned an image URL that is neither https:// nor on its own host "
-                           f"({target.scheme}://{target.host}); it was not fetched. Nothing was saved.",
-                           provider=self.label, status=200)
-        # The key goes only to the provider's own host, never to a storage or CDN host.
-        headers = self.headers() if same_host else None
-        reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
-                                headers=headers)
-        if reply.status != 200:
-            raise BadReply(f"Downloading the image {self.label} returned failed (HTTP {reply.status}; the link may "
-                           "have expired). Nothing was saved; try again.", provider=self.label, status=reply.status)
-        return reply.body
+        for _ in range(MAX_REDIRECTS + 1):
+            target = httpx.URL(url)
+            own_host = self._is_own_host(target)
+            if target.scheme != "https" and not own_host:
+                raise BadReply(f"{self.label} returned an image URL that is neither https:// nor on its own host "
+                               f"({target.scheme}://{target.host}); it was not fetched. Nothing was saved.",
+                               provider=self.label, status=200)
+            reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
+                                    headers=self.headers() if own_host else None)
+            location = reply.headers.get("location")
+            if reply.status in (301, 302, 303, 307, 308) and location:
+                url = str(target.join(location))
+                continue
+            if reply.status != 200:
+                raise BadReply(f"Downloading the image from {self.label} failed (HTTP {reply.status}; the link may "
+                               "have expired). Nothing was saved; try again.", provider=self.label,
+                               status=reply.status)
+            return reply.body
+        raise BadReply(f"The image link from {self.label} redirected more than {MAX_REDIRECTS} times; it was not "
+                       "followed further. Nothing was saved.", provider=self.label, status=200)
+
+    def _is_own_host(self, target: httpx.URL) -> bool:
+        base = httpx.URL(self.base_url)
+        return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
 
     def _reported_cost(self, headers: httpx.Headers | None) -> float | None:
         raw = headers.get(self.cost_header) if headers is not None and self.cost_header else None

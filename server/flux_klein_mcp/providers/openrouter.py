@@ -62,12 +62,7 @@ class OpenRouter:
     label = "OpenRouter"
     key_variable = KEY_VARIABLE
     billing_url = BILLING_URL
-    capabilities = Capabilities(
-        batch=1,
-        tiers=("low", "high"),
-        sizes="10 aspect ratios, about 1 MP (1024x1024 at 1:1)",
-        price="$0.014/image low tier (usage.cost when reported); $0.04 high tier",
-    )
+    capabilities = Capabilities(batch=1, tiers=("low", "high"))
 
     def __init__(self, settings: Settings) -> None:
         self._key = settings.get(KEY_VARIABLE)
@@ -110,10 +105,16 @@ class OpenRouter:
             return KeyCheck("unreachable", str(exc))
         if reply.status != 200:
             return KeyCheck("invalid", f"HTTP {reply.status}: {wire.error_info(reply).message}")
-        data = (reply.json(self.label) or {}).get("data") or {}
+        try:
+            data = _dict(_dict(reply.json(self.label)).get("data"))
+        except ProviderError as exc:
+            return KeyCheck("unreachable", str(exc))
         remaining = data.get("limit_remaining")
-        credit = "no spending limit" if remaining is None else f"${remaining:,.2f} left on the key's limit"
-        return KeyCheck("ok", f"key {data.get('label') or ''} valid, {credit}".replace("  ", " "))
+        if isinstance(remaining, int | float) and not isinstance(remaining, bool):
+            credit = f"${remaining:,.2f} left on the key's limit"
+        else:
+            credit = "no spending limit" if remaining is None else f"limit remaining {remaining}"
+        return KeyCheck("ok", f"key valid, {credit}")
 
 
 def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:
@@ -148,7 +149,7 @@ def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:
     return Reply(
         images=[wire.decode_base64_image(url, label)],
         model=str(body.get("model") or payload["model"]),
-        prompt_sent=_prompt_of(payload),
+        prompt_sent=sent_text(payload),
         reported_cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
         generation_id=reply.headers.get("x-generation-id") or body.get("id"),
     )
@@ -160,13 +161,15 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _first_image_url(images: Any) -> str | None:
     for image in images if isinstance(images, list) else []:
-        url = (image.get("image_url") or {}).get("url") if isinstance(image, dict) else None
+        part = image.get("image_url") if isinstance(image, dict) else None
+        url = part.get("url") if isinstance(part, dict) else part  # tolerate a bare string as well
         if isinstance(url, str) and url:
             return url
     return None
 
 
-def _prompt_of(payload: dict[str, Any]) -> str:
+def sent_text(payload: dict[str, Any]) -> str:
+    """The prompt text inside a chat payload (the whole content, or its text part)."""
     content = payload["messages"][0]["content"]
     return content if isinstance(content, str) else content[0]["text"]
 

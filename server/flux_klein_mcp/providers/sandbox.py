@@ -21,7 +21,7 @@ from ..config import Settings
 from ..request import ImageRequest
 from ..rules import DEFAULT_SIZE, MODEL_RULES, OPENROUTER_SIZES, Tier
 from .base import Call, Capabilities, KeyCheck, Link, Reply
-from .openrouter import payload_for, plan_one_per_image
+from .openrouter import payload_for, plan_one_per_image, sent_text
 
 
 class Sandbox:
@@ -29,9 +29,7 @@ class Sandbox:
     label = "sandbox"
     key_variable = None
     billing_url = ""
-    capabilities = Capabilities(
-        batch=1, tiers=("low", "high"), sizes="OpenRouter's sizes", price="free (records would_cost_usd)"
-    )
+    capabilities = Capabilities(batch=1, tiers=("low", "high"))
 
     def __init__(self, settings: Settings) -> None:
         del settings  # nothing to configure
@@ -51,18 +49,13 @@ class Sandbox:
         return Reply(
             images=[png],
             model=payload["model"],
-            prompt_sent=_text_of(payload),
+            prompt_sent=sent_text(payload),
             would_send=abbreviate_data_urls(payload),
             simulated=True,
         )
 
     async def check_key(self, http: httpx.AsyncClient) -> KeyCheck:
         return KeyCheck("ok", "offline placeholders, no key needed")
-
-
-def _text_of(payload: dict[str, Any]) -> str:
-    content = payload["messages"][0]["content"]
-    return content if isinstance(content, str) else content[0]["text"]
 
 
 def abbreviate_data_urls(value: Any) -> Any:
@@ -94,7 +87,7 @@ def render_placeholder(call: Call, payload: dict[str, Any]) -> bytes:
     small = ImageFont.load_default(size=max(14, unit // 32))
     draw.text((width // 2, height // 3), "SANDBOX", font=big, anchor="mm", fill="white", stroke_width=unit // 150,
               stroke_fill="black")
-    lines = textwrap.wrap(_text_of(payload), width=max(20, width // (unit // 48)))[:8]
+    lines = textwrap.wrap(sent_text(payload), width=max(20, width // (unit // 48)))[:8]
     lines.append(f"{payload['model']}  seed {call.seed if call.seed is not None else '-'}  {width}x{height}")
     draw.multiline_text((width // 2, height * 2 // 3), "\n".join(lines), font=small, anchor="ma", align="center",
                         fill="white", stroke_width=2, stroke_fill="black")
