@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test serve clean
+.PHONY: help demo test clean
+
+## help: list these targets
+help:
+	@grep -E '^## ' Makefile | sed 's/^## /  make /'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +26,6 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto
 
+## clean: remove the virtual environment and build files (output/ is yours and stays)
 clean:
 	rm -rf $(VENV) build *.egg-info server/*.egg-info

@@ -73,6 +73,7 @@ def test_402_exits_3_with_the_message_on_stderr_and_nothing_on_stdout(workdir):
         (["generate", "a fox", "--provider", "sandbox"], {"FLUX_KLEIN_THUMBNAIL_PX": "big"}, 2,
          "FLUX_KLEIN_THUMBNAIL_PX"),
         (["generate", "a fox", "--aspect-ratio", "7:1"], {}, 2, "invalid choice"),
+        (["serve", "--port", "9000"], {}, 2, "--host and --port only apply with --http"),
     ],
 )
 def test_bad_input_exits_non_zero_with_the_reason_on_stderr(workdir, args, env, code, phrase):

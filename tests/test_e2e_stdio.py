@@ -70,7 +70,8 @@ async def test_edit_over_stdio_reads_a_file_relative_to_the_server_cwd(server_en
     async with stdio(server_env, workdir) as client:
         data = summary(await client.call_tool("edit_image", {"prompt": "make it gold", "image": "logo.png"}))
     parts = fake.completions[0].json["messages"][0]["content"]
-    assert parts[0]["text"] == "make it gold" and parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert parts[0]["text"] == "make it gold, aspect ratio 3:2"  # an edit keeps its input's shape (30x20)
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
     assert Path(data["images"][0]["path"]).exists()
 
 

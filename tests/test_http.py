@@ -137,6 +137,34 @@ async def test_dns_rebinding_is_refused_on_loopback(workdir, openrouter, host):
     assert fake.requests == []
 
 
+async def test_a_plain_get_on_the_endpoint_answers_405_instead_of_hanging(workdir, openrouter):
+    fake, env = openrouter
+    with http_server(workdir, **env) as url:
+        answer = httpx.get(url, headers={"Accept": "text/event-stream"}, timeout=10)
+    assert answer.status_code == 405 and "POST" in answer.headers["allow"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "phrase"),
+    [
+        (["--host", "0.0.0.0"], {}, "Refusing to serve on 0.0.0.0 without FLUX_KLEIN_HTTP_TOKEN"),
+        ([], {"FLUX_KLEIN_HTTP_TOKEN": "abc"}, "FLUX_KLEIN_HTTP_TOKEN is 3 characters; use at least 16"),
+        (["--port", "{busy}"], {}, "Choose another --port"),
+    ],
+    ids=["no-token-off-loopback", "short-token", "port-in-use"],
+)
+def test_serve_http_refuses_to_start_with_a_clear_message(workdir, args, env, phrase):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = [a.replace("{busy}", str(busy.getsockname()[1])) for a in args]
+        done = subprocess.run([COMMAND, "serve", "--http", *args], cwd=workdir, capture_output=True, text=True,
+                              env={**BASE_ENV, "FLUX_KLEIN_PROVIDER": "sandbox", **env}, timeout=30,
+                              stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and phrase in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_non_loopback_address_without_a_token_refuses_to_start(workdir):
     done = subprocess.run([COMMAND, "serve", "--http", "--host", "0.0.0.0", "--port", str(free_port())],
                           cwd=workdir, env={**BASE_ENV, "FLUX_KLEIN_PROVIDER": "sandbox"}, capture_output=True,

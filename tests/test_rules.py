@@ -174,3 +174,14 @@ def test_bad_requests_are_refused_naming_the_parameter(kwargs, message):
     args = {"operation": "generate", "prompt": "a fox", **kwargs}
     with pytest.raises(InputError, match=message):
         ImageRequest(**args)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((896, 1152), "4:5"), ((1000, 1000), "1:1"), ((1920, 1080), "16:9"), ((1080, 1920), "9:16"),
+     ((3000, 1000), "21:9"), ((600, 400), "3:2"), ((4032, 3024), "4:3"), ((10, 3000), "9:16")],
+)
+def test_nearest_aspect_ratio(size, expected):
+    from flux_klein_mcp.rules import nearest_aspect_ratio
+
+    assert nearest_aspect_ratio(*size) == expected

@@ -193,6 +193,18 @@ async def test_edit_sends_the_local_file_as_a_data_url_after_the_text(connect, f
     assert sidecar["inputs"][0]["source"] == str(workdir / "photo.jpg")
 
 
+async def test_an_edit_keeps_its_input_shape_unless_told_otherwise(connect, fake, workdir):
+    (workdir / "portrait.png").write_bytes(png(90, 120))  # 3:4
+    async with connect() as client:
+        kept = summary(await client.call_tool("edit_image", {"prompt": "add a hat", "image": "portrait.png"}))
+        chosen = summary(await client.call_tool("edit_image", {"prompt": "add a hat", "image": "portrait.png",
+                                                              "aspect_ratio": "16:9"}))
+    assert kept["aspect_ratio"] == "3:4" and kept["prompt_sent"] == "add a hat, aspect ratio 3:4"
+    assert (kept["images"][0]["width"], kept["images"][0]["height"]) == (864, 1184)
+    assert any("taken from the input image (90x120)" in note for note in kept["notes"])
+    assert chosen["aspect_ratio"] == "16:9" and "notes" not in chosen
+
+
 async def test_compose_sends_every_reference_in_order(connect, fake, workdir):
     (workdir / "a.png").write_bytes(png(40, 40, (255, 0, 0)))
     refs = [

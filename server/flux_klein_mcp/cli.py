@@ -44,21 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the MCP server on stdio (the default), or over HTTP")
     serve.add_argument("--http", action="store_true", help="serve streamable HTTP on /mcp (stateless) instead")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind with --http (default 127.0.0.1; any "
-                       "other needs FLUX_KLEIN_HTTP_TOKEN)")
-    serve.add_argument("--port", type=int, default=8000, help="port with --http (default 8000)")
+    serve.add_argument("--host", help="address to bind with --http (default 127.0.0.1; any other needs "
+                       "FLUX_KLEIN_HTTP_TOKEN)")
+    serve.add_argument("--port", type=int, help="port with --http (default 8000)")
     for name, what in (
         ("generate", "generate 1-4 images from a prompt"),
         ("edit", "edit one image (--image)"),
         ("compose", "compose a new image from 2-4 references (--image, repeated)"),
     ):
         cmd = sub.add_parser(name, help=what, description=what)
-        cmd.add_argument("prompt", help="what the image should show")
+        cmd.add_argument("prompt", help="the change to make, and what to keep" if name == "edit"
+                         else "what the image should show")
         if name != "generate":
             cmd.add_argument("--image", action="append", required=True, metavar="PATH_OR_URL",
                              help="input image: path, file:// URI, https:// URL or data URL" +
                              (" (repeat 2-4 times)" if name == "compose" else ""))
-        cmd.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, help="image shape (default 1:1)")
+        cmd.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, help={
+            "generate": "image shape (default: 1:1, 1024x1024)",
+            "edit": "image shape (default: the input image's, nearest supported ratio)",
+            "compose": "image shape (default: the model's choice, usually 1:1)",
+        }[name])
         if name == "generate":
             cmd.add_argument("-n", type=int, default=1, help="number of variations, 1-4 (default 1)")
         cmd.add_argument("--seed", type=int, help="fix the result (same seed, same image)")
@@ -71,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start the server on stdio and call generate_image through a real MCP "
                           "client (the sandbox when no key is set)")
     demo.add_argument("prompt", nargs="?", default="A lighthouse on a rocky coast at dusk, warm light in the "
-                      "window, watercolour style")
-    demo.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="3:2")
+                      "window, watercolour style", help="what to draw (default: a lighthouse at dusk)")
+    demo.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="3:2", help="image shape (default 3:2)")
     doctor = sub.add_parser("doctor", help="check each provider's key (no spend), the output folder, and which "
                             "provider a call would use; exits 1 when nothing usable is configured")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -84,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = args.command or "serve"
     if command == "serve":
         if getattr(args, "http", False):
-            sys.exit(_serve_http(args.host, args.port))
-        _serve()
+            sys.exit(_serve_http(args.host or "127.0.0.1", args.port or 8000))
+        if getattr(args, "host", None) or getattr(args, "port", None):
+            build_parser().error("--host and --port only apply with --http")
+        sys.exit(_serve())
     elif command == "doctor":
         from .doctor import run_doctor
 
@@ -104,25 +111,37 @@ def _log_to_stderr() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider request is noise
 
 
-def _serve() -> None:
+def _serve() -> int:
     _log_to_stderr()
     from .server import create_server
 
-    create_server().run()
+    if sys.stdin.isatty():
+        print("flux-klein-mcp is an MCP server: it talks JSON-RPC on stdin/stdout and is meant to be started by an "
+              "MCP client (see the README). To see it work, run `flux-klein-mcp demo`. Ctrl-C quits.",
+              file=sys.stderr)
+    try:
+        create_server().run()
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _serve_http(host: str, port: int) -> int:
     _log_to_stderr()
-    from .http_server import check_exposure, serve_http
+    from .http_server import check_exposure, check_port_free, serve_http
     from .server import create_server
 
     try:
         settings = Settings.from_env()
         check_exposure(host, settings)
+        check_port_free(host, port)
     except FluxKleinError as exc:
         print(f"flux-klein-mcp: {exc}", file=sys.stderr)
         return exc.exit_code
-    serve_http(create_server(settings), settings, host, port)
+    try:
+        serve_http(create_server(settings), settings, host, port)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -54,7 +54,9 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         why = "FLUX_KLEIN_PROVIDER" if runtime.settings.provider else f"the first key set, {chosen.key_variable}"
         choice_note = f"{chosen.name} (chosen by {why})"
         if not usable:
-            choice_note += f" - but its key is {checks[chosen.name].status}"
+            status = checks[chosen.name].status
+            choice_note += (" - but it could not be reached (check the network and its base URL)"
+                            if status == "unreachable" else f" - but its key is {status}")
     except FluxKleinError as exc:
         choice, usable, choice_note = None, False, scrub(str(exc), secrets)
     return {

@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import socket
 
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
@@ -42,14 +43,38 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+MIN_TOKEN_CHARS = 16
+_MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
 def check_exposure(host: str, settings: Settings) -> None:
-    """Refuse to listen beyond this machine without a token."""
-    if not is_loopback(host) and not settings.http_token:
+    """Refuse to listen beyond this machine without a token, and refuse a token anyone could guess."""
+    token = settings.http_token
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"FLUX_KLEIN_HTTP_TOKEN is {len(token)} characters; use at least {MIN_TOKEN_CHARS} random ones, e.g. "
+            f"the output of: {_MAKE_TOKEN}"
+        )
+    if not is_loopback(host) and not token:
         raise ConfigError(
             f"Refusing to serve on {host} without FLUX_KLEIN_HTTP_TOKEN: anyone who can reach the port could use "
-            "your provider credits. Set FLUX_KLEIN_HTTP_TOKEN to a long random secret (clients then send "
-            "'Authorization: Bearer <token>'), or serve on 127.0.0.1."
+            f"your provider credits. Set FLUX_KLEIN_HTTP_TOKEN to a long random secret ({_MAKE_TOKEN}); clients "
+            "then send 'Authorization: Bearer <token>'. Or serve on 127.0.0.1."
         )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with a clear message, before start-up, when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot listen on {host}:{port} ({exc.strerror or exc}). Choose another --port, or stop what is "
+                "using it."
+            ) from None
 
 
 def _host_header(host: str) -> str:
@@ -77,24 +102,31 @@ def transport_security(host: str, settings: Settings) -> TransportSecuritySettin
                                      allowed_origins=origins)
 
 
-class BearerToken:
-    """ASGI middleware: `/mcp` requires `Authorization: Bearer <token>` (compared in constant time)."""
+class Gate:
+    """ASGI middleware in front of `/mcp`: the bearer token when one is set (compared in constant time), and
+    405 for GET, since a stateless server has no stream to offer there (a plain GET would hang forever)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path", "").startswith(PATH):
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                body = json.dumps({"error": "unauthorized",
-                                   "message": "Send 'Authorization: Bearer <FLUX_KLEIN_HTTP_TOKEN>'."}).encode()
-                response = Response(body, status_code=401, media_type="application/json",
-                                    headers={"WWW-Authenticate": 'Bearer realm="flux-klein-mcp"'})
-                await response(scope, receive, send)
+            if self.expected is not None and not hmac.compare_digest(given, self.expected):
+                await _json(401, "unauthorized", "Send 'Authorization: Bearer <FLUX_KLEIN_HTTP_TOKEN>'.",
+                            {"WWW-Authenticate": 'Bearer realm="flux-klein-mcp"'})(scope, receive, send)
+                return
+            if scope.get("method") == "GET":
+                await _json(405, "method not allowed", "This stateless MCP endpoint takes POST (JSON-RPC) only.",
+                            {"Allow": "POST, DELETE"})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _json(status: int, error: str, message: str, headers: dict[str, str]) -> Response:
+    body = json.dumps({"error": error, "message": message}).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 async def _healthz(request: Request) -> Response:
@@ -111,13 +143,17 @@ def http_app(server: MCPServer[Runtime], host: str, settings: Settings) -> ASGIA
         transport_security=transport_security(host, settings),
         host=host,
     )
-    return BearerToken(app, settings.http_token) if settings.http_token else app
+    return Gate(app, settings.http_token)
 
 
 def serve_http(server: MCPServer[Runtime], settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     app = http_app(server, host, settings)
-    guard = "bearer token required" if settings.http_token else "no token (loopback only)"
+    guard = "bearer token required" if settings.http_token else "no token: loopback only"
     log.info("Serving MCP over streamable HTTP at http://%s:%d%s (%s)", host, port, PATH, guard)
+    if not is_loopback(host) and not settings.http_allowed_hosts:
+        log.warning("The Host header is not checked: set FLUX_KLEIN_HTTP_ALLOWED_HOSTS to the names clients use")
+    for noisy in ("mcp.server.streamable_http", "mcp.server.streamable_http_manager"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # a line per stateless request otherwise
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")

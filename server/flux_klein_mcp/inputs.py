@@ -147,8 +147,8 @@ def _from_data_url(ref: str, policy: InputPolicy, parameter: str) -> InputImage:
         _check_size(len(encoded) * 3 // 4, policy, parameter, "the data URL")
     try:
         data = base64.b64decode(re.sub(r"\s+", "", encoded), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InputError(f"{parameter}: the data URL's base64 is not valid ({exc}).") from exc
+    except (binascii.Error, ValueError):
+        raise InputError(f"{parameter}: the data URL's base64 is not valid (malformed or truncated).") from None
     source = f"data:{mime};base64 ({len(data)} bytes)"
     return _prepared(data, source, parameter, "the data URL")
 
@@ -165,7 +165,8 @@ def _prepared(data: bytes, source: str, parameter: str, shown: str) -> InputImag
     try:
         clean = prepare_input(data)
     except NotAnImage as exc:
-        raise InputError(f"{parameter}: {shown} is not a usable image: {exc}.") from exc
+        raise InputError(f"{parameter}: {shown} is not a usable image: {exc}. Use a PNG, JPEG, WebP or GIF image.") \
+            from exc
     url = f"data:{clean.mime_type};base64,{base64.b64encode(clean.data).decode('ascii')}"
     return InputImage(url=url, source=source, mime_type=clean.mime_type, width=clean.width, height=clean.height)
 

@@ -27,6 +27,7 @@ from .policy import send_with_policy
 from .providers import Call, Provider, Providers, Reply
 from .providers.base import Link, Sleep
 from .request import ImageRequest
+from .rules import nearest_aspect_ratio
 from .store import SavedFile, Store, file_stem, name_stem, timestamp
 
 T = TypeVar("T")
@@ -169,7 +170,14 @@ async def run(
     parameter = "images" if request.operation == "compose" else "image"
     inputs = await runtime.in_worker(resolve_inputs, request.image_refs, policy, parameter)
     request = replace(request, inputs=inputs)
-    batch = _Batch(request, provider, runtime, report)
+    notes: list[str] = []
+    source = inputs[0] if request.operation == "edit" and inputs else None
+    if request.aspect_ratio is None and source is not None and source.width and source.height:
+        # An edit keeps its input's shape unless told otherwise (an https input's size is unknown here).
+        request = replace(request, aspect_ratio=nearest_aspect_ratio(source.width, source.height))
+        notes.append(f"aspect_ratio {request.aspect_ratio} was taken from the input image "
+                     f"({source.width}x{source.height}); pass aspect_ratio to choose another.")
+    batch = _Batch(request, provider, runtime, report, notes)
     await report(0, request.n, f"Asking {provider.label} for {request.n} image(s)")
     return await batch.run(provider.plan(request))
 
@@ -177,8 +185,11 @@ async def run(
 class _Batch:
     """One tool call's provider requests, run in parallel; saves each image as it arrives."""
 
-    def __init__(self, request: ImageRequest, provider: Provider, runtime: Runtime, report: Report) -> None:
+    def __init__(
+        self, request: ImageRequest, provider: Provider, runtime: Runtime, report: Report, notes: list[str]
+    ) -> None:
         self.request = request
+        self.notes = notes
         self.provider = provider
         self.runtime = runtime
         self.report = report
@@ -294,7 +305,7 @@ class _Batch:
         if not images:
             raise _all_failed(self.failures, self.request.n)
         first = self.replies[0]
-        notes = [note for reply in self.replies for note in reply.notes]
+        notes = self.notes + [note for reply in self.replies for note in reply.notes]
         if self.runtime.store.note:
             notes.append(self.runtime.store.note)
         if self.request.seed is not None and not self.provider.capabilities.seed:

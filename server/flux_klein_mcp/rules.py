@@ -5,6 +5,7 @@ Pure functions only; the tool descriptions quote them and the tests pin them wit
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,6 +76,18 @@ MODEL_RULES: Mapping[Tier, ModelRule] = {
     "high": ModelRule(HIGH_TIER_MODEL, "seedream", aspect_ratio_in_prompt=False, modalities=("image",),
                       image_config=True),
 }
+
+
+def nearest_aspect_ratio(width: int, height: int) -> AspectRatio:
+    """The supported aspect ratio closest to a width and height (compared as logarithms, so 2:1 and 1:2 are
+    equally far from 1:1)."""
+    target = math.log(width / height)
+
+    def distance(ratio: AspectRatio) -> float:
+        a, b = (int(x) for x in ratio.split(":"))
+        return abs(math.log(a / b) - target)
+
+    return min(ASPECT_RATIOS, key=distance)
 
 
 def aspect_ratio_suffix(aspect_ratio: AspectRatio | None) -> str:

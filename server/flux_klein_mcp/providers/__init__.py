@@ -89,20 +89,26 @@ class Providers:
         return None
 
     def nothing_configured(self) -> str:
-        keys = ", ".join(p.key_variable for n in AUTO_ORDER if (p := self._by_name[n]).key_variable)
+        keys = ", ".join(
+            p.key_variable + (f" (with {' and '.join(m for m in p.missing() if m != p.key_variable)})"
+                              if len(p.missing()) > 1 else "")
+            for n in AUTO_ORDER if (p := self._by_name[n]).key_variable
+        )
         return (
-            f"No image provider is configured: none of {keys} is set. Set one of them in the server's environment "
-            "(the MCP client's config) and restart, or use provider \"sandbox\" (FLUX_KLEIN_PROVIDER=sandbox) "
-            "for free offline placeholders."
+            f"No image provider is configured: none of {keys} is set. Set one (in the MCP client's config for the "
+            "server, then restart it; in the shell for the command line), or use the free offline placeholders "
+            "of provider \"sandbox\" (FLUX_KLEIN_PROVIDER=sandbox, or --provider sandbox)."
         )
 
     @staticmethod
     def _ready(provider: Provider, chosen_by: str) -> Provider:
         missing = provider.missing()
         if missing:
+            one = len(missing) == 1
             raise ConfigError(
                 f"{provider.label} was chosen by {chosen_by}, but {' and '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not set. Set it in the server's environment and restart, "
-                "or use provider \"sandbox\" to try the tools offline."
+                f"{'is' if one else 'are'} not set. Set {'it' if one else 'them'} (in the MCP client's config for "
+                "the server, or in the shell for the command line), or use provider \"sandbox\" to try the tools "
+                "offline."
             )
         return provider
