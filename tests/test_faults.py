@@ -53,7 +53,7 @@ OPENROUTER_FAULTS = [
     Case("403", (error(403, "flagged", metadata={"reasons": ["violence"]}),), "Reasons: violence", 1),
     Case("404", (error(404, "No endpoints found"),), "No endpoints found", 1),
     Case("408", (error(408, "Request timed out"),), "timed out", 1),
-    Case("429x2", (error(429, "slow down"), error(429, "slow down")), "failed again after one retry", 2),
+    Case("429x2", (error(429, "slow down", headers={"Retry-After": "0"}),) * 2, "failed again after one retry", 2),
     Case("500", (error(500, "Internal Server Error"),), "HTTP 500", 1),
     Case("502x2", (error(502, "Provider returned error"), error(502, "Provider returned error")), "Blocked", 2),
     Case("503", (error(503, "No allowed providers are available"),), "no provider available", 1),
