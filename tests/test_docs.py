@@ -76,3 +76,11 @@ def test_readme_quick_start_has_exactly_two_commands_and_ci_runs_the_test_one():
     commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
     assert commands == ["make demo", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_public_surface_does_not_drift():
+    import flux_klein_mcp
+
+    assert sorted(flux_klein_mcp.__all__) == sorted([
+        "FluxKleinError", "ImageRequest", "Outcome", "Runtime", "Settings", "__version__", "create_server", "run"])
+    assert all(hasattr(flux_klein_mcp, name) for name in flux_klein_mcp.__all__)

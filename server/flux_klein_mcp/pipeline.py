@@ -210,7 +210,7 @@ class _Batch:
             # The client cancelled: it will never see these files, so none are left behind.
             with anyio.CancelScope(shield=True):
                 for image in self._saved():
-                    await anyio.to_thread.run_sync(Store.discard, image.saved)
+                    await self.runtime.in_worker(Store.discard, image.saved)
             raise
         return self._outcome()
 
