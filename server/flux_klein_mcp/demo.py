@@ -19,13 +19,15 @@ from .providers import Providers
 from .rules import AspectRatio
 
 
-def _demo_env() -> tuple[dict[str, str], str]:
+def _demo_env() -> tuple[dict[str, str], str, str]:
+    """The server's environment, its provider, and why that one (said on stderr)."""
     env = dict(os.environ)
     try:
         provider = Providers(Settings.from_env(env)).choose().name
     except FluxKleinError:
-        env["FLUX_KLEIN_PROVIDER"] = provider = "sandbox"
-    return env, provider
+        env["FLUX_KLEIN_PROVIDER"] = "sandbox"
+        return env, "sandbox", " (no usable provider is configured: offline placeholders, nothing is charged)"
+    return env, provider, ""
 
 
 def say(text: str) -> None:
@@ -33,8 +35,7 @@ def say(text: str) -> None:
 
 
 async def run_demo(prompt: str, aspect_ratio: AspectRatio) -> int:
-    env, provider = _demo_env()
-    note = " (no provider key is set: offline placeholders, nothing is charged)" if provider == "sandbox" else ""
+    env, provider, note = _demo_env()
     say(f"Starting the MCP server on stdio with provider {provider}{note}")
     server = StdioServerParameters(command=sys.executable, args=["-m", "flux_klein_mcp", "serve"], env=env)
     async with Client(server) as client:
