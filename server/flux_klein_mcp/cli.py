@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,6 @@ from .pipeline import Runtime
 from .providers import PROVIDER_NAMES
 from .request import ImageRequest
 from .rules import ASPECT_RATIOS
-
-COMMANDS = ("serve", "generate", "edit", "compose", "demo", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,13 +94,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif command == "doctor":
         from .doctor import run_doctor
 
-        sys.exit(anyio.run(run_doctor, args.json))
+        sys.exit(_report_errors(lambda: anyio.run(run_doctor, args.json, print)))
     elif command == "demo":
         from .demo import run_demo
 
-        sys.exit(anyio.run(run_demo, args.prompt, args.aspect_ratio))
+        sys.exit(anyio.run(run_demo, args.prompt, args.aspect_ratio, print, _to_stderr))
     else:
         sys.exit(anyio.run(_one_call, args))
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _report_errors(command: Callable[[], int]) -> int:
+    """Run a command; a `FluxKleinError` becomes its message on stderr and its exit code."""
+    try:
+        return command()
+    except FluxKleinError as exc:
+        _to_stderr(f"flux-klein-mcp: {exc}")
+        return exc.exit_code
 
 
 def _log_to_stderr() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 
 from mcp import Client, StdioServerParameters
 from mcp.types import ImageContent, ResourceLink, TextContent
@@ -17,6 +18,8 @@ from .config import Settings
 from .errors import FluxKleinError
 from .providers import Providers
 from .rules import AspectRatio
+
+Write = Callable[[str], None]
 
 
 def _demo_env() -> tuple[dict[str, str], str, str]:
@@ -30,11 +33,8 @@ def _demo_env() -> tuple[dict[str, str], str, str]:
     return env, provider, ""
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr)  # stdout carries only the JSON summary
-
-
-async def run_demo(prompt: str, aspect_ratio: AspectRatio) -> int:
+async def run_demo(prompt: str, aspect_ratio: AspectRatio, show: Write, say: Write) -> int:
+    """`show` gets the JSON summary (stdout), `say` the running commentary (stderr); the CLI owns both."""
     env, provider, note = _demo_env()
     say(f"Starting the MCP server on stdio with provider {provider}{note}")
     server = StdioServerParameters(command=sys.executable, args=["-m", "flux_klein_mcp", "serve"], env=env)
@@ -49,6 +49,6 @@ async def run_demo(prompt: str, aspect_ratio: AspectRatio) -> int:
         return 1
     thumbs = sum(isinstance(block, ImageContent) for block in result.content)
     links = [block.uri for block in result.content if isinstance(block, ResourceLink)]
-    print(json.dumps(json.loads(text), indent=2))
+    show(json.dumps(json.loads(text), indent=2))
     say(f"The model would also see {thumbs} thumbnail(s); full-size files: {', '.join(str(u) for u in links)}")
     return 0

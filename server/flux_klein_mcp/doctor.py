@@ -4,7 +4,7 @@ provider would a call use. Key checks cost nothing (OpenRouter `GET /key`, the g
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,13 +86,9 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run_doctor(as_json: bool) -> int:
-    try:
-        settings = Settings.from_env()
-    except FluxKleinError as exc:
-        print(f"flux-klein-mcp: {exc}", file=sys.stderr)
-        return exc.exit_code
-    async with Runtime.open(settings) as runtime:
+async def run_doctor(as_json: bool, show: Callable[[str], None]) -> int:
+    """Print (through `show`) the report as a table or JSON; 1 when nothing usable is configured."""
+    async with Runtime.open(Settings.from_env()) as runtime:
         report = await diagnose(runtime)
-    print(json.dumps(report, indent=2) if as_json else render(report))
+    show(json.dumps(report, indent=2) if as_json else render(report))
     return 0 if report["usable"] else 1

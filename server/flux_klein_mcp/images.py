@@ -19,7 +19,6 @@ FORMATS: dict[str, tuple[str, str]] = {
     "WEBP": ("image/webp", "webp"),
     "GIF": ("image/gif", "gif"),
 }
-EXTENSIONS = {mime: ext for mime, ext in FORMATS.values()}
 
 # A decompression bomb declares a huge canvas in a tiny file: refuse anything above this before decoding.
 MAX_PIXELS = 64 * 1024 * 1024
