@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from pathlib import Path
 
 import pytest
 from mcp import Client
@@ -219,7 +220,9 @@ async def test_one_failed_variation_still_returns_the_others(connect, fake, work
 async def test_bad_arguments_are_refused_before_any_request(connect, fake, workdir):
     async with connect() as client:
         for arguments in ({"prompt": ""}, {"prompt": "x", "n": 9}, {"prompt": "x", "aspect_ratio": "7:1"},
-                          {"prompt": "x", "tier": "max"}, {"prompt": "x" * 5000}):
+                          {"prompt": "x", "tier": "max"}, {"prompt": "x" * 5000},
+                          # booleans are not integers: n=true used to be taken as 1 (and paid for)
+                          {"prompt": "x", "n": True}, {"prompt": "x", "seed": True}, {"prompt": "x", "seed": False}):
             result = await client.call_tool("generate_image", arguments)
             assert result.is_error, arguments
         result = await client.call_tool("edit_image", {"prompt": "x", "image": "missing.png"})
@@ -227,15 +230,54 @@ async def test_bad_arguments_are_refused_before_any_request(connect, fake, workd
     assert fake.requests == [] and output_files(workdir) == []
 
 
-async def test_a_bad_environment_variable_is_reported_by_every_tool(fake, workdir):
-    server = create_server(env={"OPENROUTER_API_KEY": TEST_KEY, "FLUX_KLEIN_TIMEOUT_S": "soon"},
-                           transport=mock_transport(fake))
+@pytest.mark.parametrize(("variable", "value"), [
+    ("FLUX_KLEIN_TIMEOUT_S", "soon"),
+    # Non-finite values used to kill the server at start-up, or silently remove the time limit.
+    ("FLUX_KLEIN_MAX_INPUT_MB", "inf"), ("FLUX_KLEIN_MAX_INPUT_MB", "1e400"), ("FLUX_KLEIN_MAX_INPUT_MB", "nan"),
+    ("FLUX_KLEIN_TIMEOUT_S", "inf"), ("FLUX_KLEIN_TIMEOUT_S", "-inf"), ("FLUX_KLEIN_TIMEOUT_S", "NaN"),
+    ("FLUX_KLEIN_THUMBNAIL_PX", "1e3"), ("FLUX_KLEIN_THUMBNAIL_PX", "99999999999999999999"),
+])
+async def test_a_bad_environment_variable_is_reported_by_every_tool(fake, workdir, variable, value):
+    server = create_server(env={"OPENROUTER_API_KEY": TEST_KEY, variable: value}, transport=mock_transport(fake))
     async with Client(server) as client:
         for tool, args in (("generate_image", {"prompt": "a fox"}),
                            ("edit_image", {"prompt": "a fox", "image": "x.png"})):
             result = await client.call_tool(tool, args)
-            assert_failed(result, "FLUX_KLEIN_TIMEOUT_S must be a number", "'soon'", "Fix or unset it")
+            assert_failed(result, f"{variable} must be a ", f"{value!r}", "Fix or unset it")
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("url", ["not a url", "https://[::1/api/v1", "https://openrouter.ai:99999/api/v1",
+                                 "ftp://openrouter.ai/api/v1", "http://openrouter.example/api/v1"])
+async def test_a_malformed_base_url_names_its_variable_before_any_request(connect, fake, workdir, url):
+    result = await call(connect, OPENROUTER_BASE_URL=url)
+    text = assert_failed(result, "OPENROUTER_BASE_URL=", "not a usable base URL")
+    assert "try again" not in text.lower()
+    assert fake.requests == [] and output_files(workdir) == []
+
+
+async def test_the_output_folder_vanishing_mid_session_costs_nothing(connect, fake, workdir, tmp_path):
+    import shutil
+
+    mine = tmp_path / "pictures"
+    mine.mkdir()
+    async with connect(FLUX_KLEIN_OUTPUT_DIR=str(mine)) as client:
+        summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        shutil.rmtree(mine)  # a clean-up, a moved folder
+        result = await client.call_tool("generate_image", {"prompt": "a fox"})
+        assert_failed(result, "has disappeared", "FLUX_KLEIN_OUTPUT_DIR")
+        assert "Free some space" not in error_text(result)
+    assert len(fake.completions) == 1  # the second call was refused before it was paid for
+
+
+async def test_the_default_output_folder_is_made_again_when_it_vanishes(connect, fake, workdir):
+    import shutil
+
+    async with connect() as client:
+        summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        shutil.rmtree(workdir / "output")
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert Path(data["images"][0]["path"]).exists() and len(fake.completions) == 2
 
 
 async def test_a_key_quoted_by_a_failed_variation_is_scrubbed_from_the_result(connect, fake):

@@ -193,6 +193,8 @@ async def test_faults_over_stdio_and_http(transport, fake, loopback, workdir):
 
     env = {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": f"{loopback.url}/api/v1",
            "FLUX_KLEIN_TIMEOUT_S": "1.5"}
+    if transport == "http":  # over HTTP the working directory is not readable: name the folder
+        env["FLUX_KLEIN_INPUT_DIRS"] = str(workdir)
     arguments = _arguments("edit_image", workdir)
 
     async def exercise(session) -> None:

@@ -17,10 +17,11 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from mcp.types import ImageContent
 
 from tests.conftest import error_text, output_files, summary
-from tests.fakes.core import Loopback
+from tests.fakes.core import Loopback, png
 from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
 from tests.test_cli import BASE_ENV, COMMAND
 
@@ -192,3 +193,54 @@ async def test_off_loopback_the_token_guards_and_allowed_hosts_are_checked(workd
         right_host = httpx.post(url, json=LIST_TOOLS, headers={**auth, "Host": "images.example.test"})
     assert (no_token.status_code, wrong_host.status_code, right_host.status_code) == (401, 421, 200)
     assert "generate_image" in right_host.text
+
+
+# --- what a remote client may read (found by the adversarial pass) -------------------------------------------
+
+def _roots(*folders: Path):
+    from mcp.types import ListRootsResult, Root
+
+    async def list_roots(context):
+        return ListRootsResult(roots=[Root(uri=folder.as_uri()) for folder in folders])
+
+    return list_roots
+
+
+async def test_over_http_client_roots_and_the_working_directory_open_nothing(workdir, openrouter, tmp_path):
+    fake, env = openrouter
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "id.png").write_bytes(png(8, 8))
+    (workdir / "here.png").write_bytes(png(8, 8))
+    with http_server(workdir, **env) as url:
+        transport = streamable_http_client(url, http_client=httpx2.AsyncClient(timeout=30))
+        async with Client(transport, list_roots_callback=_roots(Path("/"), private, workdir)) as session:
+            outside = (str(private / "id.png"), (private / "id.png").as_uri(), "here.png", str(workdir / "here.png"))
+            for image in outside:
+                result = await session.call_tool("edit_image", {"prompt": "blue", "image": image})
+                text = error_text(result)
+                assert result.is_error and "outside the folders" in text, image
+                assert "Over HTTP only the output folder and FLUX_KLEIN_INPUT_DIRS" in text
+            with pytest.raises(MCPError, match="Only images in the output folder"):
+                await session.read_resource((private / "id.png").as_uri())
+    assert fake.requests == [] and output_files(workdir) == []
+
+
+async def test_over_http_input_dirs_are_the_way_in(workdir, openrouter, tmp_path):
+    fake, env = openrouter
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "a.png").write_bytes(png(8, 8))
+    with http_server(workdir, FLUX_KLEIN_INPUT_DIRS=str(shared), **env) as url, \
+            httpx.Client(timeout=30) as raw:
+        async with client(url) as session:
+            data = summary(await session.call_tool("edit_image", {"prompt": "blue", "image": str(shared / "a.png")}))
+        assert Path(data["images"][0]["path"]).exists() and len(fake.completions) == 1
+        # A body over the SDK's 4 MiB cap is refused in our words, naming the way around it.
+        huge = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "edit_image", "arguments": {
+            "prompt": "x", "image": "data:image/png;base64," + "A" * (5 * 1024 * 1024)}}}
+        answer = raw.post(url, json=huge, headers=MCP_HEADERS)
+    assert answer.status_code == 413
+    message = answer.json()["error"]["message"]
+    assert "4 MiB" in message and "about 3 MB" in message and "https:// URL" in message
+    assert "FLUX_KLEIN_INPUT_DIRS" in message and len(fake.completions) == 1

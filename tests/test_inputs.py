@@ -8,6 +8,7 @@ import io
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 from PIL import Image
 
@@ -112,10 +113,27 @@ async def test_the_output_folder_is_allowed_so_results_can_be_edited(connect, fa
         ("data:image/png;base64,@@@", "base64 is not valid"),
         ("data:image/png,rawdata", "must look like data:image/png;base64"),
         ("data:image/png;base64," + base64.b64encode(b"not a png").decode(), "not a usable image"),
+        # Found by the adversarial pass: each used to end in the generic "unexpected error ... try again".
+        ("x/" * 3000 + "a.png", "the path is too long"),
+        ("https://[::1/a.png", "not a valid https:// URL"),
+        ("https://example.com:99999/a.png", "not a valid https:// URL"),
+        ("https://exa mple.com/a.png", "not a valid https:// URL"),
+        ("https:///a.png", "names no host"),
+        ("file://[bad/a.png", "not a valid file:// URI"),
+        ("~nobody-like-this-user/a.png", "unknown user"),
     ],
 )
 async def test_bad_references_are_refused_before_any_request(connect, fake, workdir, ref, phrase):
-    assert_refused(await edit(connect, ref), fake, workdir, phrase, "image")
+    text = assert_refused(await edit(connect, ref), fake, workdir, phrase, "image")
+    assert len(text) < 1500  # a reference of thousands of characters is quoted clipped
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+async def test_a_named_pipe_is_refused_without_blocking_and_not_called_missing(connect, fake, workdir):
+    os.mkfifo(workdir / "pipe.png")  # opening it for reading the plain way would hang until a writer came
+    with anyio.fail_after(10):
+        text = assert_refused(await edit(connect, "pipe.png"), fake, workdir, "named pipe", "not an image file")
+    assert "does not exist" not in text
 
 
 async def test_https_urls_are_passed_on_untouched(connect, fake):

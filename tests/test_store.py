@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import subprocess
+import sys
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from flux_klein_mcp import store as store_module
 from flux_klein_mcp.errors import StorageError
-from flux_klein_mcp.store import Store, file_stem, name_stem, slugify
+from flux_klein_mcp.store import Store, file_stem, name_stem, slugify, sweep
 
 NOW = datetime(2026, 11, 21, 9, 5, 7)
 
@@ -144,3 +150,156 @@ def test_a_sidecar_that_cannot_be_written_takes_its_image_with_it(tmp_path, monk
     with pytest.raises(StorageError, match="disk is full"):
         store(tmp_path).save(b"PNGDATA", "png", "stem", {"prompt": "p"})
     assert list(tmp_path.iterdir()) == []
+
+
+# --- file systems without hard links (FAT/exFAT, some network shares) ---------------------------------------
+
+@pytest.fixture
+def no_hard_links(monkeypatch):
+    """The OS edge of such a file system: every link() is refused with EPERM."""
+
+    def refuse(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+
+
+def test_without_hard_links_a_save_still_lands_whole_and_never_overwrites(tmp_path, no_hard_links):
+    (tmp_path / "stem.png").write_bytes(b"precious")
+    saved = store(tmp_path).save(b"PNGDATA", "png", "stem", {"prompt": "p"})
+    assert saved.path.name == "stem_2.png" and saved.path.read_bytes() == b"PNGDATA"
+    assert json.loads(saved.sidecar.read_text()) == {"prompt": "p"}
+    assert (tmp_path / "stem.png").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stem.png", "stem_2.json", "stem_2.png"]
+
+
+def test_without_hard_links_concurrent_saves_land_under_distinct_names(tmp_path, no_hard_links):
+    target = store(tmp_path)
+    barrier = threading.Barrier(8)
+    results: list[Path] = []
+
+    def save(i: int) -> None:
+        barrier.wait()
+        results.append(target.save(f"image {i}".encode(), "png", "same", {"i": i}).path)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 8
+    assert sorted(p.read_bytes() for p in results) == sorted(f"image {i}".encode() for i in range(8))
+    assert len(list(tmp_path.iterdir())) == 16
+
+
+def test_without_hard_links_a_failed_rename_leaves_no_reservation_behind(tmp_path, no_hard_links, monkeypatch):
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(StorageError, match="disk is full") as failure:
+        store(tmp_path).save(b"PNGDATA" * 1000, "png", "stem", {"prompt": "p"})
+    assert "Nothing was written" in str(failure.value)
+    assert list(tmp_path.iterdir()) == []  # no 0-byte file under the final name, no temp file
+
+
+# --- the folder is checked before every call's spend ------------------------------------------------------------
+
+def test_a_vanished_folder_that_is_ours_is_made_again_before_the_call(tmp_path):
+    target = Store(tmp_path / "out", explicit=True, fallback=tmp_path / "never")
+    first = target.ready()
+    shutil.rmtree(first)
+    assert target.ready() == first and first.is_dir()
+
+
+def test_a_vanished_folder_the_user_made_is_refused_before_the_call(tmp_path):
+    mine = tmp_path / "pictures"
+    mine.mkdir()
+    target = Store(mine, explicit=True, fallback=tmp_path / "never")
+    target.ready()
+    shutil.rmtree(mine)
+    with pytest.raises(StorageError, match="has disappeared") as refused:
+        target.ready()
+    assert "FLUX_KLEIN_OUTPUT_DIR" in str(refused.value) and not mine.exists()
+
+
+def test_a_folder_replaced_by_a_file_is_refused_before_the_call(tmp_path):
+    target = Store(tmp_path / "out", explicit=True, fallback=tmp_path / "never")
+    folder = target.ready()
+    folder.rmdir()
+    folder.write_text("not a folder")
+    with pytest.raises(StorageError, match="has disappeared"):
+        target.ready()
+
+
+def test_a_save_into_a_vanished_folder_says_so_not_free_some_space(tmp_path):
+    target = store(tmp_path / "out")
+    folder = target.folder
+    shutil.rmtree(folder)
+    with pytest.raises(StorageError) as failure:
+        target.save(b"x", "png", "stem", {})
+    assert "folder disappeared" in str(failure.value) and "Free some space" not in str(failure.value)
+
+
+# --- what a killed save leaves is swept at the next start ---------------------------------------------------
+
+HOST = store_module._HOST
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def temp(folder: Path, data: bytes, pid: int, host: str = HOST) -> Path:
+    path = folder / f".tmp-{host}-{pid}-{'ab' * 8}"
+    path.write_bytes(data)
+    return path
+
+
+def test_the_sweep_removes_temp_files_of_dead_processes_and_keeps_live_ones(tmp_path):
+    dead = temp(tmp_path, b"half an image", dead_pid())
+    mine = tmp_path / f".tmp-{HOST}-{os.getpid()}-{'cd' * 8}"
+    mine.write_bytes(b"a save in progress")
+    other_host = temp(tmp_path, b"someone else's", 1, host="0123abcd")
+    old = tmp_path / f".tmp-{'ef' * 8}"  # the naming before hosts and pids, or another host's, once stale
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - store_module.STALE_AFTER_S - 5,) * 2)
+    removed = sweep(tmp_path)
+    assert set(removed) == {dead, old}
+    assert mine.exists() and other_host.exists()
+
+
+def test_the_sweep_removes_an_image_whose_sidecar_was_never_linked(tmp_path):
+    pid = dead_pid()
+    image_tmp = temp(tmp_path, b"PNGDATA", pid)
+    os.link(image_tmp, tmp_path / "20261121-090507-fox.png")  # killed right after the first link
+    sidecar_tmp = tmp_path / f".tmp-{HOST}-{pid}-{'99' * 8}"
+    sidecar_tmp.write_text("{}")
+    complete = tmp_path / "20261121-090500-cat.png"  # a complete save whose temp files were not yet unlinked
+    other_tmp = temp(tmp_path, b"CAT", pid)
+    other_tmp.rename(tmp_path / f".tmp-{HOST}-{pid}-{'77' * 8}")
+    os.link(tmp_path / f".tmp-{HOST}-{pid}-{'77' * 8}", complete)
+    (tmp_path / "20261121-090500-cat.json").write_text("{}")
+    sweep(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261121-090500-cat.json", "20261121-090500-cat.png"]
+
+
+def test_the_sweep_removes_stale_empty_reservations_with_the_image_they_name(tmp_path):
+    (tmp_path / "20261121-090507-fox.png").write_bytes(b"PNGDATA")  # renamed onto its reservation...
+    (tmp_path / "20261121-090507-fox.json").write_bytes(b"")  # ...but the sidecar never was
+    fresh = tmp_path / "20261121-090508-owl.png"
+    fresh.write_bytes(b"")  # a reservation of a save running right now
+    user = tmp_path / "holiday.png"
+    user.write_bytes(b"")  # not our naming: never touched
+    stale = time.time() - store_module.RESERVATION_STALE_S - 5
+    os.utime(tmp_path / "20261121-090507-fox.json", (stale, stale))
+    sweep(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261121-090508-owl.png", "holiday.png"]
+
+
+def test_the_sweep_runs_when_the_folder_is_first_used(tmp_path):
+    leftover = temp(tmp_path, b"x", dead_pid())
+    Store(tmp_path, explicit=True).folder  # noqa: B018
+    assert not leftover.exists()

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,11 +24,12 @@ from typing import Any
 
 import anyio
 
-from . import __version__, pipeline
-from .config import Settings
-from .errors import FluxKleinError, scrub
+from . import __version__, pipeline, shutdown
+from .config import Settings, redactor_for
+from .errors import FluxKleinError
 from .pipeline import Runtime
 from .providers import PROVIDER_NAMES
+from .redact import install_log_redaction
 from .request import ImageRequest
 from .rules import ASPECT_RATIOS
 
@@ -116,10 +118,11 @@ def _report_errors(command: Callable[[], int]) -> int:
         return exc.exit_code
 
 
-def _log_to_stderr() -> None:
-    # On stdio, stdout carries the protocol; everything else goes to stderr.
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _log_to_stderr(level: int = logging.INFO, fmt: str = "%(asctime)s %(name)s %(levelname)s %(message)s") -> None:
+    # On stdio, stdout carries the protocol; everything else goes to stderr, with every secret redacted.
+    logging.basicConfig(stream=sys.stderr, level=level, format=fmt)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider request is noise
+    install_log_redaction(redactor_for(os.environ))
 
 
 def _serve() -> int:
@@ -130,8 +133,16 @@ def _serve() -> int:
         print("flux-klein-mcp is an MCP server: it talks JSON-RPC on stdin/stdout and is meant to be started by an "
               "MCP client (see the README). To see it work, run `flux-klein-mcp demo`. Ctrl-C quits.",
               file=sys.stderr)
+    server = create_server()
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(shutdown.exit_on_sigterm)  # roll back the calls in flight, then exit
+            await server.run_stdio_async()
+            group.cancel_scope.cancel()
+
     try:
-        create_server().run()
+        anyio.run(serve)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -150,21 +161,20 @@ def _serve_http(host: str, port: int) -> int:
         print(f"flux-klein-mcp: {exc}", file=sys.stderr)
         return exc.exit_code
     try:
-        serve_http(create_server(settings), settings, host, port)
+        serve_http(create_server(settings, remote=True), settings, host, port)
     except KeyboardInterrupt:
         return 130
     return 0
 
 
 async def _one_call(args: argparse.Namespace) -> int:
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
-    secrets: tuple[str, ...] = ()
+    _log_to_stderr(logging.WARNING, "%(levelname)s %(message)s")
+    redact = redactor_for(os.environ)
     try:
         env: dict[str, str] | None = None
         if args.output_dir is not None:
             env = {**os.environ, "FLUX_KLEIN_OUTPUT_DIR": str(args.output_dir)}
         settings = Settings.from_env(env)
-        secrets = settings.secrets()
         request = ImageRequest(
             args.command,
             args.prompt,
@@ -176,13 +186,42 @@ async def _one_call(args: argparse.Namespace) -> int:
             provider=args.provider,
             image_refs=tuple(getattr(args, "image", None) or ()),
         )
-        async with Runtime.open(settings) as runtime:
-            outcome = await pipeline.run(request, runtime, report=_report)
+        outcome = await _run_until_sigterm(request, settings)
     except FluxKleinError as exc:
-        print(f"flux-klein-mcp: {scrub(str(exc), secrets)}", file=sys.stderr)
+        print(f"flux-klein-mcp: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    _print_json(outcome.summary())
+    if outcome is None:
+        print("flux-klein-mcp: stopped by SIGTERM; nothing this call made was kept.", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    _print_json(redact.value(outcome.summary()))
     return 0
+
+
+async def _run_until_sigterm(request: ImageRequest, settings: Settings) -> pipeline.Outcome | None:
+    """The pipeline run, cancelled (and so rolled back) by SIGTERM; None when that happened."""
+    ended: list[pipeline.Outcome | FluxKleinError] = []
+
+    async def work(scope: anyio.CancelScope) -> None:
+        try:
+            ended.append(await pipeline.run(request, runtime, report=_report))
+        except FluxKleinError as exc:
+            ended.append(exc)
+        scope.cancel()
+
+    async def watch() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                group.cancel_scope.cancel()
+
+    async with Runtime.open(settings) as runtime, anyio.create_task_group() as group:
+        if sys.platform != "win32":
+            group.start_soon(watch)
+        group.start_soon(work, group.cancel_scope)
+    if not ended:
+        return None
+    if isinstance(ended[0], FluxKleinError):
+        raise ended[0]
+    return ended[0]
 
 
 async def _report(done: float, total: float, message: str) -> None:
@@ -191,4 +230,4 @@ async def _report(done: float, total: float, message: str) -> None:
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
+    print(json.dumps(value, indent=2, allow_nan=False))

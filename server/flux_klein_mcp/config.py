@@ -5,13 +5,16 @@ Each provider owns its own key and base-URL variables (see `providers/`); this m
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
 from .errors import ConfigError
+from .redact import Redactor
 
 DEFAULT_THUMBNAIL_PX = 512
 DEFAULT_TIMEOUT_S = 120.0
@@ -60,13 +63,14 @@ class Settings:
             provider=_get(env, "FLUX_KLEIN_PROVIDER").lower() or None,
             output_dir=output_dir if output_dir.is_absolute() else cwd / output_dir,
             output_dir_explicit=bool(raw_output),
-            thumbnail_px=_number(env, "FLUX_KLEIN_THUMBNAIL_PX", int, DEFAULT_THUMBNAIL_PX, minimum=0),
-            timeout_s=_number(env, "FLUX_KLEIN_TIMEOUT_S", float, DEFAULT_TIMEOUT_S, minimum=0.001),
+            thumbnail_px=_number(env, "FLUX_KLEIN_THUMBNAIL_PX", int, DEFAULT_THUMBNAIL_PX, minimum=0, maximum=4096),
+            timeout_s=_number(env, "FLUX_KLEIN_TIMEOUT_S", float, DEFAULT_TIMEOUT_S, minimum=0.001, maximum=3600),
             input_dirs=tuple(
                 Path(p).expanduser() for p in _get(env, "FLUX_KLEIN_INPUT_DIRS").split(os.pathsep) if p.strip()
             ),
             max_input_bytes=int(
-                _number(env, "FLUX_KLEIN_MAX_INPUT_MB", float, DEFAULT_MAX_INPUT_MB, minimum=0.001) * 1024 * 1024
+                _number(env, "FLUX_KLEIN_MAX_INPUT_MB", float, DEFAULT_MAX_INPUT_MB, minimum=0.001, maximum=1024)
+                * 1024 * 1024
             ),
             http_token=_get(env, "FLUX_KLEIN_HTTP_TOKEN") or None,
             http_allowed_hosts=tuple(
@@ -78,13 +82,15 @@ class Settings:
         """An environment variable, stripped; empty when unset."""
         return _get(self.env, name)
 
-    def secrets(self) -> tuple[str, ...]:
-        """Every value that must never appear in a message, a log line or a file."""
-        return tuple(v for k, v in self.env.items() if v.strip() and _is_secret(k))
+    @cached_property
+    def redact(self) -> Redactor:
+        """Removes every secret, in any form it may be echoed in, from a text (see `redact.py`)."""
+        return redactor_for(self.env)
 
 
-def _is_secret(name: str) -> bool:
-    return name.endswith(("_API_KEY", "_TOKEN", "_SECRET"))
+def redactor_for(env: Mapping[str, str]) -> Redactor:
+    """A `Redactor` for the secrets in `env`: every `*_API_KEY`, `*_TOKEN` and `*_SECRET` variable's value."""
+    return Redactor({k: v for k, v in env.items() if v.strip() and k.endswith(("_API_KEY", "_TOKEN", "_SECRET"))})
 
 
 def _get(env: Mapping[str, str], name: str) -> str:
@@ -94,16 +100,19 @@ def _get(env: Mapping[str, str], name: str) -> str:
 _Num = TypeVar("_Num", int, float)
 
 
-def _number(env: Mapping[str, str], name: str, kind: type[_Num], default: _Num, *, minimum: _Num) -> _Num:
+def _number(
+    env: Mapping[str, str], name: str, kind: type[_Num], default: _Num, *, minimum: _Num, maximum: _Num
+) -> _Num:
+    """A number from the environment within [minimum, maximum]; `inf`, `nan` and overflowing values are bad ones."""
     raw = _get(env, name)
     if not raw:
         return default
     value: _Num | None
     try:
         value = kind(raw)
-    except ValueError:
+    except (ValueError, OverflowError):
         value = None
-    if value is None or value < minimum or value != value:  # NaN compares unequal to itself
+    if value is None or not math.isfinite(value) or not minimum <= value <= maximum:
         what = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"{name} must be {what} >= {minimum:g}, got {raw!r}. Fix or unset it.")
+        raise ConfigError(f"{name} must be {what} from {minimum:g} to {maximum:g}, got {raw!r}. Fix or unset it.")
     return value

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from .config import Settings
-from .errors import FluxKleinError, scrub
+from .errors import FluxKleinError
 from .pipeline import Runtime
 from .providers import KeyCheck, Provider
 
@@ -38,9 +38,9 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
     async with anyio.create_task_group() as group:
         for provider in providers:
             group.start_soon(check, provider)
-    secrets = runtime.settings.secrets()
+    redact = runtime.settings.redact
     rows = [
-        Row(p.name, p.key_variable or "-", checks[p.name].status, scrub(checks[p.name].detail, secrets))
+        Row(p.name, p.key_variable or "-", checks[p.name].status, redact(checks[p.name].detail))
         for p in providers
     ]
     try:
@@ -58,7 +58,7 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
             choice_note += (" - but it could not be reached (check the network and its base URL)"
                             if status == "unreachable" else f" - but its key is {status}")
     except FluxKleinError as exc:
-        choice, usable, choice_note = None, False, scrub(str(exc), secrets)
+        choice, usable, choice_note = None, False, redact(str(exc))
     return {
         "providers": [asdict(row) for row in rows],
         "output_dir": folder,

@@ -22,9 +22,6 @@ lives with each provider. Messages say what happened and what to do next.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-
 
 class FluxKleinError(Exception):
     """Base class: `str(error)` is the complete, user-facing message."""
@@ -99,15 +96,3 @@ class BadReply(ProviderError):
 
 class ConnectionFailed(ProviderError):
     pass
-
-
-# Key shapes the providers hand out; scrubbed even when we do not know the exact key (a provider may echo it).
-_KEY_PATTERN = re.compile(r"\b(?:sk|pk|rk|key|fx|el|ag)[-_](?:[A-Za-z0-9]+[-_])*[A-Za-z0-9]{16,}\b")
-
-
-def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove every configured secret, and anything shaped like an API key, from a message."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return _KEY_PATTERN.sub("[redacted]", text)

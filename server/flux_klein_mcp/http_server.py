@@ -18,7 +18,7 @@ import logging
 import socket
 
 from mcp.server import MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,6 +32,8 @@ log = logging.getLogger("flux_klein_mcp.http")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 PATH = "/mcp"
+#: Seconds a SIGTERM'd server lets the calls in flight finish before cancelling them.
+DRAIN_S = 5
 
 
 def is_loopback(host: str) -> bool:
@@ -102,9 +104,19 @@ def transport_security(host: str, settings: Settings) -> TransportSecuritySettin
                                      allowed_origins=origins)
 
 
+#: The MCP SDK refuses a larger request body over HTTP, whatever FLUX_KLEIN_MAX_INPUT_MB says.
+MAX_BODY_BYTES = DEFAULT_MAX_REQUEST_BODY_SIZE
+TOO_LARGE = (
+    f"The request is larger than the {MAX_BODY_BYTES // 1048576} MiB an MCP request may be over HTTP, so it was not "
+    "read: an image sent as a data URL can be at most about 3 MB here. Send the image as an https:// URL, or put the "
+    "file in a folder of FLUX_KLEIN_INPUT_DIRS on the server and pass its path."
+)
+
+
 class Gate:
-    """ASGI middleware in front of `/mcp`: the bearer token when one is set (compared in constant time), and
-    405 for GET, since a stateless server has no stream to offer there (a plain GET would hang forever)."""
+    """ASGI middleware in front of `/mcp`: the bearer token when one is set (compared in constant time); 405 for
+    GET, since a stateless server has no stream to offer there (a plain GET would hang forever); and a request
+    body over the SDK's cap refused in our words (a JSON-RPC error naming the way around it), not as a bare 413."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
@@ -112,7 +124,8 @@ class Gate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path", "").startswith(PATH):
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            headers = dict(scope.get("headers") or [])
+            given = headers.get(b"authorization", b"")
             if self.expected is not None and not hmac.compare_digest(given, self.expected):
                 await _json(401, "unauthorized", "Send 'Authorization: Bearer <FLUX_KLEIN_HTTP_TOKEN>'.",
                             {"WWW-Authenticate": 'Bearer realm="flux-klein-mcp"'})(scope, receive, send)
@@ -121,7 +134,22 @@ class Gate:
                 await _json(405, "method not allowed", "This stateless MCP endpoint takes POST (JSON-RPC) only.",
                             {"Allow": "POST, DELETE"})(scope, receive, send)
                 return
+            if _declared_length(headers) > MAX_BODY_BYTES:  # (a body sent without a length gets the SDK's 413)
+                await _too_large()(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+def _declared_length(headers: dict[bytes, bytes]) -> int:
+    try:
+        return int(headers.get(b"content-length", b"0"))
+    except ValueError:
+        return 0
+
+
+def _too_large() -> Response:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": TOO_LARGE}}
+    return Response(json.dumps(body).encode(), status_code=413, media_type="application/json")
 
 
 def _json(status: int, error: str, message: str, headers: dict[str, str]) -> Response:
@@ -156,4 +184,7 @@ def serve_http(server: MCPServer[Runtime], settings: Settings, host: str, port: 
         log.warning("The Host header is not checked: set FLUX_KLEIN_HTTP_ALLOWED_HOSTS to the names clients use")
     for noisy in ("mcp.server.streamable_http", "mcp.server.streamable_http_manager"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # a line per stateless request otherwise
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    # On SIGTERM uvicorn stops taking requests and, after DRAIN_S, cancels those in flight: each call's
+    # cancellation rolls back what it saved, as for a client's cancel.
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+                timeout_graceful_shutdown=DRAIN_S)

@@ -5,12 +5,17 @@ Everything here is synchronous and CPU-bound; async callers run it in a worker t
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
 import re
+import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # Formats we accept and write, by Pillow format name: (MIME type, file extension).
 FORMATS: dict[str, tuple[str, str]] = {
@@ -49,11 +54,14 @@ class ImageInfo:
 
 def inspect(data: bytes) -> ImageInfo:
     """Decode the bytes fully (a truncated file fails here) and describe them."""
-    with _open(data) as image:
+    with _open(data, decode=False) as image, MEMORY.hold(decoded_bytes(image.width, image.height, image.mode)):
+        _load(image)
         return _info(image)
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, *, decode: bool = True) -> Image.Image:
+    """The image in `data`, checked against the formats and the pixel limit before any pixel is decoded; decoded
+    too unless `decode` is False (then call `_load` once the memory for it is held)."""
     if not data:
         raise NotAnImage("the data is empty")
     try:
@@ -65,14 +73,22 @@ def _open(data: bytes) -> Image.Image:
             if image.width * image.height > MAX_PIXELS:
                 size = f"{image.width}x{image.height}"
                 raise NotAnImage(f"the image is {size} pixels, more than the {MAX_PIXELS // 1_000_000} MP limit")
-            image.load()
     except NotAnImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise NotAnImage(_reason(exc)) from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise NotAnImage(f"the image data is damaged or truncated ({exc})") from exc
+    if decode:
+        _load(image)
     return image
+
+
+def _load(image: Image.Image) -> None:
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise NotAnImage(f"the image data is damaged or truncated ({exc})") from exc
 
 
 def _reason(exc: Exception) -> str:
@@ -114,28 +130,78 @@ class PreparedInput:
     original: ImageInfo
 
 
+# EXIF orientation -> the transpose that makes the picture upright (what `ImageOps.exif_transpose` applies).
+_UPRIGHT: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Modes Pillow cannot resize well as they are (palette and 1-bit fall back to nearest neighbour, 16-bit fails).
+_CONVERT_FIRST = frozenset({"P", "PA", "1", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
 def prepare_input(data: bytes, max_side: int = MAX_INPUT_SIDE) -> PreparedInput:
     """Clean an input image before it leaves the machine.
 
-    Re-encoding drops EXIF, GPS and XMP (photos carry home addresses); the EXIF orientation is applied first
-    so the picture is not sent sideways. The long side is brought down to `max_side`. Alpha is kept (PNG);
-    lossless sources stay PNG, photos become high-quality JPEG. CMYK, palette and 16-bit modes are converted.
+    Re-encoding drops EXIF, GPS and XMP (photos carry home addresses); the EXIF orientation is applied so the
+    picture is not sent sideways. The long side is brought down to `max_side`. Alpha is kept (PNG); lossless
+    sources stay PNG, photos become high-quality JPEG. CMYK, palette and 16-bit modes are converted.
+
+    Memory: a JPEG is decoded at a reduced scale where that still covers `max_side` (draft mode); any other
+    image is shrunk right after decoding and the full-size pixels are dropped before anything else is done with
+    it. The decode is admitted by `MEMORY`, so concurrent calls never hold more than its budget at once.
     """
-    with _open(data) as image:
-        original = _info(image)
-        upright = ImageOps.exif_transpose(image) or image
-        alpha = _has_alpha(upright)
-        clean = _normalise_mode(upright, alpha)
-        if max(clean.size) > max_side:
-            clean.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        out = io.BytesIO()
-        if alpha or original.format in ("PNG", "GIF"):
-            clean.save(out, "PNG", optimize=False)
-            mime = "image/png"
-        else:
-            clean.save(out, "JPEG", quality=92)
-            mime = "image/jpeg"
-        return PreparedInput(out.getvalue(), mime, clean.width, clean.height, original)
+    with _open(data, decode=False) as source:
+        original = _info(source)
+        if source.format == "JPEG":
+            source.draft(source.mode, (max_side, max_side))  # the decoder scales by 1/2, 1/4 or 1/8 on the way
+        with MEMORY.hold(_preparing_bytes(source)):
+            _load(source)
+            orientation = source.getexif().get(0x0112)  # after the load: for a PNG, reading EXIF decodes it
+            alpha = _has_alpha(source)
+            image = _normalise_mode(source, alpha) if source.mode in _CONVERT_FIRST else source
+            image = _shrink(image, max_side, release=source)
+            clean = _normalise_mode(image, alpha)
+            del image
+    if orientation in _UPRIGHT:
+        clean = clean.transpose(_UPRIGHT[orientation])
+    out = io.BytesIO()
+    if alpha or original.format in ("PNG", "GIF"):
+        clean.save(out, "PNG", optimize=False)
+        mime = "image/png"
+    else:
+        clean.save(out, "JPEG", quality=92)
+        mime = "image/jpeg"
+    return PreparedInput(out.getvalue(), mime, clean.width, clean.height, original)
+
+
+#: Rows of a full-size image reduced at a time: each band's temporary copies stay near this many bytes.
+_BAND_BYTES = 16 * 1024 * 1024
+
+
+def _shrink(image: Image.Image, max_side: int, release: Image.Image) -> Image.Image:
+    """`image` with its long side at most `max_side`, made without copying it whole.
+
+    Pillow resizes RGBA through a premultiplied full-size copy, which for a 64 MP image doubles the memory.
+    So a large image is first reduced by a whole factor (box average) one band of rows at a time, the full-size
+    pixels are released (`release`, the decoded source, is closed), and the last step to `max_side` is a LANCZOS
+    resize from at most twice the target.
+    """
+    factor = max(image.size) // (max_side * 2)
+    if factor >= 2:
+        width, height = image.size
+        rows = max(factor, _BAND_BYTES // (width * 4) // factor * factor)
+        reduced = Image.new(image.mode, (-(-width // factor), -(-height // factor)))
+        for top in range(0, height, rows):
+            band = image.crop((0, top, width, min(height, top + rows)))
+            reduced.paste(band.reduce(factor), (0, top // factor))
+            del band
+        image.close()
+        release.close()
+        image = reduced
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return image
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -145,13 +211,73 @@ def _has_alpha(image: Image.Image) -> bool:
 
 
 def _normalise_mode(image: Image.Image, alpha: bool) -> Image.Image:
-    """A fresh RGB or RGBA copy (so no metadata travels with it), whatever the source mode."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    """A plain RGB or RGBA image (so no metadata travels with it), whatever the source mode."""
+    if image.mode.startswith("I;16") or image.mode == "I":
         # 16-bit greyscale: scale to 8 bits (a plain convert would clip everything above 255 to white).
         image = image.convert("I").point(lambda v: v / 257).convert("L")
     if image.mode == "CMYK":
         image = image.convert("RGB")
-    converted = image.convert("RGBA" if alpha else "RGB")
-    fresh = Image.new(converted.mode, converted.size)
-    fresh.paste(converted)
-    return fresh
+    clean = image.convert("RGBA" if alpha else "RGB")  # always a new image
+    clean.info = {}
+    return clean
+
+
+def decoded_bytes(width: int, height: int, mode: str) -> int:
+    """Memory one decoded image of this size and mode takes (4 bytes a pixel for the modes we convert)."""
+    bands = len(mode) if mode in ("RGB", "RGBA", "L", "LA", "CMYK") else 4
+    return width * height * bands
+
+
+def _preparing_bytes(source: Image.Image) -> int:
+    """What `prepare_input` holds at its peak: the decoded image, a converted copy for the modes converted first,
+    the reduced image (at most a quarter of the full one) and one band's two copies."""
+    full = decoded_bytes(source.width, source.height, source.mode)
+    converted = source.width * source.height * 4 if source.mode in _CONVERT_FIRST else 0
+    return full + converted + (full + converted) // 4 + 2 * _BAND_BYTES
+
+
+class MemoryBudget:
+    """Admits image work by the memory its decoded pixels take, so that however many calls (and worker threads)
+    arrive, the pixels held at once stay under `limit` bytes. One image larger than the limit runs alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._ready = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = min(size, self.limit)
+        with self._ready:
+            self._ready.wait_for(lambda: self._used + size <= self.limit)
+            self._used += size
+        try:
+            yield
+        finally:
+            with self._ready:
+                self._used -= size
+                self._ready.notify_all()
+
+
+#: The budget for decoded pixels across the whole process (see the README's "Memory" note).
+MEMORY_BUDGET_BYTES = 512 * 1024 * 1024
+MEMORY = MemoryBudget(MEMORY_BUDGET_BYTES)
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+
+
+def return_freed_images_to_the_os() -> None:
+    """Make glibc give every large allocation its own mapping, returned to the system when freed.
+
+    By default glibc raises that threshold after the first large free, so later 16 MB image blocks come from
+    per-thread heaps that keep their memory: the budget above would bound the pixels in use, but each worker
+    thread would still keep the high-water mark of the images it once decoded. No-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)

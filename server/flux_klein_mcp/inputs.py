@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,22 +36,28 @@ class InputPolicy:
 
     #: Set when the working directory was left out for being the whole disk or the home folder.
     cwd_too_broad: bool = False
+    #: Set when serving clients on other machines: the working directory is left out too.
+    remote: bool = False
 
     @classmethod
-    def build(cls, cwd: Path, dirs: Iterable[Path], max_bytes: int) -> InputPolicy:
-        """The working directory (unless it is `/` or the home folder, as when a host starts servers there)
-        and the given folders: the output folder, FLUX_KLEIN_INPUT_DIRS and the client's roots."""
+    def build(cls, cwd: Path, dirs: Iterable[Path], max_bytes: int, *, remote: bool = False) -> InputPolicy:
+        """The given folders (the output folder, FLUX_KLEIN_INPUT_DIRS, the client's roots) and the working
+        directory, unless it is `/` or the home folder (as when a host starts servers there) or the clients are
+        remote (over HTTP a client's paths name nothing on this machine it should read)."""
         real_cwd = _real(cwd)
         too_broad = _too_broad(real_cwd)
-        seen: dict[Path, None] = {} if too_broad else {real_cwd: None}
+        seen: dict[Path, None] = {} if too_broad or remote else {real_cwd: None}
         for d in dirs:
             seen.setdefault(_real(d if d.is_absolute() else cwd / d), None)
-        return cls(cwd=cwd, allowed_dirs=tuple(seen), max_bytes=max_bytes, cwd_too_broad=too_broad)
+        return cls(cwd=cwd, allowed_dirs=tuple(seen), max_bytes=max_bytes, cwd_too_broad=too_broad, remote=remote)
 
     def refusal(self, shown: str) -> str:
         folders = ", ".join(str(d) for d in self.allowed_dirs) or "none"
         why = (f" The working directory {self.cwd} is not one of them: it is the whole disk or the home folder."
-               if self.cwd_too_broad else "")
+               if self.cwd_too_broad and not self.remote else "")
+        if self.remote:
+            why = (" Over HTTP only the output folder and FLUX_KLEIN_INPUT_DIRS are readable: the client's own "
+                   "folders are on another machine. Send the image as an https:// URL or a data URL instead.")
         return (
             f"{shown} is outside the folders input images may be read from ({folders}).{why} "
             "Move or copy the image into one of them, or add its folder to FLUX_KLEIN_INPUT_DIRS."
@@ -75,9 +83,7 @@ def resolve_input(ref: str, policy: InputPolicy, parameter: str) -> InputImage:
         return _from_data_url(ref, policy, parameter)
     scheme = _scheme(ref)
     if scheme == "https":
-        if not urlsplit(ref).hostname:
-            raise InputError(f"{parameter}: {ref!r} is not a valid https:// URL.")
-        return InputImage(url=ref, source=ref)
+        return InputImage(url=_https_url(ref, parameter), source=ref)
     if scheme == "file":
         try:
             path = path_from_file_uri(ref)
@@ -86,10 +92,44 @@ def resolve_input(ref: str, policy: InputPolicy, parameter: str) -> InputImage:
         return _from_file(path, ref, policy, parameter)
     if scheme is not None:
         raise InputError(
-            f"{parameter}: {scheme}:// URLs are not accepted. Use an https:// URL, a local file path, "
+            f"{parameter}: {scheme[:20]}:// URLs are not accepted. Use an https:// URL, a local file path, "
             "a file:// URI or a data:image/...;base64 URL."
         )
-    return _from_file(Path(ref).expanduser(), ref, policy, parameter)
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:  # "~someone/..." for a user this machine does not know
+        raise InputError(f"{parameter}: {shown(ref)} names the home folder of an unknown user. Use an absolute "
+                         "path.") from None
+    return _from_file(path, ref, policy, parameter)
+
+
+MAX_URL_CHARS = 8192
+
+
+def _https_url(ref: str, parameter: str) -> str:
+    """An https:// URL the provider can fetch, checked here so a typo costs nothing."""
+    problem = None
+    try:
+        parts = urlsplit(ref)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if not parts.hostname:
+            problem = "it names no host"
+        elif any(c.isspace() or ord(c) < 32 or c in "<>\"{}|\\^`" for c in ref):
+            problem = "it contains spaces or characters a URL cannot hold (percent-encode them)"
+        elif len(ref) > MAX_URL_CHARS:
+            problem = f"it is {len(ref)} characters long; the limit is {MAX_URL_CHARS}"
+    if problem:
+        raise InputError(f"{parameter}: {shown(ref)} is not a valid https:// URL ({problem}). Check the URL, or pass "
+                         "a local file path instead.")
+    return ref
+
+
+def shown(ref: str, limit: int = 120) -> str:
+    """A reference as a message quotes it: clipped, so a path of thousands of characters stays readable."""
+    return repr(ref if len(ref) <= limit else ref[: limit - 1] + "…")
 
 
 def _scheme(ref: str) -> str | None:
@@ -101,39 +141,70 @@ def _scheme(ref: str) -> str | None:
 
 def path_from_file_uri(ref: str) -> Path:
     """The local path of a `file://` URI; another host, or another scheme, is an `InputError`."""
-    parts = urlsplit(ref)
+    try:
+        parts = urlsplit(ref)
+    except ValueError as exc:
+        raise InputError(f"{shown(ref)} is not a valid file:// URI ({exc}).") from None
     if parts.scheme.lower() != "file":
-        raise InputError(f"{ref!r} is not a file:// URI.")
+        raise InputError(f"{shown(ref)} is not a file:// URI.")
     if parts.netloc not in ("", "localhost") or parts.path.startswith("//"):
-        raise InputError(f"{ref!r} names another host; only local file:// URIs are accepted.")
+        raise InputError(f"{shown(ref)} names another host; only local file:// URIs are accepted.")
     path = unquote(parts.path)
     if os.name == "nt" and re.match(r"^/[A-Za-z]:", path):
         path = path[1:]
     return Path(path)
 
 
-def _from_file(path: Path, shown: str, policy: InputPolicy, parameter: str) -> InputImage:
+def _from_file(path: Path, ref: str, policy: InputPolicy, parameter: str) -> InputImage:
     text = str(path)
     if "\x00" in text:
         raise InputError(f"{parameter}: the path contains a NUL character.")
     if text.startswith(("\\\\", "//")):
         # A UNC or device path would make Windows contact another machine before any check could refuse it.
-        raise InputError(f"{parameter}: {shown} is a network path; only local files are accepted.")
-    full = _real(path if path.is_absolute() else policy.cwd / path)
-    if not any(full.is_relative_to(d) for d in policy.allowed_dirs):
-        raise InputError(f"{parameter}: {policy.refusal(shown)}")
-    if not full.is_file():
-        what = "is a folder, not an image file" if full.is_dir() else "does not exist"
-        raise InputError(f"{parameter}: {shown} {what} (looked for {full}). Check the path.")
-    size = full.stat().st_size
-    _check_size(size, policy, parameter, shown)
+        raise InputError(f"{parameter}: {shown(ref)} is a network path; only local files are accepted.")
     try:
-        with full.open("rb") as fh:
+        full = _real(path if path.is_absolute() else policy.cwd / path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{parameter}: {_os_problem(ref, exc)}") from None
+    if not any(full.is_relative_to(d) for d in policy.allowed_dirs):
+        raise InputError(f"{parameter}: {policy.refusal(shown(ref))}")
+    try:
+        # Non-blocking, and checked on the open file: a FIFO or device must never hang the read.
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise InputError(f"{parameter}: {_os_problem(ref, exc, full)}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = "a folder" if stat.S_ISDIR(info.st_mode) else "a named pipe, device or socket"
+            raise InputError(f"{parameter}: {shown(ref)} is {what}, not an image file (looked at {full}).")
+        _check_size(info.st_size, policy, parameter, shown(ref))
+        with os.fdopen(os.dup(fd), "rb") as fh:
             data = fh.read(policy.max_bytes + 1)
     except OSError as exc:
-        raise InputError(f"{parameter}: cannot read {shown}: {exc.strerror or exc}.") from exc
-    _check_size(len(data), policy, parameter, shown)
-    return _prepared(data, str(full), parameter, shown)
+        raise InputError(f"{parameter}: {_os_problem(ref, exc, full)}") from None
+    finally:
+        os.close(fd)
+    _check_size(len(data), policy, parameter, shown(ref))
+    return _prepared(data, str(full), parameter, shown(ref))
+
+
+def _os_problem(ref: str, exc: Exception, full: Path | None = None) -> str:
+    """What an OS error opening an input image means, in words."""
+    where = f" (looked for {full})" if full is not None else ""
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOENT:
+        return f"{shown(ref)} does not exist{where}. Check the path."
+    if code == errno.ENAMETOOLONG:
+        return f"the path is too long for this system ({len(ref)} characters). Check the path."
+    if code == errno.EISDIR:
+        return f"{shown(ref)} is a folder, not an image file{where}."
+    if code == errno.ELOOP:
+        return f"{shown(ref)} is a loop of symbolic links{where}."
+    if code in (errno.EACCES, errno.EPERM):
+        return f"{shown(ref)} cannot be read: permission denied{where}."
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return f"{shown(ref)} cannot be read ({reason}){where}. Check the path."
 
 
 def _from_data_url(ref: str, policy: InputPolicy, parameter: str) -> InputImage:

@@ -20,12 +20,13 @@ import httpx
 
 from . import pricing
 from .config import Settings
-from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError, scrub
-from .images import ImageInfo, NotAnImage, inspect
+from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError
+from .images import ImageInfo, NotAnImage, inspect, return_freed_images_to_the_os
 from .inputs import InputPolicy, resolve_inputs
 from .policy import send_with_policy
 from .providers import Call, Provider, Providers, Reply
 from .providers.base import Link, Sleep
+from .redact import Redactor
 from .request import ImageRequest
 from .rules import nearest_aspect_ratio
 from .store import SavedFile, Store, file_stem, name_stem, timestamp
@@ -55,10 +56,13 @@ class Runtime:
     http: httpx.AsyncClient
     providers: Providers
     store: Store
-    #: Bounds the Pillow and disk work running at once, and so the memory it holds, however many calls arrive.
+    #: Bounds the Pillow and disk work running at once, however many calls arrive (memory is bounded in images.py).
     image_work: anyio.CapacityLimiter
     sleep: Sleep = anyio.sleep
     clock: Callable[[], datetime] = _now
+    #: Serving clients on other machines (HTTP): their roots and this process's working directory name nothing
+    #: they may read here, so input files come only from FLUX_KLEIN_INPUT_DIRS and the output folder.
+    remote: bool = False
 
     async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking image or file work in a worker thread, a bounded number at a time."""
@@ -70,11 +74,15 @@ class Runtime:
         cls, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
     ) -> AsyncIterator[Runtime]:
         """A runtime with its one shared HTTP client, closed on exit. `transport` is the tests' seam."""
+        return_freed_images_to_the_os()
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False) as http:
             store = Store(settings.output_dir, explicit=settings.output_dir_explicit)
             work = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
-            yield cls(settings=settings, http=http, providers=Providers(settings), store=store, image_work=work)
+            runtime = cls(settings=settings, http=http, providers=Providers(settings), store=store, image_work=work)
+            with contextlib.suppress(StorageError):  # sweeps what a killed run left; a bad folder is reported per call
+                await runtime.in_worker(lambda: store.folder)
+            yield runtime
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,20 @@ class Outcome:
         return out
 
 
+def refuse_secrets(request: ImageRequest, redact: Redactor) -> None:
+    """Refuse, before anything is sent or saved, a request whose own text holds a configured secret: it would go to
+    the provider and into the sidecar, the file name and the result."""
+    refs = request.image_refs
+    texts = [("prompt", request.prompt), ("filename", request.filename or "")]
+    texts += [(f"{'images' if len(refs) > 1 else 'image'}{f'[{i}]' if len(refs) > 1 else ''}",
+               ref.split(",", 1)[0] if ref.lstrip()[:5].lower() == "data:" else ref) for i, ref in enumerate(refs)]
+    for parameter, text in texts:
+        variable = redact.find(text)
+        if variable is not None:
+            raise InputError(f"{parameter} contains the value of {variable}, a secret; nothing was sent or saved. "
+                             "Remove it from the call (never put keys in prompts, file names or image references).")
+
+
 def check_capabilities(provider: Provider, request: ImageRequest, providers: Iterable[Provider]) -> None:
     """Refuse, before any spend, what the provider cannot do, naming the providers that can."""
     caps = provider.capabilities
@@ -162,11 +184,13 @@ async def run(
     request: ImageRequest, runtime: Runtime, *, root_dirs: Iterable[Path] = (), report: Report = _no_report
 ) -> Outcome:
     """Make the images a request asks for. Raises a `FluxKleinError` with a user-facing message on failure."""
+    settings = runtime.settings
+    refuse_secrets(request, settings.redact)
     provider = runtime.providers.choose(request.provider)
     check_capabilities(provider, request, runtime.providers)
-    folder = await runtime.in_worker(lambda: runtime.store.folder)  # an unwritable folder fails before any spend
-    settings = runtime.settings
-    policy = InputPolicy.build(settings.cwd, [folder, *settings.input_dirs, *root_dirs], settings.max_input_bytes)
+    folder = await runtime.in_worker(runtime.store.ready)  # a folder that cannot take the image fails before spend
+    dirs = [folder, *settings.input_dirs, *([] if runtime.remote else root_dirs)]
+    policy = InputPolicy.build(settings.cwd, dirs, settings.max_input_bytes, remote=runtime.remote)
     parameter = "images" if request.operation == "compose" else "image"
     inputs = await runtime.in_worker(resolve_inputs, request.image_refs, policy, parameter)
     request = replace(request, inputs=inputs)
@@ -217,7 +241,8 @@ class _Batch:
     async def _one(self, call: Call, scope: anyio.CancelScope) -> None:
         try:
             link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep)
-            reply = await send_with_policy(self.provider, call, link)
+            # Every string the provider chose is redacted here, before it can reach a sidecar, result or log.
+            reply = (await send_with_policy(self.provider, call, link)).redacted(self.runtime.settings.redact)
             self.replies.append(reply)
             for k, data in enumerate(reply.images[: call.count]):
                 # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
@@ -284,7 +309,7 @@ class _Batch:
             sidecar["would_send"] = reply.would_send
             sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
         stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
-        saved = self.runtime.store.save(data, info.extension, stem, sidecar)
+        saved = self.runtime.store.save(data, info.extension, stem, self.runtime.settings.redact.value(sidecar))
         return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, data)
 
     def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
@@ -332,7 +357,7 @@ class _Batch:
             cost_usd=cost,
             would_cost_usd=would_cost,
             notes=notes,
-            failed=[scrub(str(f), self.runtime.settings.secrets()) for f in self.failures],
+            failed=[self.runtime.settings.redact(str(f)) for f in self.failures],
         )
 
 

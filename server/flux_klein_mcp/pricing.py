@@ -45,6 +45,27 @@ def list_price(provider: str, model: str, width: int, height: int) -> float | No
     return None if price is None else price.of(width, height)
 
 
+def reported(raw: object, provider: str) -> tuple[float | None, str | None]:
+    """A provider's own figure for a charge, if it is one: a finite number >= 0 (a JSON number, or a header's
+    text). Anything else is no figure, with a note saying so (NaN or Infinity would make the JSON we write invalid;
+    a negative charge is not a charge)."""
+    if raw is None or raw == "":
+        return None, None
+    value: float | None = None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str) and len(raw) < 40:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+    if value is not None and math.isfinite(value) and value >= 0:
+        return round(value, 8), None
+    shown = f" ({value:g})" if value is not None else ""
+    return None, (f"{provider} reported a cost that is not an amount in USD{shown}; it was ignored, so cost_usd "
+                  "comes from the published price where there is one.")
+
+
 def total(costs: list[float | None]) -> float | None:
     """The sum, or None as soon as one part is unknown (a partial sum would understate the bill)."""
     if any(c is None for c in costs):

@@ -18,11 +18,11 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, ListRootsResult, ToolAnnotations
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
-from . import __version__, pipeline
+from . import __version__, pipeline, shutdown
 from .config import Settings
-from .errors import ConfigError, FluxKleinError, InputError, StorageError, scrub
+from .errors import ConfigError, FluxKleinError, InputError, StorageError
 from .images import FORMATS
 from .inputs import path_from_file_uri
 from .pipeline import Runtime
@@ -74,6 +74,13 @@ COMPOSE = (
 
 ANNOTATIONS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 
+def _not_a_boolean(value: object) -> object:
+    """JSON true/false would otherwise pass as 1/0 (and n=true be paid for): booleans are not numbers."""
+    if isinstance(value, bool):
+        raise ValueError("a whole number is needed, not true or false")
+    return value
+
+
 Prompt = Annotated[
     str,
     Field(description=f"What the image should show, as descriptive prose (at most {MAX_PROMPT_CHARS} characters)."),
@@ -87,6 +94,7 @@ Seed = Annotated[
     Field(ge=0, le=MAX_SEED, description="Fixes the result: the same seed and arguments give the same image. "
           "Pass any number whenever you may want to refine or reproduce an image (n images get seed, seed+1, "
           "...); omitted, the image is random and cannot be reproduced."),
+    BeforeValidator(_not_a_boolean),
 ]
 TierArg = Annotated[
     Tier,
@@ -116,9 +124,13 @@ ImageRefs = Annotated[
 
 
 async def client_roots(ctx: Context) -> ListRoots | ListRootsResult:
-    """The client's roots, when it declares them: input images may also be read from there."""
+    """The client's roots, when it declares them and runs on this machine: input images may also be read there.
+
+    Over HTTP a client's roots are folders on *its* machine; applied here they would open this server's disk
+    (a root of `file:///` would expose every image on it), so they are not even asked for.
+    """
     caps = ctx.client_capabilities
-    if caps is not None and caps.roots is not None:
+    if caps is not None and caps.roots is not None and not _runtime(ctx).remote:
         return ListRoots()
     return ListRootsResult(roots=[])
 
@@ -132,8 +144,13 @@ def create_server(
     env: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Sleep | None = None,
+    remote: bool = False,
 ) -> MCPServer[Runtime]:
-    """The MCP server. Production reads `os.environ`; tests pass `settings` (or `env`) and an httpx `transport`."""
+    """The MCP server. Production reads `os.environ`; tests pass `settings` (or `env`) and an httpx `transport`.
+
+    `remote=True` (what `serve --http` passes) serves clients on other machines: their roots and this process's
+    working directory are not folders they may read images from.
+    """
     config_error: ConfigError | None = None
     if settings is None:
         try:
@@ -150,6 +167,7 @@ def create_server(
         async with Runtime.open(active, transport) as runtime:
             if sleep is not None:
                 runtime.sleep = sleep
+            runtime.remote = remote
             yield runtime
 
     server: MCPServer[Runtime] = MCPServer(
@@ -162,6 +180,11 @@ def create_server(
     )
 
     async def run(ctx: Context, roots: ListRootsResult, build: Callable[[], ImageRequest]) -> CallToolResult:
+        with shutdown.cancellable():  # SIGTERM cancels the call like a client's cancel: its files are rolled back
+            return await call(ctx, roots, build)
+        raise ToolError("The server is shutting down: this call was cancelled and nothing it made was kept.")
+
+    async def call(ctx: Context, roots: ListRootsResult, build: Callable[[], ImageRequest]) -> CallToolResult:
         runtime = _runtime(ctx)
         outcome: pipeline.Outcome | None = None
         try:
@@ -173,7 +196,7 @@ def create_server(
             await anyio.lowlevel.checkpoint()
             return result
         except FluxKleinError as exc:
-            raise ToolError(scrub(str(exc), runtime.settings.secrets())) from None
+            raise ToolError(runtime.settings.redact(str(exc))) from None
         except anyio.get_cancelled_exc_class():
             if outcome is not None:  # cancelled while the result was being built: the client never sees it
                 with anyio.CancelScope(shield=True):
@@ -192,7 +215,8 @@ def create_server(
         ctx: Context,
         roots: Roots,
         aspect_ratio: AspectRatioArg = None,
-        n: Annotated[int, Field(ge=1, le=4, description="How many variations, 1-4 (made in parallel).")] = 1,
+        n: Annotated[int, Field(ge=1, le=4, description="How many variations, 1-4 (made in parallel)."),
+                     BeforeValidator(_not_a_boolean)] = 1,
         seed: Seed = None,
         tier: TierArg = "low",
         filename: Filename = None,

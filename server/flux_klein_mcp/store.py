@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
+import hashlib
 import json
+import logging
 import os
+import re
 import secrets
+import socket
 import sys
 import threading
+import time
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StorageError
+
+log = logging.getLogger("flux_klein_mcp")
 
 SLUG_MAX = 48
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
@@ -75,13 +83,17 @@ class SavedFile:
 
 
 class Store:
-    """Writes images and sidecars into one folder, resolved on first use."""
+    """Writes images and sidecars into one folder, resolved on first use and checked again before every call."""
 
     def __init__(self, folder: Path, *, explicit: bool, fallback: Path | None = None) -> None:
         self._wanted = folder
         self._explicit = explicit
         self._fallback = fallback if fallback is not None else user_output_dir()
         self._folder: Path | None = None
+        #: Whether this process may recreate the folder if it vanishes: it made it, or it is the default one.
+        self._ours = False
+        #: False once the file system has refused a hard link: names are then claimed by reserve-and-rename.
+        self._links = True
         self.note: str | None = None
         self._lock = threading.Lock()
 
@@ -91,11 +103,34 @@ class Store:
         with self._lock:
             if self._folder is None:
                 self._folder = self._resolve()
+                sweep(self._folder)
             return self._folder
+
+    def ready(self) -> Path:
+        """The folder, checked to exist and take files: run before any spend, since a save that is bound to fail
+        must not be paid for. A folder that vanished is made again when it is ours to make."""
+        folder = self.folder
+        with self._lock:
+            if not folder.is_dir() and self._ours:
+                with contextlib.suppress(OSError):
+                    folder.mkdir(parents=True, exist_ok=True)
+            if not folder.is_dir():
+                raise StorageError(
+                    f"The output folder {folder} has disappeared (moved or deleted while the server ran). Create "
+                    "it again, or set FLUX_KLEIN_OUTPUT_DIR to another folder and restart the server."
+                )
+            try:
+                _probe(folder)
+            except OSError as exc:
+                raise StorageError(
+                    f"The output folder {folder} does not take files ({_why(exc)}). Nothing was sent. Free some "
+                    "space or set FLUX_KLEIN_OUTPUT_DIR to a folder you can write to."
+                ) from exc
+        return folder
 
     def _resolve(self) -> Path:
         try:
-            return _writable(self._wanted)
+            return self._writable(self._wanted, ours=not self._explicit)
         except OSError as exc:
             if self._explicit:
                 raise StorageError(
@@ -104,7 +139,7 @@ class Store:
                 ) from exc
             wanted = self._wanted
         try:
-            folder = _writable(self._fallback)
+            folder = self._writable(self._fallback, ours=True)
         except OSError as exc:
             raise StorageError(
                 f"Cannot write to {wanted} nor to {self._fallback} ({exc.strerror or exc}). "
@@ -116,37 +151,48 @@ class Store:
         )
         return folder
 
+    def _writable(self, folder: Path, *, ours: bool) -> Path:
+        existed = folder.is_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        _probe(folder)
+        self._ours = ours or not existed
+        return folder.resolve()
+
     def save(self, data: bytes, extension: str, stem: str, sidecar: Mapping[str, Any]) -> SavedFile:
-        """Write `<stem>.<ext>` and `<stem>.json` whole, under a name nothing else holds (`_2`, `_3` ... if taken)."""
+        """Write `<stem>.<ext>` and `<stem>.json` whole, under a name nothing else holds (`_2`, `_3` ... if taken).
+
+        Both are written to temporary files first, then given their names: by hard links where the file system
+        has them (atomic, never overwriting), else by reserving each name and renaming the finished file onto the
+        reservation. Either way a failure removes whatever this save named, and the folder is left as it was.
+        """
         folder = self.folder
-        sidecar_bytes = (json.dumps(dict(sidecar), indent=2, ensure_ascii=False) + "\n").encode()
-        image_tmp = sidecar_tmp = None
+        sidecar_bytes = json_bytes(sidecar)
+        temps: list[Path] = []
         try:
-            image_tmp = _write_temp(folder, data)
-            sidecar_tmp = _write_temp(folder, sidecar_bytes)
+            temps = [_write_temp(folder, data), _write_temp(folder, sidecar_bytes)]
             for attempt in range(1, 10_000):
                 name = stem if attempt == 1 else f"{stem}_{attempt}"
-                image_path = folder / f"{name}.{extension}"
-                sidecar_path = folder / f"{name}.json"
-                if not _claim(image_tmp, image_path):
-                    continue
-                try:
-                    claimed = _claim(sidecar_tmp, sidecar_path)
-                except BaseException:
-                    image_path.unlink()  # never an image without its sidecar
-                    raise
-                if not claimed:
-                    image_path.unlink()
-                    continue
-                return SavedFile(image_path, sidecar_path, len(data))
+                finals = [folder / f"{name}.{extension}", folder / f"{name}.json"]
+                if self._claim(temps, finals):
+                    return SavedFile(finals[0], finals[1], len(data))
             raise StorageError(f"Could not find a free file name for {stem!r} in {folder}.")
         except OSError as exc:
             raise StorageError(_storage_message(folder, exc)) from exc
         finally:
-            for tmp in (image_tmp, sidecar_tmp):
-                if tmp is not None:
-                    with contextlib.suppress(OSError):
-                        tmp.unlink()
+            for tmp in temps:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+    def _claim(self, temps: list[Path], finals: list[Path]) -> bool:
+        """Give the temp files their final names unless a name is taken (then nothing is left named)."""
+        if self._links:
+            try:
+                return _link_all(temps, finals)
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                self._links = False  # FAT/exFAT, some network shares: no hard links here
+        return _rename_all(temps, finals)
 
     def read(self, path: Path) -> bytes:
         """A file from the output folder, and from nowhere else (symlinks resolved first)."""
@@ -164,15 +210,73 @@ class Store:
                 path.unlink()
 
 
-def _writable(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = _write_temp(folder, b"")
-    probe.unlink()
-    return folder.resolve()
+_NO_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
+
+
+def _link_all(temps: list[Path], finals: list[Path]) -> bool:
+    done: list[Path] = []
+    try:
+        for tmp, final in zip(temps, finals, strict=True):
+            os.link(tmp, final)
+            done.append(final)
+        return True
+    except FileExistsError:
+        _unlink_all(done)
+        return False
+    except BaseException:
+        _unlink_all(done)  # never an image without its sidecar
+        raise
+
+
+def _rename_all(temps: list[Path], finals: list[Path]) -> bool:
+    """Reserve every name (an empty file, created only if absent), then rename each finished file onto its
+    reservation: no second copy of the data is written, and any failure removes the reservations."""
+    reserved: list[Path] = []
+    try:
+        for final in finals:
+            os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            reserved.append(final)
+        for tmp, final in zip(temps, finals, strict=True):
+            os.replace(tmp, final)
+        return True
+    except FileExistsError:
+        _unlink_all(reserved)
+        return False
+    except BaseException:
+        _unlink_all(reserved)
+        raise
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def json_bytes(value: Mapping[str, Any]) -> bytes:
+    """A sidecar's bytes: indented UTF-8 JSON; NaN and Infinity are refused (they are not JSON)."""
+    return (json.dumps(dict(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+# Temporary files are named `.tmp-<host>-<pid>-<random>`, so a later start can tell which ones a dead process left.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{16}$")
+#: A temporary file this old is stale whoever left it (another host on a shared folder, a recycled pid).
+STALE_AFTER_S = 3600
+#: A name reservation lives for microseconds; an empty one this old was left by a save that died.
+RESERVATION_STALE_S = 60
+# What a save leaves when killed between its steps: a name reserved or claimed, but not both files complete.
+_SAVED_NAME = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+(?:_\d+)?\.(?:png|jpg|jpeg|webp|gif|json)$")
+
+
+def _probe(folder: Path) -> None:
+    path = folder / f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    path.unlink()
 
 
 def _write_temp(folder: Path, data: bytes) -> Path:
-    path = folder / f".tmp-{secrets.token_hex(8)}"
+    path = folder / f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -186,39 +290,92 @@ def _write_temp(folder: Path, data: bytes) -> Path:
     return path
 
 
-def _claim(tmp: Path, final: Path) -> bool:
-    """Give the finished temp file its final name unless that name exists: atomic, never overwriting."""
+def sweep(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove what saves killed mid-way (kill -9, power loss) left in `folder`: their temporary files, an image
+    whose sidecar was never linked, and empty name reservations. Returns what was removed.
+
+    Only leftovers that cannot belong to a save still running are touched: temporary files of dead processes on
+    this host, or older than STALE_AFTER_S.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
     try:
-        os.link(tmp, final)
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    named = [e for e in entries if not e.name.startswith(".")]
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        info = _stat(entry) if match else None
+        if match is None or info is None or not (_dead_here(match) or now - info.st_mtime > STALE_AFTER_S):
+            continue
+        if info.st_nlink > 1:  # killed between the links: a final name shares this file
+            for other in named:
+                shared = _stat(other)
+                if shared is not None and shared.st_ino == info.st_ino and not other.name.endswith(".json") \
+                        and not (folder / _sidecar_of(other.name)).exists():
+                    removed += _remove(folder / other.name)
+        removed += _remove(folder / entry.name)
+    for entry in named:  # empty reservations of the rename fallback, with the half-saved image they name
+        info = _stat(entry)
+        if _SAVED_NAME.match(entry.name) and info is not None and info.st_size == 0 \
+                and now - info.st_mtime > RESERVATION_STALE_S:
+            stem = entry.name.rsplit(".", 1)[0]
+            removed += [p for other in folder.glob(f"{glob.escape(stem)}.*") for p in _remove(other)]
+    return removed
+
+
+def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    try:
+        return entry.stat(follow_symlinks=False) if entry.is_file(follow_symlinks=False) else None
+    except OSError:
+        return None
+
+
+def _sidecar_of(name: str) -> str:
+    return name.rsplit(".", 1)[0] + ".json"
+
+
+def _remove(path: Path) -> list[Path]:
+    try:
+        path.unlink()
+    except OSError:
+        return []
+    log.warning("Removed %s, left by a save that was interrupted", path)
+    return [path]
+
+
+def _dead_here(match: re.Match[str]) -> bool:
+    """The temp file's process ran on this host and is gone (never probed on Windows, where signal 0 is Ctrl-C)."""
+    if match["host"] != _HOST or match["pid"] is None or sys.platform == "win32":
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return True
-    except FileExistsError:
+    except OSError:
         return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-            raise
-    # No hard links here (some network and FAT file systems): reserve the name, then move the data onto it.
-    try:
-        os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    except FileExistsError:
-        return False
-    with open(tmp, "rb") as src:
-        data = src.read()
-    replacement = _write_temp(final.parent, data)
-    os.replace(replacement, final)
-    return True
+    return False
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "the disk is full (or a file-size or quota limit was reached)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied" + (" (a read-only file system)" if exc.errno == errno.EROFS else "")
+    if exc.errno == errno.ENOENT:
+        return "the folder disappeared"
+    return exc.strerror or str(exc)
 
 
 def _storage_message(folder: Path, exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        why = "the disk is full (or a file-size or quota limit was reached)"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = "permission denied"
-    else:
-        why = exc.strerror or str(exc)
-    return (
-        f"The image was generated but could not be saved in {folder}: {why}. Nothing was written. "
-        "Free some space or set FLUX_KLEIN_OUTPUT_DIR to another folder, then try again."
-    )
+    fix = ("Create the folder again, or set FLUX_KLEIN_OUTPUT_DIR to another folder" if exc.errno == errno.ENOENT
+           else "Free some space or set FLUX_KLEIN_OUTPUT_DIR to another folder")
+    return f"The image was generated but could not be saved in {folder}: {_why(exc)}. Nothing was written. {fix}, " \
+           "then try again."
 
 
 def timestamp(now: datetime) -> str:

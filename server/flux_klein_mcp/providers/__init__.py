@@ -15,6 +15,7 @@ from .aigateway import AIGateway
 from .base import Call, Capabilities, KeyCheck, Link, Progress, Provider, Reply, Sleep
 from .empiriolabs import EmpirioLabs
 from .fluxrouter import FluxRouter
+from .http import check_base_url
 from .openai_compatible import OpenAICompatible
 from .openrouter import OpenRouter
 from .sandbox import Sandbox
@@ -102,6 +103,8 @@ class Providers:
 
     @staticmethod
     def _ready(provider: Provider, chosen_by: str) -> Provider:
+        if provider.base_url_variable and provider.base_url:
+            check_base_url(provider.base_url, provider.base_url_variable)
         missing = provider.missing()
         if missing:
             one = len(missing) == 1

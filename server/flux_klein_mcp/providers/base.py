@@ -10,6 +10,7 @@ import httpx
 
 from ..request import ImageRequest
 from ..rules import Tier
+from .http import clip
 
 #: `progress(fraction 0..1, message)` while a provider waits on a slow job.
 Progress = Callable[[float, str], Awaitable[None]]
@@ -56,6 +57,16 @@ class Reply:
     simulated: bool = False
     notes: list[str] = field(default_factory=list)
 
+    def redacted(self, redact: Callable[[str], str]) -> Reply:
+        """This reply with every string the provider chose redacted and kept short: they reach sidecars, results,
+        logs and the CLI's output."""
+        def clean(text: object) -> str:
+            return clip(redact(str(text)[:2000]), 200)
+
+        return replace(self, model=clean(self.model),
+                       generation_id=None if self.generation_id is None else clean(self.generation_id),
+                       notes=[redact(note) for note in self.notes])
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -90,6 +101,14 @@ class Provider(Protocol):
 
     @property
     def billing_url(self) -> str: ...
+
+    @property
+    def base_url_variable(self) -> str | None:
+        """The variable that overrides the API's base URL; None when there is no API (the sandbox)."""
+        ...
+
+    @property
+    def base_url(self) -> str: ...
 
     @property
     def capabilities(self) -> Capabilities: ...

@@ -6,6 +6,8 @@ We ask for the images directly (`"sync": true`), and still follow a job reply (`
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import anyio
@@ -22,6 +24,7 @@ NATIVE_ASPECT_RATIOS: frozenset[AspectRatio] = frozenset({"1:1", "16:9", "9:16",
 # Job status names are unverified beyond "completed" and "failed": accept the usual synonyms.
 DONE = frozenset({"completed", "complete", "succeeded", "success", "done", "finished"})
 FAILED = frozenset({"failed", "error", "errored", "cancelled", "canceled", "expired", "rejected"})
+_JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 POLL_FIRST_S = 0.5
 POLL_MAX_S = 3.0
 
@@ -55,7 +58,11 @@ class EmpirioLabs(OpenAIImages):
 
     async def reply_from(self, body: Any, payload: dict[str, Any], link: Link, headers: Any = None) -> Reply:
         if isinstance(body, dict) and body.get("job_id") and not body.get("data"):
-            body = await self._wait_for_job(str(body["job_id"]), link)
+            job_id = str(body["job_id"])
+            if not _JOB_ID.fullmatch(job_id):  # it goes into a URL path and into messages: nothing odd passes
+                raise BadReply("EmpirioLabs answered with a job id that is not a plain name; it was not followed. It "
+                               "may still finish and be charged; nothing was saved.", provider=self.label, status=202)
+            body = await self._wait_for_job(job_id, link)
         return await super().reply_from(body, payload, link, headers)
 
     async def _wait_for_job(self, job_id: str, link: Link) -> Any:
@@ -74,7 +81,9 @@ class EmpirioLabs(OpenAIImages):
                             raise self._job_failed(job_id, job)
                         progress = job.get("progress")
                         fraction = float(progress) if isinstance(progress, int | float) else 0.0
-                        await link.progress(min(max(fraction, 0.0), 0.99), f"EmpirioLabs job {status or 'queued'}")
+                        fraction = min(max(fraction, 0.0), 0.99) if math.isfinite(fraction) else 0.0
+                        word = status if _JOB_ID.fullmatch(status) and len(status) <= 20 else "running"
+                        await link.progress(fraction, f"EmpirioLabs job {word if status else 'queued'}")
                     await link.sleep(delay)
                     delay = min(delay * 2, POLL_MAX_S)
         except TimeoutError:
@@ -92,7 +101,7 @@ class EmpirioLabs(OpenAIImages):
         """
         try:
             reply = await wire.send(link.http, "GET", f"{self.base_url}/jobs/{job_id}", provider=self.label,
-                                    timeout_s=self._timeout_s, headers=self.headers())
+                                    timeout_s=self._timeout_s, headers=self.headers(), redact=self._redact)
         except ConnectionFailed:
             return None
         if reply.status != 200:
@@ -109,7 +118,7 @@ class EmpirioLabs(OpenAIImages):
     def _job_failed(self, job_id: str, job: dict[str, Any]) -> ProviderError:
         error = job.get("error")
         detail = error.get("message") if isinstance(error, dict) else error
-        text = str(detail or "no details")
+        text = wire.clip(self._redact(str(detail or "no details")[:6000]))
         if any(word in text.lower() for word in ("nsfw", "moderation", "safety", "content policy", "flagged")):
             return ContentRefused(f"EmpirioLabs refused the request: {text}. Rephrase it without the flagged "
                                   "content.", provider=self.label)

@@ -5,20 +5,31 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import ipaddress
 import json
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
-from ..errors import BadReply, ConnectionFailed
+from ..errors import BadReply, ConfigError, ConnectionFailed
 from ..images import split_data_url
 
 # A 4 MP PNG in base64 inside JSON stays far below this; anything bigger is not a reply we want in memory.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
+#: How much of a provider's own words we repeat in a message.
+QUOTE_CHARS = 300
+
+Redact = Callable[[str], str]
+
+
+def _keep(text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,13 @@ class HttpReply:
     status: int
     headers: httpx.Headers
     body: bytes
+    #: Removes secrets from the provider's words (`Settings.redact`); applied before anything is clipped.
+    redact: Redact = field(default=_keep, repr=False)
+
+    def quote(self, text: object, limit: int = QUOTE_CHARS) -> str:
+        """The provider's words, fit to repeat in a message: secrets removed first, then whitespace folded and
+        the text clipped (a clip must never leave part of a key behind)."""
+        return clip(self.redact(str(text)[: limit * 20]), limit)
 
     def json(self, provider: str) -> Any:
         try:
@@ -51,6 +69,7 @@ async def send(
     headers: dict[str, str] | None = None,
     json_body: Any = None,
     max_bytes: int = MAX_REPLY_BYTES,
+    redact: Redact = _keep,
 ) -> HttpReply:
     """One request, bounded by `timeout_s` in total (a provider that trickles bytes is cut off too)."""
     host = httpx.URL(url).host
@@ -67,7 +86,7 @@ async def send(
                             provider=provider,
                             status=response.status_code,
                         )
-                return HttpReply(response.status_code, response.headers, bytes(body))
+                return HttpReply(response.status_code, response.headers, bytes(body), redact)
     except (TimeoutError, httpx.TimeoutException):
         raise ConnectionFailed(
             f"{provider} did not answer within {timeout_s:g} s (FLUX_KLEIN_TIMEOUT_S). Nothing was saved. "
@@ -92,6 +111,36 @@ async def send(
         ) from None
 
 
+def check_base_url(url: str, variable: str) -> None:
+    """Refuse, before any request, a base URL that cannot work or would send the key in the clear."""
+    problem = None
+    try:
+        parsed = urlsplit(url)
+        parsed.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        problem = str(exc)
+    else:
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            problem = "it must start with https:// and name a host"
+        elif any(c.isspace() for c in url):
+            problem = "it contains spaces"
+        elif parsed.scheme == "http" and not _loopback(parsed.hostname):
+            problem = "plain http:// would send the API key unencrypted; use https:// (http:// is for localhost only)"
+    if problem:
+        raise ConfigError(f"{variable}={url[:200]!r} is not a usable base URL: {problem}. Fix it (e.g. "
+                          "https://api.example.com/v1) or unset it to use the default, then restart the server.")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
     """The fields of an error body, in either the OpenRouter or the OpenAI shape."""
@@ -103,27 +152,40 @@ class ErrorInfo:
 
 
 def error_info(reply: HttpReply) -> ErrorInfo:
+    """The error's message (redacted, then clipped), code, type and metadata (redacted)."""
     try:
         body = json.loads(reply.body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        text = reply.body[:200].decode("utf-8", "replace").strip()
-        return ErrorInfo(message=_clip(text) or reply.headers.get("content-type", "no details"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        text = reply.body[:2000].decode("utf-8", "replace").strip()
+        return ErrorInfo(message=reply.quote(text) or reply.headers.get("content-type", "no details"))
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, str):
-        return ErrorInfo(message=_clip(error))
+        return ErrorInfo(message=reply.quote(error))
     if not isinstance(error, dict):
         message = body.get("message") or body.get("detail") if isinstance(body, dict) else None
-        return ErrorInfo(message=_clip(str(message or "no details")))
+        return ErrorInfo(message=reply.quote(message or "no details"))
     metadata = error.get("metadata")
+    code = error.get("code")
+    kind = error.get("type") or error.get("error_type")
     return ErrorInfo(
-        message=_clip(str(error.get("message") or "no details")),
-        code=error.get("code"),
-        type=error.get("type") or error.get("error_type"),
-        metadata=metadata if isinstance(metadata, dict) else None,
+        message=reply.quote(error.get("message") or "no details"),
+        code=code if isinstance(code, int) and not isinstance(code, bool) else reply.quote(code, 60) if code else None,
+        type=reply.quote(kind, 60) if kind else None,
+        metadata=_redacted(metadata, reply.redact) if isinstance(metadata, dict) else None,
     )
 
 
-def _clip(text: str, limit: int = 300) -> str:
+def _redacted(value: Any, redact: Redact) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {str(k): _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    return value
+
+
+def clip(text: str, limit: int = QUOTE_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from .. import pricing
 from ..config import Settings
 from ..errors import (
     AuthFailed,
@@ -66,6 +67,7 @@ class OpenAIImages:
         self._key = settings.get(self.key_variable)
         self.base_url = (settings.get(self.base_url_variable) or self.default_base_url).rstrip("/")
         self._timeout_s = settings.timeout_s
+        self._redact = settings.redact
         self.model = self.model_id
 
     def missing(self) -> list[str]:
@@ -107,7 +109,8 @@ class OpenAIImages:
         payload = self.payload(call)
         check_flux_payload(payload)
         reply = await wire.send(link.http, "POST", f"{self.base_url}/images/generations", provider=self.label,
-                                timeout_s=self._timeout_s, headers=self.headers(), json_body=payload)
+                                timeout_s=self._timeout_s, headers=self.headers(), json_body=payload,
+                                redact=self._redact)
         if not 200 <= reply.status < 300:  # EmpirioLabs answers a job with 202
             raise self.error_for(reply)
         return await self.reply_from(reply.json(self.label), payload, link, reply.headers)
@@ -121,8 +124,10 @@ class OpenAIImages:
             raise BadReply(f"{self.label} answered without any images. Nothing was saved; try again.",
                            provider=self.label, status=200)
         images = [await self._image_of(item, link) for item in items]
-        return Reply(images=images, model=self.model, prompt_sent=payload["prompt"],
-                     reported_cost_usd=self._reported_cost(headers), generation_id=self._request_id(headers))
+        raw_cost = headers.get(self.cost_header) if headers is not None and self.cost_header else None
+        cost, cost_note = pricing.reported(raw_cost, self.label)
+        return Reply(images=images, model=self.model, prompt_sent=payload["prompt"], reported_cost_usd=cost,
+                     generation_id=self._request_id(headers), notes=[cost_note] if cost_note else [])
 
     async def _image_of(self, item: Any, link: Link) -> bytes:
         if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
@@ -148,7 +153,7 @@ class OpenAIImages:
                                f"({target.scheme}://{target.host}); it was not fetched. Nothing was saved.",
                                provider=self.label, status=200)
             reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
-                                    headers=self.headers() if own_host else None)
+                                    headers=self.headers() if own_host else None, redact=self._redact)
             location = reply.headers.get("location")
             if reply.status in (301, 302, 303, 307, 308) and location:
                 url = str(target.join(location))
@@ -164,13 +169,6 @@ class OpenAIImages:
     def _is_own_host(self, target: httpx.URL) -> bool:
         base = httpx.URL(self.base_url)
         return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
-
-    def _reported_cost(self, headers: httpx.Headers | None) -> float | None:
-        raw = headers.get(self.cost_header) if headers is not None and self.cost_header else None
-        try:
-            return float(raw) if raw else None
-        except ValueError:
-            return None
 
     @staticmethod
     def _request_id(headers: httpx.Headers | None) -> str | None:
@@ -218,7 +216,7 @@ class OpenAIImages:
             return KeyCheck("missing", f"set {' and '.join(self.missing())}")
         try:
             reply = await wire.send(http, "GET", f"{self.base_url}/models", provider=self.label,
-                                    timeout_s=min(self._timeout_s, 15), headers=self.headers())
+                                    timeout_s=min(self._timeout_s, 15), headers=self.headers(), redact=self._redact)
         except ProviderError as exc:
             return KeyCheck("unreachable", str(exc))
         if reply.status == 401:

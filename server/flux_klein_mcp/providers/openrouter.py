@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from .. import pricing
 from ..config import Settings
 from ..errors import (
     AuthFailed,
@@ -61,13 +62,15 @@ class OpenRouter:
     name = "openrouter"
     label = "OpenRouter"
     key_variable = KEY_VARIABLE
+    base_url_variable = "OPENROUTER_BASE_URL"
     billing_url = BILLING_URL
     capabilities = Capabilities(batch=1, tiers=("low", "high"))
 
     def __init__(self, settings: Settings) -> None:
         self._key = settings.get(KEY_VARIABLE)
-        self.base_url = (settings.get("OPENROUTER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = (settings.get(self.base_url_variable) or DEFAULT_BASE_URL).rstrip("/")
         self._timeout_s = settings.timeout_s
+        self._redact = settings.redact
 
     def missing(self) -> list[str]:
         return [] if self._key else [KEY_VARIABLE]
@@ -88,6 +91,7 @@ class OpenRouter:
             timeout_s=self._timeout_s,
             headers={**auth_header(self._key), "X-Title": "flux-klein-mcp"},
             json_body=payload,
+            redact=self._redact,
         )
         if reply.status != 200:
             raise error_for(reply)
@@ -99,7 +103,7 @@ class OpenRouter:
         try:
             reply = await wire.send(
                 http, "GET", f"{self.base_url}/key", provider=self.label, timeout_s=min(self._timeout_s, 15),
-                headers=dict(auth_header(self._key)),
+                headers=dict(auth_header(self._key)), redact=self._redact,
             )
         except ProviderError as exc:
             return KeyCheck("unreachable", str(exc))
@@ -128,8 +132,9 @@ def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:
     if choice.get("finish_reason") == "error" or choice.get("error"):
         error = _dict(choice.get("error"))
         raise BadReply(
-            f"{label} reported an error while generating ({error.get('code', 'no code')}: "
-            f"{error.get('message', 'no details')}). Nothing was saved. Try again, or simplify the prompt.",
+            f"{label} reported an error while generating ({reply.quote(error.get('code', 'no code'), 40)}: "
+            f"{reply.quote(error.get('message', 'no details'))}). Nothing was saved. Try again, or simplify the "
+            "prompt.",
             provider=label,
             status=200,
         )
@@ -137,21 +142,22 @@ def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:
     images = message.get("images") or []
     url = _first_image_url(images)
     if url is None:
-        said = str(message.get("content") or "").strip()
+        said = reply.quote(message.get("content") or "", 200)
         raise BadReply(
             f"{label}'s model answered without an image"
-            + (f" (it said: {said[:200]!r})" if said else "")
+            + (f" (it said: {said!r})" if said else "")
             + ". Nothing was saved. Rephrase the prompt as a description of a picture and try again.",
             provider=label,
             status=200,
         )
-    cost = _dict(body.get("usage")).get("cost")
+    cost, cost_note = pricing.reported(_dict(body.get("usage")).get("cost"), label)
     return Reply(
         images=[wire.decode_base64_image(url, label)],
         model=str(body.get("model") or payload["model"]),
         prompt_sent=sent_text(payload),
-        reported_cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        reported_cost_usd=cost,
         generation_id=reply.headers.get("x-generation-id") or body.get("id"),
+        notes=[cost_note] if cost_note else [],
     )
 
 
@@ -191,7 +197,7 @@ def error_for(reply: wire.HttpReply) -> ProviderError:
             provider=label, status=status,
         )
     if status == 403:
-        return ContentRefused(_moderation_message(label, info), provider=label, status=status)
+        return ContentRefused(_moderation_message(label, info, reply), provider=label, status=status)
     if status == 429:
         return RateLimited(
             f"{label} is rate limiting requests (429: {detail}).",
@@ -218,13 +224,13 @@ def error_for(reply: wire.HttpReply) -> ProviderError:
     )
 
 
-def _moderation_message(label: str, info: wire.ErrorInfo) -> str:
+def _moderation_message(label: str, info: wire.ErrorInfo, reply: wire.HttpReply) -> str:
     meta = info.metadata or {}
     reasons = meta.get("reasons")
     text = f"{label}'s moderation refused the request (403: {info.message})"
     if isinstance(reasons, list) and reasons:
-        text += f". Reasons: {', '.join(str(r) for r in reasons)}"
+        text += f". Reasons: {reply.quote(', '.join(str(r) for r in reasons), 200)}"
     flagged = meta.get("flagged_input")
     if isinstance(flagged, str) and flagged:
-        text += f". Flagged input: {flagged[:120]!r}"
+        text += f". Flagged input: {reply.quote(flagged, 120)!r}"
     return text + ". Rephrase the request without the flagged content; the same prompt will be refused again."

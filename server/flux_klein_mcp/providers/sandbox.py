@@ -29,6 +29,8 @@ class Sandbox:
     label = "sandbox"
     key_variable = None
     billing_url = ""
+    base_url_variable = None
+    base_url = ""
     capabilities = Capabilities(batch=1, tiers=("low", "high"))
 
     def __init__(self, settings: Settings) -> None:

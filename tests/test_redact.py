@@ -1,0 +1,144 @@
+"""Secrets never survive redaction, in whatever form a provider echoes them: verbatim, upper-cased, base64- or
+URL-encoded, split by whitespace or cut short by a clip (property tests), and a caller's text holding one is found."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flux_klein_mcp.redact import FRAGMENT_CHARS, REDACTED, RedactingFilter, Redactor, looks_secret
+
+TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+SECRETS = st.text(alphabet=TOKEN_CHARS, min_size=16, max_size=80)
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+MANY = settings(max_examples=300, deadline=None, database=None)
+
+
+def fragments(text: str, size: int = FRAGMENT_CHARS) -> set[str]:
+    """Every run of `size` characters, lower-cased: what must not be readable in the output."""
+    text = text.lower()
+    return {text[i:i + size] for i in range(len(text) - size + 1)}
+
+
+def readable(output: str) -> str:
+    return "".join(output.split()).lower()
+
+
+def leaks(secret: str, output: str) -> bool:
+    flat = readable(output)
+    return any(piece in flat for piece in fragments(secret))
+
+
+@MANY
+@given(secret=SECRETS, before=TEXT, after=TEXT)
+def test_a_verbatim_or_upper_cased_secret_never_survives(secret, before, after):
+    redact = Redactor({"X_API_KEY": secret})
+    for shown in (secret, secret.upper(), secret.lower()):
+        assert not leaks(secret, redact(before + shown + after))
+
+
+@MANY
+@given(secret=SECRETS, before=TEXT, after=TEXT, cuts=st.lists(st.integers(1, 79), max_size=6),
+       gap=st.sampled_from([" ", "\n", "\t", "  ", "\u200b"]))
+def test_a_secret_split_by_whitespace_never_survives(secret, before, after, cuts, gap):
+    pieces, last = [], 0
+    for cut in sorted({c for c in cuts if c < len(secret)}):
+        pieces.append(secret[last:cut])
+        last = cut
+    pieces.append(secret[last:])
+    output = Redactor({"X_API_KEY": secret})(before + gap.join(pieces) + after)
+    assert not leaks(secret, output.replace("\u200b", ""))
+
+
+@MANY
+@given(secret=SECRETS, start=st.integers(0, 70), length=st.integers(FRAGMENT_CHARS, 80), before=TEXT)
+def test_a_clipped_or_partial_secret_never_survives(secret, start, length, before):
+    piece = secret[start:start + length]
+    if len(piece) < FRAGMENT_CHARS:
+        return
+    output = Redactor({"X_API_KEY": secret})(before + piece + "…")
+    assert not leaks(secret, output)
+
+
+@MANY
+@given(secret=SECRETS, prefix=st.binary(max_size=12), suffix=st.binary(max_size=12),
+       urlsafe=st.booleans())
+def test_a_base64_encoded_secret_never_survives(secret, prefix, suffix, urlsafe):
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    encoded = encode(prefix + secret.encode() + suffix).decode()
+    output = Redactor({"X_API_KEY": secret})(f"auth {encoded} failed")
+    # The characters that encode only the secret's own bytes must all be gone.
+    start, end = -(-len(prefix) * 8 // 6), (len(prefix) + len(secret)) * 8 // 6
+    core = encoded[start:end]
+    assert not any(piece in readable(output) for piece in fragments(core))
+
+
+@MANY
+@given(secret=st.text(alphabet=TOKEN_CHARS + "+/=:@!$", min_size=16, max_size=60).filter(looks_secret))
+def test_a_url_or_json_encoded_secret_never_survives(secret):
+    redact = Redactor({"X_TOKEN": secret})
+    for shown in (quote(secret, safe=""), json.dumps(secret)):
+        output = redact(f"url=https://x.test/?k={shown}&y=1")
+        assert not leaks(shown.strip('"'), output) and not leaks(secret, output)
+
+
+@MANY
+@given(secret=SECRETS, before=TEXT, after=TEXT, form=st.sampled_from(["plain", "upper", "base64", "split"]))
+def test_a_text_holding_a_secret_in_any_form_is_found(secret, before, after, form):
+    shown = {"plain": secret, "upper": secret.upper(), "base64": base64.b64encode(secret.encode()).decode(),
+             "split": " ".join(secret[i:i + 7] for i in range(0, len(secret), 7))}[form]
+    assert Redactor({"OPENROUTER_API_KEY": secret}).find(before + shown + after) == "OPENROUTER_API_KEY"
+
+
+@pytest.mark.parametrize("text", [
+    "a red fox in the snow, 16:9",
+    "/tmp/pytest-of-root/output/20261121-090507-a-red-fox.png",
+    "gen-1763000000-abcdef",
+    "",
+])
+def test_ordinary_text_is_left_alone(text):
+    redact = Redactor({"OPENROUTER_API_KEY": "sk-or-v1-" + "9f8e7d6c5b4a3921" * 4})
+    assert redact(text) == text and redact.find(text) is None
+
+
+@pytest.mark.parametrize(("value", "guarded"), [
+    ("sk-or-v1-0123456789abcdef", True), ("tok3nWith16chars", True),
+    ("short", False), ("/run/secrets/openrouter_token", False), ("two words here ok", False),
+])
+def test_which_values_are_guarded_as_secrets(value, guarded):
+    assert looks_secret(value) is guarded
+
+
+def test_key_shaped_strings_are_removed_even_when_not_configured():
+    assert Redactor({})("echo sk-proj-ABCDEFGHIJKLMNOPQRSTUV rest") == f"echo {REDACTED} rest"
+
+
+def test_nested_values_are_redacted_keys_included():
+    secret = "sk-or-v1-" + "0123456789abcdef" * 4
+    value = Redactor({"K_API_KEY": secret}).value({"id": secret, secret: [1, {"m": secret.upper()}], "n": 2.5})
+    assert secret.lower() not in json.dumps(value).lower() and value["n"] == 2.5
+
+
+def test_log_records_are_redacted_message_arguments_and_traceback(caplog):
+    secret = "sk-or-v1-" + "0123456789abcdef" * 4
+    logger = logging.getLogger("flux_klein_mcp.test")
+    handler = logging.Handler()
+    records: list[str] = []
+    handler.emit = lambda record: records.append(logging.Formatter().format(record))  # type: ignore[method-assign]
+    handler.addFilter(RedactingFilter(Redactor({"K_API_KEY": secret})))
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"provider said {secret}")
+        except ValueError:
+            logger.exception("reply %s was odd", secret.upper())
+    finally:
+        logger.removeHandler(handler)
+    assert records and all(secret[12:30].lower() not in r.lower() for r in records)
+    assert "ValueError" in records[0]

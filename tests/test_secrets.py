@@ -1,0 +1,230 @@
+"""No key ever leaves: not on success paths (a provider echoing it in an id, a model name, a header), not in a
+transformed echo inside an error (upper-cased, encoded, split, clipped), and a caller's own text holding one is
+refused before anything is sent or saved. Each case was found by the adversarial pass."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from tests.conftest import error_text, output_files, provider_env, summary
+from tests.fakes.core import Answer, Loopback, png
+from tests.fakes.images_api import AIGATEWAY, FLUXROUTER, FakeImagesAPI
+from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error, success_with
+from tests.test_cli import BASE_ENV, COMMAND, cli
+
+pytestmark = pytest.mark.anyio
+
+
+def fragments(secret: str, size: int = 10) -> set[str]:
+    secret = secret.lower()
+    return {secret[i:i + size] for i in range(len(secret) - size + 1)}
+
+
+def assert_no_key(text: str, key: str = TEST_KEY) -> None:
+    """Not the key, nor any ten characters of it, in any case, whatever whitespace was put in."""
+    flat = "".join(text.split()).lower()
+    leaked = sorted(piece for piece in fragments(key) if piece in flat)
+    assert not leaked, f"key fragments leaked: {leaked[:3]}"
+
+
+def everything_written(workdir: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in output_files(workdir) if p.suffix == ".json")
+
+
+# --- success paths -----------------------------------------------------------------------------------------
+
+def echo_key_everywhere(body):
+    body["id"] = f"gen-{TEST_KEY}"
+    body["model"] = f"{TEST_KEY.upper()}"
+    body["choices"][0]["message"]["content"] = f"made with {TEST_KEY}"
+
+
+async def test_a_key_echoed_in_a_successful_openrouter_reply_reaches_no_result_or_sidecar(connect, fake, workdir):
+    def answer(incoming):
+        reply = success_with(echo_key_everywhere)(incoming)
+        reply.headers["X-Generation-Id"] = TEST_KEY
+        return reply
+
+    fake.then(answer)
+    async with connect() as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox"})
+    data = summary(result)
+    assert_no_key(json.dumps(data))
+    assert_no_key(everything_written(workdir))
+    sidecar = json.loads(Path(data["images"][0]["sidecar"]).read_text())
+    assert "[redacted]" in sidecar["generation_id"] and "[redacted]" in sidecar["model"]
+
+
+@pytest.mark.parametrize("spec", [AIGATEWAY, FLUXROUTER], ids=lambda s: s.name)
+async def test_a_key_echoed_in_a_gateway_request_id_header_reaches_no_sidecar(connect, workdir, spec):
+    gateway = FakeImagesAPI(spec, cost_usd=spec.key)  # and a "cost" that is the key
+    header = "x-request-id" if spec is AIGATEWAY else "X-Flux-Request-Id"
+    original = gateway.images_answer
+
+    def echoing(body, images):
+        answer = original(body, images)
+        answer.headers[header] = f"req {spec.key}"
+        return answer
+
+    gateway.images_answer = echoing  # type: ignore[method-assign]
+    async with connect(gateway) as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert_no_key(json.dumps(data), spec.key)
+    assert_no_key(everything_written(workdir), spec.key)
+
+
+def test_a_key_echoed_on_success_reaches_neither_the_cli_output_nor_its_log(workdir):
+    fake = FakeOpenRouter().then(success_with(echo_key_everywhere))
+    server = Loopback(fake)
+    try:
+        done = cli(["generate", "a fox"], workdir, **provider_env(fake, server.url))
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert_no_key(done.stdout)
+    assert_no_key(done.stderr)
+    assert_no_key(everything_written(workdir))
+
+
+async def test_the_stdio_server_log_never_carries_a_key(workdir):
+    fake = FakeOpenRouter().then(success_with(echo_key_everywhere), error(400, f"bad key {TEST_KEY.upper()}"))
+    server = Loopback(fake)
+    with tempfile.TemporaryFile("w+") as log:
+        try:
+            env = {**BASE_ENV, **provider_env(fake, server.url)}
+            params = StdioServerParameters(command=COMMAND, args=[], env=env, cwd=workdir)
+            async with Client(stdio_client(params, errlog=log)) as client:
+                summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+                failed = await client.call_tool("generate_image", {"prompt": "a fox"})
+        finally:
+            server.close()
+        log.seek(0)
+        logged = log.read()
+    assert failed.is_error and "bad key" in error_text(failed)
+    assert "rejected" in logged or "failed" in logged  # the SDK logged the failure...
+    assert_no_key(logged)  # ...without the key
+    assert_no_key(error_text(failed))
+
+
+# --- transformed echoes in errors ----------------------------------------------------------------------------
+
+SPLIT = " ".join(TEST_KEY[i:i + 6] for i in range(0, len(TEST_KEY), 6))
+ECHOES = {
+    "upper-cased": TEST_KEY.upper(),
+    "base64": base64.b64encode(f"Bearer {TEST_KEY}".encode()).decode(),
+    "url-encoded": quote(f"key={TEST_KEY}", safe=""),
+    "split-by-whitespace": SPLIT,
+    "newline-split": TEST_KEY[:30] + "\n" + TEST_KEY[30:],
+    "clipped-by-our-own-clip": "x" * 280 + " " + TEST_KEY,  # our 300-character clip cuts the key short
+    "a-fragment": TEST_KEY[20:40],
+}
+
+
+@pytest.mark.parametrize("echo", ECHOES.values(), ids=ECHOES.keys())
+@pytest.mark.parametrize("where", ["error-message", "moderation-reasons", "finish-reason-error", "text-reply"])
+async def test_a_transformed_key_in_a_provider_error_never_shows(connect, fake, workdir, echo, where):
+    answer = {
+        "error-message": error(400, f"Invalid request: {echo}"),
+        "moderation-reasons": error(403, "flagged", metadata={"reasons": [echo], "flagged_input": echo}),
+        "finish-reason-error": success_with(lambda body: body["choices"][0].update(
+            finish_reason="error", error={"code": 502, "message": echo})),
+        "text-reply": success_with(lambda body: body["choices"][0].update(
+            message={"role": "assistant", "content": f"I cannot: {echo}"})),
+    }[where]
+    fake.then(answer)
+    async with connect() as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox"})
+    assert result.is_error
+    assert_no_key(error_text(result))
+    assert output_files(workdir) == []
+
+
+async def test_a_transformed_key_quoted_by_a_failed_variation_is_not_in_the_partial_result(connect, fake):
+    fake.then(error(400, f"key {ECHOES['base64']} refused"))
+    async with connect() as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}))
+    assert len(data["failed"]) == 1
+    assert_no_key(json.dumps(data))
+
+
+# --- a key the caller supplies ------------------------------------------------------------------------------
+
+CALLER_CASES = {
+    "prompt": ("generate_image", {"prompt": f"a poster reading {TEST_KEY}"}, "prompt"),
+    "prompt-upper-cased": ("generate_image", {"prompt": f"text {TEST_KEY.upper()}"}, "prompt"),
+    "prompt-split": ("generate_image", {"prompt": f"text {SPLIT}"}, "prompt"),
+    "filename": ("generate_image", {"prompt": "a fox", "filename": TEST_KEY}, "filename"),
+    "image-path": ("edit_image", {"prompt": "blue", "image": f"{TEST_KEY}.png"}, "image"),
+    "image-url": ("edit_image", {"prompt": "blue", "image": f"https://example.com/a.png?k={TEST_KEY}"}, "image"),
+    "compose-reference": ("compose_images", {"prompt": "both", "images": ["a.png", f"/tmp/{TEST_KEY}.png"]},
+                          "images[1]"),
+}
+
+
+@pytest.mark.parametrize("case", CALLER_CASES.values(), ids=CALLER_CASES.keys())
+async def test_a_key_in_the_callers_own_text_is_refused_before_any_request(connect, fake, workdir, case):
+    tool, arguments, parameter = case
+    (workdir / "a.png").write_bytes(png(8, 8))
+    async with connect() as client:
+        result = await client.call_tool(tool, arguments)
+    text = error_text(result)
+    assert result.is_error and f"{parameter} contains the value of OPENROUTER_API_KEY, a secret" in text
+    assert_no_key(text)
+    assert fake.requests == [] and output_files(workdir) == []
+
+
+def test_the_cli_refuses_a_key_in_the_prompt_with_exit_2_and_prints_no_key(workdir):
+    done = cli(["generate", f"write {TEST_KEY} on a sign", "--provider", "sandbox"], workdir,
+               OPENROUTER_API_KEY=TEST_KEY)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "prompt contains the value of OPENROUTER_API_KEY" in done.stderr
+    assert_no_key(done.stderr)
+    assert output_files(workdir) == []
+
+
+def test_no_key_reaches_a_file_name(workdir):
+    done = cli(["generate", "a fox", "--filename", TEST_KEY.upper(), "--provider", "sandbox"], workdir,
+               OPENROUTER_API_KEY=TEST_KEY)
+    assert done.returncode == 2 and output_files(workdir) == []
+
+
+# --- non-finite numbers --------------------------------------------------------------------------------------
+
+def _strict_json(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("cost", [float("nan"), float("inf"), -0.5, True, "a lot"])
+async def test_a_provider_cost_that_is_not_an_amount_becomes_the_list_price_with_a_note(connect, fake, workdir, cost):
+    def odd_cost(incoming):
+        answer = FakeOpenRouter(cost=None).success(incoming.json)
+        text = answer.body.decode().replace('"total_tokens": 4187}', f'"total_tokens": 4187, "cost": {_raw(cost)}}}')
+        return Answer(200, text.encode(), answer.headers)
+
+    fake.then(odd_cost)
+    async with connect() as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox"})
+    data = _strict_json(result.content[0].text)
+    assert data["cost_usd"] == 0.014  # the published price, not NaN, Infinity or a credit
+    assert any("not an amount" in note for note in data["notes"])
+    sidecar = _strict_json(Path(data["images"][0]["sidecar"]).read_text())
+    assert sidecar["cost_source"] == "price list"
+
+
+def _raw(cost) -> str:
+    if isinstance(cost, float) and cost != cost:
+        return "NaN"
+    if cost == float("inf"):
+        return "Infinity"
+    return json.dumps(cost)
