@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import os
+import tempfile
+
+# Before anything reads it: the default ledger (~/.local/state/...) must never be the user's during tests.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="flux-klein-state-")
+
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,9 +37,15 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(workdir: Path) -> Callable[..., Settings]:
+def ledger(tmp_path: Path) -> Path:
+    """This test's own ledger (never the user's)."""
+    return tmp_path / "state" / "ledger.jsonl"
+
+
+@pytest.fixture
+def make_settings(workdir: Path, ledger: Path) -> Callable[..., Settings]:
     def make(**env: str) -> Settings:
-        return Settings.from_env(env, cwd=workdir)
+        return Settings.from_env({"FLUX_KLEIN_LEDGER": str(ledger), **env}, cwd=workdir)
 
     return make
 
@@ -83,12 +95,14 @@ def connect(fake: FakeOpenRouter, make_settings: Callable[..., Settings], sleeps
     """`async with connect(**env) as client`: the real server, in memory, against a fake provider.
 
     The fake (OpenRouter's unless one is given) is reached through MockTransport, or with `loopback=True` on a
-    real socket; the provider's key and base URL are set for it, and `env` overrides anything.
+    real socket; the provider's key and base URL are set for it, and `env` overrides anything. `roots` and
+    `elicit` (an elicitation callback) give the client those capabilities; `mode` picks the protocol era.
     """
 
     @asynccontextmanager
     async def open_client(
-        fake_provider: Any = None, *, loopback: bool = False, roots: list[Path] | None = None, **env: str
+        fake_provider: Any = None, *, loopback: bool = False, roots: list[Path] | None = None,
+        elicit: Any = None, mode: str = "auto", **env: str
     ) -> AsyncIterator[Client]:
         provider = fake_provider or fake
         real = Loopback(provider) if loopback else None
@@ -102,7 +116,8 @@ def connect(fake: FakeOpenRouter, make_settings: Callable[..., Settings], sleeps
                     return ListRootsResult(roots=[Root(uri=root.as_uri(), name=root.name) for root in roots])
 
             server = create_server(settings, transport=transport, sleep=sleeps)
-            async with Client(server, list_roots_callback=list_roots) as client:
+            async with Client(server, list_roots_callback=list_roots, elicitation_callback=elicit,
+                              mode=mode) as client:  # type: ignore[arg-type]
                 yield client
         finally:
             if real:

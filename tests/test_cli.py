@@ -15,7 +15,8 @@ from tests.fakes.core import Loopback, png
 from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
 
 COMMAND = shutil.which("flux-klein-mcp", path=str(Path(sys.executable).parent)) or "flux-klein-mcp"
-BASE_ENV = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "SYSTEMROOT", "TMPDIR")}
+# XDG_STATE_HOME is the test session's own (conftest.py): no test writes to the user's ledger.
+BASE_ENV = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "SYSTEMROOT", "TMPDIR", "XDG_STATE_HOME")}
 
 
 def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -88,3 +89,34 @@ def test_demo_runs_the_server_over_stdio_on_the_sandbox_without_a_key(workdir):
     data = json.loads(done.stdout)
     assert data["provider"] == "sandbox" and Path(data["images"][0]["path"]).exists()
     assert "generate_image, edit_image, compose_images" in done.stderr
+
+
+def test_spend_reports_today_this_month_and_each_day_from_the_ledger(workdir, tmp_path):
+    from datetime import datetime, timedelta
+
+    ledger = tmp_path / "ledger.jsonl"
+    now = datetime.now().astimezone()
+    rows = [(now, "openrouter", "black-forest-labs/flux.2-klein-4b", 0.014),
+            (now, "empiriolabs", "flux-2-klein-4b", 0.0085),
+            (now - timedelta(days=1), "openrouter", "bytedance-seed/seedream-4.5", 0.04),
+            (now - timedelta(days=400), "openrouter", "black-forest-labs/flux.2-klein-4b", 1.0)]
+    lines = [json.dumps({"time": when.isoformat(), "provider": provider, "model": model, "tier": "low",
+                         "cost_usd": usd, "cost_source": "provider", "generation_id": None, "path": "/x.png"})
+             for when, provider, model, usd in rows]
+    ledger.write_text("\n".join([*lines, "a damaged line", ""]))
+    done = cli(["spend", "--json", "--days", "3"], workdir, FLUX_KLEIN_LEDGER=str(ledger))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["today"]["spent_usd"] == pytest.approx(0.0225) and report["today"]["images"] == 2
+    assert [day["spent_usd"] for day in report["days"]] == pytest.approx([0.0225, 0.04, 0])
+    assert {row["provider"] for row in report["today"]["by_provider_model"]} == {"openrouter", "empiriolabs"}
+    assert report["all_time"]["spent_usd"] == pytest.approx(1.0625)
+    assert "damaged line" in done.stderr
+    table = cli(["spend"], workdir, FLUX_KLEIN_LEDGER=str(ledger))
+    assert table.returncode == 0 and "Today (" in table.stdout and "$0.0225" in table.stdout
+
+
+def test_spend_with_no_ledger_yet_reports_nothing_spent(workdir, tmp_path):
+    done = cli(["spend", "--json"], workdir, FLUX_KLEIN_LEDGER=str(tmp_path / "none.jsonl"))
+    assert done.returncode == 0 and json.loads(done.stdout)["today"]["spent_usd"] == 0
+    assert not (tmp_path / "none.jsonl").exists()

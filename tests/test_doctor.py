@@ -8,7 +8,7 @@ import pytest
 
 from flux_klein_mcp.config import Settings
 from flux_klein_mcp.doctor import diagnose, render
-from flux_klein_mcp.pipeline import Runtime
+from flux_klein_mcp.runtime import Runtime
 from tests.fakes.core import Loopback, mock_transport
 from tests.fakes.images_api import AIGATEWAY, FLUXROUTER, FakeImagesAPI
 from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter
@@ -88,3 +88,28 @@ async def test_an_odd_key_reply_is_a_row_not_a_crash(workdir):
     row = next(r for r in report["providers"] if r["provider"] == "openrouter")
     assert row["status"] == "unreachable" and "HTML" in row["detail"]
     assert report["usable"] is False
+
+
+@pytest.mark.parametrize(("info", "warned"), [
+    ({"limit": 10, "usage": 9.99, "limit_remaining": 0.01}, True),  # less than one $0.014 image
+    ({"limit": 10, "usage": 2.5, "limit_remaining": 7.5}, False),
+    ({"limit": None, "usage": 2.5, "limit_remaining": None}, False),  # an unlimited key
+])
+def test_doctor_json_carries_the_key_credit_as_numbers_and_warns_when_it_cannot_pay(workdir, info, warned):
+    fake = FakeOpenRouter()
+    fake.key_info.update(info)
+    server = Loopback(fake)
+    try:
+        done = cli(["doctor", "--json"], workdir, OPENROUTER_API_KEY=TEST_KEY,
+                   OPENROUTER_BASE_URL=f"{server.url}/api/v1")
+        table = cli(["doctor"], workdir, OPENROUTER_API_KEY=TEST_KEY, OPENROUTER_BASE_URL=f"{server.url}/api/v1")
+    finally:
+        server.close()
+    report = json.loads(done.stdout)
+    row = next(r for r in report["providers"] if r["provider"] == "openrouter")
+    assert row["credit"] == {key: (None if value is None else float(value)) for key, value in info.items()}
+    assert bool(report["warnings"]) is warned
+    if warned:
+        assert "less than one image ($0.0140)" in report["warnings"][0]
+        assert "https://openrouter.ai/settings/credits" in report["warnings"][0] and "Warning:" in table.stdout
+    assert fake.completions == []

@@ -84,7 +84,7 @@ async def test_tools_work_over_http_on_loopback_without_a_token(workdir, openrou
     with http_server(workdir, **env) as url:
         async with client(url) as session:
             assert {t.name for t in (await session.list_tools()).tools} == {
-                "generate_image", "edit_image", "compose_images"}
+                "generate_image", "edit_image", "compose_images", "get_usage"}
             result = await session.call_tool("generate_image", {"prompt": "a fox", "n": 2, "seed": 3})
             fake.then(error(402, "Insufficient credits"))
             refused = await session.call_tool("generate_image", {"prompt": "a fox"})

@@ -29,7 +29,7 @@ async def test_fastmcp_client_generates_and_reads_errors(workdir):
             refused = await client.call_tool("generate_image", {"prompt": "a kite"}, raise_on_error=False)
     finally:
         server.close()
-    assert names == {"generate_image", "edit_image", "compose_images"}
+    assert names == {"generate_image", "edit_image", "compose_images", "get_usage"}
     assert not result.is_error
     assert [type(block).__name__ for block in result.content] == [
         "TextContent", "ImageContent", "ImageContent", "ResourceLink", "ResourceLink"]

@@ -25,7 +25,9 @@ def blocks(result: CallToolResult, kind: type) -> list:
 async def test_tools_are_listed_with_titles_annotations_and_the_skill_rules(connect):
     async with connect() as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_image", "edit_image", "compose_images"}
+    assert set(tools) == {"generate_image", "edit_image", "compose_images", "get_usage"}
+    usage = tools.pop("get_usage")
+    assert usage.title and usage.annotations.read_only_hint is True and usage.input_schema.get("properties") == {}
     for tool in tools.values():
         assert tool.title
         assert tool.annotations.read_only_hint is False
@@ -35,6 +37,8 @@ async def test_tools_are_listed_with_titles_annotations_and_the_skill_rules(conn
         text = tool.description
         assert 'tier="low"' in text and "explicitly asks for a final" in text
         assert "402" in text and "do not switch tier" in text and "https://openrouter.ai/settings/credits" in text
+        assert "budget is reached: STOP" in text and "The person approves each high-tier call" in text
+        assert "consent" not in tool.input_schema["properties"]  # filled by the server, never by the model
         for pair in ("logo, icon, avatar, square post 1:1", "phone story, reel, wallpaper 9:16",
                      "presentation hero, video thumbnail, desktop 16:9", "poster, book cover, Pinterest 2:3",
                      "blog header, landscape photo 3:2"):
@@ -172,7 +176,7 @@ async def test_a_small_thumbnail_px_is_never_exceeded(connect):
 
 
 async def test_high_tier_uses_seedream_with_modalities_and_image_config(connect, fake):
-    async with connect() as client:
+    async with connect(FLUX_KLEIN_HIGH_TIER="allow") as client:  # the person's standing consent
         data = summary(await client.call_tool("generate_image",
                                               {"prompt": "final hero", "aspect_ratio": "21:9", "tier": "high"}))
     sent = fake.completions[0].json

@@ -10,8 +10,9 @@ __version__ = "0.1.0"
 
 from .config import Settings  # noqa: E402  (the version is set first: server.py reads it)
 from .errors import FluxKleinError  # noqa: E402
-from .pipeline import Outcome, Runtime, run  # noqa: E402
+from .pipeline import Outcome, run  # noqa: E402
 from .request import ImageRequest  # noqa: E402
+from .runtime import Runtime  # noqa: E402
 from .server import create_server  # noqa: E402
 
 __all__ = ["FluxKleinError", "ImageRequest", "Outcome", "Runtime", "Settings", "__version__", "create_server", "run"]

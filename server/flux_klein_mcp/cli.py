@@ -6,8 +6,10 @@
     flux-klein-mcp compose PROMPT --image A --image B ...
     flux-klein-mcp demo [PROMPT]                drive the real server over stdio, like an MCP client would
     flux-klein-mcp doctor [--json]              which keys are set and valid, where files go, which provider
+    flux-klein-mcp spend [--json] [--days N]    what has been spent, from the ledger
 
-Exit codes: 0 done; 1 the provider or the disk failed; 2 bad arguments or configuration; 3 out of credits (stop).
+Exit codes: 0 done; 1 the provider or the disk failed; 2 bad arguments, configuration or no consent for the high
+tier; 3 out of credits or a budget reached (stop).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,14 @@ import anyio
 from . import __version__, pipeline, shutdown
 from .config import Settings, redactor_for
 from .errors import FluxKleinError
-from .pipeline import Runtime
 from .providers import PROVIDER_NAMES
 from .redact import install_log_redaction
 from .request import ImageRequest
 from .rules import ASPECT_RATIOS
+from .runtime import Runtime
+from .spend import Consent, Ledger, needs_consent, question
+from .spend.report import ledger_report
+from .spend.report import render as render_spend
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("-n", type=int, default=1, help="number of variations, 1-4 (default 1)")
         cmd.add_argument("--seed", type=int, help="fix the result (same seed, same image)")
         cmd.add_argument("--tier", choices=("low", "high"), default="low",
-                         help="low (default, all drafts) or high (explicitly requested finals only)")
+                         help="low (default, all drafts) or high (explicitly requested finals only; asks you to "
+                         "approve the spend unless --yes or FLUX_KLEIN_HIGH_TIER=allow)")
+        cmd.add_argument("--yes", action="store_true", help="approve a high-tier spend without being asked")
         cmd.add_argument("--filename", help="name for the saved file (made safe; never overwrites)")
         cmd.add_argument("--provider", choices=PROVIDER_NAMES, help="provider for this call")
         cmd.add_argument("--output-dir", type=Path, help="folder for the images (default: FLUX_KLEIN_OUTPUT_DIR "
@@ -81,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check each provider's key (no spend), the output folder, and which "
                             "provider a call would use; exits 1 when nothing usable is configured")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    spend = sub.add_parser("spend", help="what has been spent, from the ledger: today, this month, per day, by "
+                           "provider and model (no network)")
+    spend.add_argument("--json", action="store_true", help="print the report as JSON")
+    spend.add_argument("--days", type=int, default=7, choices=range(1, 367), metavar="N",
+                       help="how many recent days to list (1-366, default 7)")
     return parser
 
 
@@ -101,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .demo import run_demo
 
         sys.exit(anyio.run(run_demo, args.prompt, args.aspect_ratio, print, _to_stderr))
+    elif command == "spend":
+        sys.exit(_report_errors(lambda: _spend(args.json, args.days)))
     else:
         sys.exit(anyio.run(_one_call, args))
 
@@ -186,7 +201,7 @@ async def _one_call(args: argparse.Namespace) -> int:
             provider=args.provider,
             image_refs=tuple(getattr(args, "image", None) or ()),
         )
-        outcome = await _run_until_sigterm(request, settings)
+        outcome = await _run_until_sigterm(request, settings, args.yes)
     except FluxKleinError as exc:
         print(f"flux-klein-mcp: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -197,16 +212,9 @@ async def _one_call(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_until_sigterm(request: ImageRequest, settings: Settings) -> pipeline.Outcome | None:
-    """The pipeline run, cancelled (and so rolled back) by SIGTERM; None when that happened."""
+async def _run_until_sigterm(request: ImageRequest, settings: Settings, yes: bool) -> pipeline.Outcome | None:
+    """Consent (for the high tier), then the pipeline run; SIGTERM cancels it (and so rolls it back): None then."""
     ended: list[pipeline.Outcome | FluxKleinError] = []
-
-    async def work(scope: anyio.CancelScope) -> None:
-        try:
-            ended.append(await pipeline.run(request, runtime, report=_report))
-        except FluxKleinError as exc:
-            ended.append(exc)
-        scope.cancel()
 
     async def watch() -> None:
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
@@ -216,12 +224,48 @@ async def _run_until_sigterm(request: ImageRequest, settings: Settings) -> pipel
     async with Runtime.open(settings) as runtime, anyio.create_task_group() as group:
         if sys.platform != "win32":
             group.start_soon(watch)
-        group.start_soon(work, group.cancel_scope)
+        try:  # caught in here: an error leaving a task group would come out wrapped in an ExceptionGroup
+            consent = await _ask_on_the_terminal(request, runtime, given=yes)
+            ended.append(await pipeline.run(request, runtime, report=_report, consent=consent))
+        except FluxKleinError as exc:
+            ended.append(exc)
+        group.cancel_scope.cancel()
     if not ended:
         return None
     if isinstance(ended[0], FluxKleinError):
         raise ended[0]
     return ended[0]
+
+
+async def _ask_on_the_terminal(request: ImageRequest, runtime: Runtime, given: bool) -> Consent | None:
+    """The person's consent for a high-tier call: `--yes`, else a y/N question on the terminal (asked only when
+    the budget leaves room), else none (the pipeline then refuses, exit 2)."""
+    settings = runtime.settings
+    if request.tier != "high" or settings.high_tier != "ask":
+        return None
+    try:
+        provider = runtime.providers.choose(request.provider)
+    except FluxKleinError:
+        return None  # the pipeline reports it
+    if not needs_consent(settings.high_tier, request.tier, provider.name):
+        return None
+    quote = pipeline.quote_for(provider, request.tier, request.n)
+    await runtime.in_worker(runtime.spend.check, quote)
+    if given:
+        return Consent.GRANTED
+    if not sys.stdin.isatty():
+        return Consent.NOT_GIVEN
+    print(f"{question(quote)} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+    return Consent.GRANTED if answer.strip().lower() in ("y", "yes") else Consent.DECLINED
+
+
+def _spend(as_json: bool, days: int) -> int:
+    _log_to_stderr(logging.WARNING, "%(levelname)s %(message)s")  # a damaged ledger line is worth a warning
+    settings = Settings.from_env()
+    report = ledger_report(Ledger(settings.ledger), datetime.now().astimezone().date(), days)
+    print(json.dumps(report, indent=2, allow_nan=False) if as_json else render_spend(report))
+    return 0
 
 
 async def _report(done: float, total: float, message: str) -> None:

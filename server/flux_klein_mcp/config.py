@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .errors import ConfigError
 from .redact import Redactor
+from .spend import HIGH_TIER_MODES, HighTierMode, default_ledger
 
 DEFAULT_THUMBNAIL_PX = 512
 DEFAULT_TIMEOUT_S = 120.0
@@ -30,6 +31,10 @@ VARIABLES: dict[str, str] = {
     "FLUX_KLEIN_TIMEOUT_S": f"seconds allowed for each provider request (default {DEFAULT_TIMEOUT_S:g})",
     "FLUX_KLEIN_INPUT_DIRS": "extra folders input images may be read from (OS path separator between them)",
     "FLUX_KLEIN_MAX_INPUT_MB": f"largest input image accepted, in MB (default {DEFAULT_MAX_INPUT_MB:g})",
+    "FLUX_KLEIN_BUDGET_USD": "the most this server process (a session) may spend, in USD; unset = no cap",
+    "FLUX_KLEIN_DAILY_BUDGET_USD": "the most all processes sharing the ledger may spend in a calendar day, in USD",
+    "FLUX_KLEIN_LEDGER": "the ledger of charged images (default ~/.local/state/flux-klein-mcp/ledger.jsonl)",
+    "FLUX_KLEIN_HIGH_TIER": "ask (default: the person approves each high-tier call) | allow | deny",
     "FLUX_KLEIN_HTTP_TOKEN": "bearer token `serve --http` requires of every request (required off loopback)",
     "FLUX_KLEIN_HTTP_ALLOWED_HOSTS": "Host header values `serve --http` accepts off loopback (comma-separated)",
 }
@@ -50,6 +55,10 @@ class Settings:
     max_input_bytes: int
     http_token: str | None = field(default=None, repr=False)
     http_allowed_hosts: tuple[str, ...] = ()
+    budget_usd: float | None = None
+    daily_budget_usd: float | None = None
+    ledger: Path = field(default_factory=default_ledger)
+    high_tier: HighTierMode = "ask"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -76,6 +85,10 @@ class Settings:
             http_allowed_hosts=tuple(
                 h.strip() for h in _get(env, "FLUX_KLEIN_HTTP_ALLOWED_HOSTS").split(",") if h.strip()
             ),
+            budget_usd=_budget(env, "FLUX_KLEIN_BUDGET_USD"),
+            daily_budget_usd=_budget(env, "FLUX_KLEIN_DAILY_BUDGET_USD"),
+            ledger=_path(env, "FLUX_KLEIN_LEDGER", cwd) or default_ledger(),
+            high_tier=_high_tier(env),
         )
 
     def get(self, name: str) -> str:
@@ -95,6 +108,25 @@ def redactor_for(env: Mapping[str, str]) -> Redactor:
 
 def _get(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip()
+
+
+def _budget(env: Mapping[str, str], name: str) -> float | None:
+    return _number(env, name, float, 0.0, minimum=0.0, maximum=1_000_000.0) if _get(env, name) else None
+
+
+def _path(env: Mapping[str, str], name: str, cwd: Path) -> Path | None:
+    raw = _get(env, name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else cwd / path
+
+
+def _high_tier(env: Mapping[str, str]) -> HighTierMode:
+    raw = _get(env, "FLUX_KLEIN_HIGH_TIER").lower() or "ask"
+    if raw not in HIGH_TIER_MODES:
+        raise ConfigError(f"FLUX_KLEIN_HIGH_TIER must be ask, allow or deny, got {raw!r}. Fix or unset it.")
+    return cast(HighTierMode, raw)
 
 
 _Num = TypeVar("_Num", int, float)

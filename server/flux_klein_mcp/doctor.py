@@ -10,10 +10,11 @@ from typing import Any
 
 import anyio
 
+from . import pricing
 from .config import Settings
 from .errors import FluxKleinError
-from .pipeline import Runtime
 from .providers import KeyCheck, Provider
+from .runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Row:
     key_variable: str
     status: str
     detail: str
+    #: limit, usage and limit_remaining in USD, where the provider tells them for free (OpenRouter).
+    credit: dict[str, float | None] | None = None
 
 
 async def diagnose(runtime: Runtime) -> dict[str, Any]:
@@ -40,9 +43,11 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
             group.start_soon(check, provider)
     redact = runtime.settings.redact
     rows = [
-        Row(p.name, p.key_variable or "-", checks[p.name].status, redact(checks[p.name].detail))
+        Row(p.name, p.key_variable or "-", checks[p.name].status, redact(checks[p.name].detail),
+            checks[p.name].credit)
         for p in providers
     ]
+    warnings = [warning for p in providers if (warning := _low_credit(p, checks[p.name].credit))]
     try:
         folder: str | None = str(await anyio.to_thread.run_sync(lambda: runtime.store.folder))
         folder_note = runtime.store.note or "writable"
@@ -66,7 +71,18 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         "provider_for_calls": choice,
         "provider_note": choice_note,
         "usable": usable and folder is not None,
+        "warnings": warnings,
     }
+
+
+def _low_credit(provider: Provider, credit: dict[str, float | None] | None) -> str | None:
+    """A warning when what the key has left would not pay for one image."""
+    left = (credit or {}).get("limit_remaining")
+    price, _ = pricing.worst_case(provider.name, provider.model_for("low"))
+    if left is None or left >= price:
+        return None
+    return (f"{provider.label}: the key has ${left:.4f} left on its limit, less than one image (${price:.4f}). "
+            f"Calls will fail with 402 until credit is added or the limit raised ({provider.billing_url}).")
 
 
 def render(report: dict[str, Any]) -> str:
@@ -80,6 +96,7 @@ def render(report: dict[str, Any]) -> str:
         f"Output folder:  {report['output_dir'] or '-'} ({report['output_dir_status']})",
         f"Calls would use: {report['provider_note']}",
     ]
+    lines += [f"Warning: {warning}" for warning in report["warnings"]]
     if not report["usable"]:
         lines.append("Nothing usable is configured yet: fix what is shown above, or set "
                      "FLUX_KLEIN_PROVIDER=sandbox to try the tools offline.")

@@ -3,7 +3,9 @@
     FluxKleinError                 a message written for the model and the user; never holds a key
     ├── UsageError                 the call or the set-up is wrong; nothing was sent to a provider
     │   ├── InputError             a bad argument (the message names the parameter)
-    │   └── ConfigError            a missing or bad environment variable (the message names it)
+    │   ├── ConfigError            a missing or bad environment variable (the message names it)
+    │   └── ConsentRefused         the high tier without the person's consent: declined, unavailable or denied
+    ├── BudgetExceeded             the call would pass a budget: stop, like a 402; nothing was sent
     ├── ProviderError              the provider refused or failed; `status` is the HTTP status when there was one
     │   ├── CreditsExhausted       402: stop everything; no retry, no other model or tier
     │   ├── AuthFailed             401: the key variable is missing, wrong or revoked
@@ -39,6 +41,16 @@ class InputError(UsageError):
 
 class ConfigError(UsageError):
     """An environment variable is missing or wrong."""
+
+
+class ConsentRefused(UsageError):
+    """The person did not approve the high tier (or could not be asked); the model must not work around it."""
+
+
+class BudgetExceeded(FluxKleinError):
+    """A budget would be passed; refused before any request. Stop and tell the user, like a 402."""
+
+    exit_code = 3
 
 
 class StorageError(FluxKleinError):

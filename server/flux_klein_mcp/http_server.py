@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import Settings
 from .errors import ConfigError
-from .pipeline import Runtime
+from .runtime import Runtime
 
 log = logging.getLogger("flux_klein_mcp.http")
 

@@ -5,33 +5,28 @@ check → choose provider → prepare inputs → plan calls → send (in paralle
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
-import anyio.to_thread
-import httpx
 
 from . import pricing
-from .config import Settings
 from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError
-from .images import ImageInfo, NotAnImage, inspect, return_freed_images_to_the_os
+from .images import ImageInfo, NotAnImage, inspect
 from .inputs import InputPolicy, resolve_inputs
 from .policy import send_with_policy
-from .providers import Call, Provider, Providers, Reply
-from .providers.base import Link, Sleep
+from .providers import Call, Provider, Reply
+from .providers.base import Link
 from .redact import Redactor
 from .request import ImageRequest
-from .rules import nearest_aspect_ratio
+from .rules import Tier, nearest_aspect_ratio
+from .runtime import Runtime
+from .spend import Charge, Consent, Quote, require_consent
 from .store import SavedFile, Store, file_stem, name_stem, timestamp
 
-T = TypeVar("T")
 #: The provider whose request and prices the sandbox simulates.
 SIMULATED = "openrouter"
 log = logging.getLogger("flux_klein_mcp")
@@ -44,47 +39,6 @@ async def _no_report(done: float, total: float, message: str) -> None:
     return None
 
 
-def _now() -> datetime:
-    return datetime.now().astimezone()
-
-
-@dataclass
-class Runtime:
-    """What one server (or one CLI run) shares across calls: settings, the one HTTP client, the output folder."""
-
-    settings: Settings
-    http: httpx.AsyncClient
-    providers: Providers
-    store: Store
-    #: Bounds the Pillow and disk work running at once, however many calls arrive (memory is bounded in images.py).
-    image_work: anyio.CapacityLimiter
-    sleep: Sleep = anyio.sleep
-    clock: Callable[[], datetime] = _now
-    #: Serving clients on other machines (HTTP): their roots and this process's working directory name nothing
-    #: they may read here, so input files come only from FLUX_KLEIN_INPUT_DIRS and the output folder.
-    remote: bool = False
-
-    async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking image or file work in a worker thread, a bounded number at a time."""
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.image_work)
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def open(
-        cls, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
-    ) -> AsyncIterator[Runtime]:
-        """A runtime with its one shared HTTP client, closed on exit. `transport` is the tests' seam."""
-        return_freed_images_to_the_os()
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False) as http:
-            store = Store(settings.output_dir, explicit=settings.output_dir_explicit)
-            work = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
-            runtime = cls(settings=settings, http=http, providers=Providers(settings), store=store, image_work=work)
-            with contextlib.suppress(StorageError):  # sweeps what a killed run left; a bad folder is reported per call
-                await runtime.in_worker(lambda: store.folder)
-            yield runtime
-
-
 @dataclass(frozen=True)
 class GeneratedImage:
     saved: SavedFile
@@ -92,6 +46,9 @@ class GeneratedImage:
     seed: int | None
     prompt_sent: str
     cost_usd: float | None
+    #: "provider", "price list", "sandbox", or None when the provider reports no cost and publishes no price.
+    cost_source: str | None
+    generation_id: str | None
     data: bytes = field(repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -118,6 +75,8 @@ class Outcome:
     would_cost_usd: float | None = None
     notes: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: spent_session_usd, spent_today_usd and (with a budget) budget_left_usd, after this call settled.
+    spend: dict[str, float] = field(default_factory=dict)
 
     def discard(self) -> None:
         """Remove every file this outcome saved (its call was cancelled before the result was delivered)."""
@@ -139,6 +98,7 @@ class Outcome:
             out["would_cost_usd"] = self.would_cost_usd
         if self.failed:
             out["failed"] = self.failed
+        out.update(self.spend)
         if self.notes:
             out["notes"] = self.notes
         return out
@@ -181,13 +141,22 @@ def check_capabilities(provider: Provider, request: ImageRequest, providers: Ite
 
 
 async def run(
-    request: ImageRequest, runtime: Runtime, *, root_dirs: Iterable[Path] = (), report: Report = _no_report
+    request: ImageRequest,
+    runtime: Runtime,
+    *,
+    root_dirs: Iterable[Path] = (),
+    report: Report = _no_report,
+    consent: Consent | None = None,
 ) -> Outcome:
-    """Make the images a request asks for. Raises a `FluxKleinError` with a user-facing message on failure."""
+    """Make the images a request asks for. Raises a `FluxKleinError` with a user-facing message on failure.
+
+    `consent` is the person's answer for a high-tier call (see `spend.consent`), asked by the caller.
+    """
     settings = runtime.settings
     refuse_secrets(request, settings.redact)
     provider = runtime.providers.choose(request.provider)
     check_capabilities(provider, request, runtime.providers)
+    require_consent(settings.high_tier, request.tier, provider.name, consent)
     folder = await runtime.in_worker(runtime.store.ready)  # a folder that cannot take the image fails before spend
     dirs = [folder, *settings.input_dirs, *([] if runtime.remote else root_dirs)]
     policy = InputPolicy.build(settings.cwd, dirs, settings.max_input_bytes, remote=runtime.remote)
@@ -202,8 +171,36 @@ async def run(
         notes.append(f"aspect_ratio {request.aspect_ratio} was taken from the input image "
                      f"({source.width}x{source.height}); pass aspect_ratio to choose another.")
     batch = _Batch(request, provider, runtime, report, notes)
-    await report(0, request.n, f"Asking {provider.label} for {request.n} image(s)")
-    return await batch.run(provider.plan(request))
+    quote = quote_for(provider, request.tier, request.n)
+    tab = await runtime.in_worker(runtime.spend.reserve, quote)  # a budget it would pass refuses it before any request
+    try:
+        await report(0, request.n, f"Asking {provider.label} for {request.n} image(s)")
+        outcome = await batch.run(provider.plan(request))
+    finally:
+        # Settled to the images that stay saved (none for a cancelled call); whatever else was reserved is freed.
+        with anyio.CancelScope(shield=True):
+            await runtime.in_worker(runtime.spend.settle, tab, _charges(batch.kept(), tab.quote, runtime))
+    outcome.spend = await runtime.in_worker(runtime.spend.standing)
+    return outcome
+
+
+def quote_for(provider: Provider, tier: Tier, n: int) -> Quote:
+    """The most a request can cost, before anything is sent (the sandbox costs nothing)."""
+    model = provider.model_for(tier)
+    per_image, source = (0.0, "sandbox") if provider.name == "sandbox" else pricing.worst_case(provider.name, model)
+    return Quote(provider.name, provider.label, model, tier, n, per_image, source)
+
+
+def _charges(images: list[GeneratedImage], quote: Quote, runtime: Runtime) -> list[Charge]:
+    """The ledger's lines for the images a call keeps: the provider's figure, else the list price, else the klein
+    list price as an estimate. Sandbox images cost nothing and are not charges."""
+    when = timestamp(runtime.clock())
+    return [
+        Charge(when, quote.provider, quote.model, quote.tier,
+               image.cost_usd if image.cost_usd is not None else quote.per_image_usd,
+               image.cost_source or "estimate", image.generation_id, str(image.saved.path))
+        for image in images if image.cost_source != "sandbox"
+    ]
 
 
 class _Batch:
@@ -235,8 +232,13 @@ class _Batch:
             with anyio.CancelScope(shield=True):
                 for image in self._saved():
                     await self.runtime.in_worker(Store.discard, image.saved)
+                self.results = [None] * self.request.n
             raise
         return self._outcome()
+
+    def kept(self) -> list[GeneratedImage]:
+        """The images saved and left in place (a fatal error keeps those that finished; a cancel keeps none)."""
+        return list(self._saved())
 
     async def _one(self, call: Call, scope: anyio.CancelScope) -> None:
         try:
@@ -310,7 +312,7 @@ class _Batch:
             sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
         stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
         saved = self.runtime.store.save(data, info.extension, stem, self.runtime.settings.redact.value(sidecar))
-        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, data)
+        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, data)
 
     def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
         if reply.simulated:

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .rules import HIGH_TIER_MODEL, LOW_TIER_MODEL
+from .rules import HIGH_TIER_MODEL, LOW_TIER_MODEL, OPENROUTER_SIZES
 
 # Megapixels as image APIs bill them: 1024x1024 is one megapixel. Part of a megapixel counts as a whole one.
 MEGAPIXEL = 1024 * 1024
@@ -37,6 +37,19 @@ PRICES: Mapping[tuple[str, str], Price] = {
     ("openrouter", HIGH_TIER_MODEL): Price(per_image=0.04),
     ("empiriolabs", "flux-2-klein-4b"): Price(per_image=0.0085),
 }
+
+
+#: Stands in, as an estimate, where a provider publishes no price: FLUX.2 klein's list price for one image.
+ESTIMATE_USD = PRICES[("openrouter", LOW_TIER_MODEL)].of(1024, 1024)
+
+
+def worst_case(provider: str, model: str) -> tuple[float, str]:
+    """The most one image can cost, known before any request: the list price of the largest size we ask for
+    ("price list"), else the klein list price ("estimate")."""
+    price = PRICES.get((provider, model))
+    if price is None:
+        return ESTIMATE_USD, "estimate"
+    return max(price.of(width, height) for width, height in OPENROUTER_SIZES.values()), "price list"
 
 
 def list_price(provider: str, model: str, width: int, height: int) -> float | None:

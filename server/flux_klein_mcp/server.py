@@ -5,6 +5,7 @@ The descriptions are written for the model: they carry the skill's rules because
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -15,23 +16,27 @@ import anyio
 import anyio.lowlevel
 import httpx
 from mcp.server import MCPServer
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp.types import CallToolResult, ListRootsResult, ToolAnnotations
+from mcp.types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import BeforeValidator, Field
 
 from . import __version__, pipeline, shutdown
+from .asking import GenerateConsent, OneImageConsent, consent_of
 from .config import Settings
 from .errors import ConfigError, FluxKleinError, InputError, StorageError
 from .images import FORMATS
 from .inputs import path_from_file_uri
-from .pipeline import Runtime
 from .present import tool_result
 from .providers import PROVIDER_NAMES, ProviderName
 from .providers.base import Sleep
 from .providers.openrouter import BILLING_URL
 from .request import ImageRequest
 from .rules import ASPECT_RATIO_BY_USE, MAX_PROMPT_CHARS, MAX_SEED, AspectRatio, Tier
+from .runtime import Runtime
+from .spend import Approval, Consent
+from .spend.report import provider_credit
 
 log = logging.getLogger("flux_klein_mcp")
 
@@ -41,17 +46,18 @@ RULES = f"""
 Rules:
 - tier="low" (FLUX.2 klein 4B: about $0.014 an image, a few seconds) is for ALL drafts, explorations and \
 iterations. Use tier="high" (Seedream 4.5, $0.04) only when the user explicitly asks for a final production \
-deliverable.
+deliverable. The person approves each high-tier call (the server asks them); if they decline, or cannot be \
+asked, do not retry or work around it: continue on the low tier or tell the user.
 - Give the aspect ratio in aspect_ratio, never in the prompt text (it is added to the prompt for you): {_USE_TABLE}.
-- If the result says the account is out of credits (402): STOP. Do not retry, do not switch tier, model or \
-provider. Tell the user to add credits at {BILLING_URL} (or the billing page the message names).
+- If the result says the account is out of credits (402) or a budget is reached: STOP. Do not retry, do not switch \
+tier, model or provider. Tell the user (credits: {BILLING_URL}, or the page the message names).
 - Every other error says what went wrong and what to fix. Rate limits and provider hiccups were already retried \
 once for you: do not retry in a loop.
 
 Returns: first a JSON text block (images[] with absolute path, uri, width, height, format, bytes, seed; model, \
-provider, tier, cost_usd, prompt_sent), then one small JPEG thumbnail per image for you to look at, then a \
-resource_link per full-size file. Full-size files stay on disk in the output folder (never overwritten, each \
-with a .json sidecar): tell the user the paths."""
+provider, tier, cost_usd, prompt_sent, spent_session_usd, spent_today_usd, budget_left_usd when a budget is set), \
+then one small JPEG thumbnail per image for you to look at, then a resource_link per full-size file. Full-size \
+files stay on disk in the output folder (never overwritten, each with a .json sidecar): tell the user the paths."""
 
 GENERATE = (
     "Generate 1-4 new images from a text description with FLUX.2 [klein] 4B. Write the prompt as descriptive "
@@ -73,6 +79,14 @@ COMPOSE = (
 )
 
 ANNOTATIONS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+
+USAGE = (
+    "What image generation has cost so far, without spending anything: this session's and today's spend (by "
+    "provider and model), the budgets (FLUX_KLEIN_BUDGET_USD, FLUX_KLEIN_DAILY_BUDGET_USD) and what they leave, "
+    "whether the high tier asks the person first, and the provider's remaining credit where it can be read for "
+    "free (OpenRouter). Use it before a large batch, or when the user asks what has been spent."
+)
 
 def _not_a_boolean(value: object) -> object:
     """JSON true/false would otherwise pass as 1/0 (and n=true be paid for): booleans are not numbers."""
@@ -175,22 +189,26 @@ def create_server(
         title="FLUX.2 klein images",
         version=__version__,
         instructions="Generate, edit and compose images with FLUX.2 [klein] 4B. Draft on the low tier; the "
-        "high tier only for an explicitly requested final. On a 402 (out of credits) stop and tell the user.",
+        "high tier only for an explicitly requested final, and only with the person's approval. On a 402 (out of "
+        "credits) or a reached budget, stop and tell the user. get_usage tells what has been spent.",
         lifespan=lifespan,
     )
 
-    async def run(ctx: Context, roots: ListRootsResult, build: Callable[[], ImageRequest]) -> CallToolResult:
+    async def run(ctx: Context, roots: ListRootsResult, consent: ElicitationResult[Approval],
+                  build: Callable[[], ImageRequest]) -> CallToolResult:
         with shutdown.cancellable():  # SIGTERM cancels the call like a client's cancel: its files are rolled back
-            return await call(ctx, roots, build)
+            return await call(ctx, roots, consent_of(consent), build)
         raise ToolError("The server is shutting down: this call was cancelled and nothing it made was kept.")
 
-    async def call(ctx: Context, roots: ListRootsResult, build: Callable[[], ImageRequest]) -> CallToolResult:
+    async def call(ctx: Context, roots: ListRootsResult, consent: Consent | None,
+                   build: Callable[[], ImageRequest]) -> CallToolResult:
         runtime = _runtime(ctx)
         outcome: pipeline.Outcome | None = None
         try:
             if config_error is not None:
                 raise config_error
-            outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress)
+            outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress,
+                                         consent=consent)
             result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px)
             # A cancel that arrived while the worker thread ran is delivered here, inside this try, not later.
             await anyio.lowlevel.checkpoint()
@@ -214,6 +232,7 @@ def create_server(
         prompt: Prompt,
         ctx: Context,
         roots: Roots,
+        consent: GenerateConsent,
         aspect_ratio: AspectRatioArg = None,
         n: Annotated[int, Field(ge=1, le=4, description="How many variations, 1-4 (made in parallel)."),
                      BeforeValidator(_not_a_boolean)] = 1,
@@ -222,7 +241,7 @@ def create_server(
         filename: Filename = None,
         provider: ProviderArg = None,
     ) -> CallToolResult:
-        return await run(ctx, roots, lambda: ImageRequest(
+        return await run(ctx, roots, consent, lambda: ImageRequest(
             "generate", prompt, aspect_ratio, n, seed, tier, filename, provider))
 
     @server.tool(title="Edit image (FLUX.2 klein)", description=EDIT, annotations=ANNOTATIONS, structured_output=False)
@@ -231,13 +250,14 @@ def create_server(
         image: ImageRef,
         ctx: Context,
         roots: Roots,
+        consent: OneImageConsent,
         aspect_ratio: AspectRatioArg = None,
         seed: Seed = None,
         tier: TierArg = "low",
         filename: Filename = None,
         provider: ProviderArg = None,
     ) -> CallToolResult:
-        return await run(ctx, roots, lambda: ImageRequest(
+        return await run(ctx, roots, consent, lambda: ImageRequest(
             "edit", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=(image,)))
 
     @server.tool(title="Compose images (FLUX.2 klein)", description=COMPOSE, annotations=ANNOTATIONS,
@@ -247,14 +267,27 @@ def create_server(
         images: ImageRefs,
         ctx: Context,
         roots: Roots,
+        consent: OneImageConsent,
         aspect_ratio: AspectRatioArg = None,
         seed: Seed = None,
         tier: TierArg = "low",
         filename: Filename = None,
         provider: ProviderArg = None,
     ) -> CallToolResult:
-        return await run(ctx, roots, lambda: ImageRequest(
+        return await run(ctx, roots, consent, lambda: ImageRequest(
             "compose", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=tuple(images)))
+
+    @server.tool(title="Spending so far (FLUX.2 klein images)", description=USAGE, annotations=READ_ONLY,
+                 structured_output=False)
+    async def get_usage(ctx: Context) -> CallToolResult:
+        runtime = _runtime(ctx)
+        if config_error is not None:
+            raise ToolError(runtime.settings.redact(str(config_error)))
+        usage = await runtime.in_worker(runtime.spend.usage)
+        usage["high_tier"] = runtime.settings.high_tier
+        usage["provider_credit"] = await provider_credit(runtime.providers, runtime.http)
+        text = json.dumps(runtime.settings.redact.value(usage), indent=2, allow_nan=False)
+        return CallToolResult(content=[TextContent(text=text)])
 
     _add_output_reader(server)
     return server

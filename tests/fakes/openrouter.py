@@ -42,6 +42,9 @@ class FakeOpenRouter(FakeBase):
         self.key = key
         self.cost = cost
         self._generation = 0
+        #: What GET /key reports (PROVIDERS.md §1): a null limit is an unlimited key.
+        self.key_info: dict[str, Any] = {"label": "sk-or-v1-012...def", "limit": None, "limit_remaining": None,
+                                         "usage": 1.25, "is_free_tier": False}
 
     def scripted_paths(self) -> tuple[str, ...]:
         return ("/chat/completions",)
@@ -55,8 +58,7 @@ class FakeOpenRouter(FakeBase):
             return error(401, "No auth credentials found" if "authorization" not in incoming.headers
                          else "User not found.")
         if incoming.method == "GET" and incoming.path == "/api/v1/key":
-            return Answer.json(200, {"data": {"label": "sk-or-v1-012...def", "limit": None, "limit_remaining": None,
-                                              "usage": 1.25, "is_free_tier": False}})
+            return Answer.json(200, {"data": self.key_info})
         if incoming.method != "POST" or incoming.path != "/api/v1/chat/completions":
             return error(404, f"Not found: {incoming.method} {incoming.path}")
         try:

@@ -85,6 +85,9 @@ class KeyCheck:
 
     status: Literal["ok", "missing", "invalid", "unreachable", "n/a"]
     detail: str = ""
+    #: What the provider says is left, where it can be read without spending (OpenRouter's GET /key):
+    #: `limit`, `usage` and `limit_remaining` in USD (None: no limit, or not reported).
+    credit: dict[str, float | None] | None = None
 
 
 class Provider(Protocol):

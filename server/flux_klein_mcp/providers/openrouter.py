@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import httpx
@@ -113,12 +114,17 @@ class OpenRouter:
             data = _dict(_dict(reply.json(self.label)).get("data"))
         except ProviderError as exc:
             return KeyCheck("unreachable", str(exc))
-        remaining = data.get("limit_remaining")
-        if isinstance(remaining, int | float) and not isinstance(remaining, bool):
-            credit = f"${remaining:,.2f} left on the key's limit"
-        else:
-            credit = "no spending limit" if remaining is None else f"limit remaining {remaining}"
-        return KeyCheck("ok", f"key valid, {credit}")
+        credit = {name: _amount(data.get(name)) for name in ("limit", "usage", "limit_remaining")}
+        remaining = credit["limit_remaining"]
+        left = "no spending limit" if remaining is None else f"${remaining:,.2f} left on the key's limit"
+        return KeyCheck("ok", f"key valid, {left}", credit=credit)
+
+
+def _amount(value: Any) -> float | None:
+    """A USD figure from OpenRouter's key info: a finite number, else None (null means no limit)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:

@@ -1,0 +1,75 @@
+"""Asking the person, over MCP, before a high-tier call: a resolver that runs before the tool body.
+
+It asks only when the answer matters: a high-tier call, FLUX_KLEIN_HIGH_TIER=ask, a provider that offers the tier
+and charges for it, and a budget that leaves room (a call the budget refuses is refused as such, without a
+question). It uses the SDK's resolver pattern, so the question travels as elicitation on every protocol era
+(a mid-call request before 2026-07-28, an input round after). A client that declares no elicitation is not asked
+and gets `Consent.CANNOT_ASK`, which the pipeline turns into a refusal naming FLUX_KLEIN_HIGH_TIER=allow.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+from mcp.server.elicitation import AcceptedElicitation, DeclinedElicitation, ElicitationResult
+from mcp.server.mcpserver import Context, Elicit, Resolve
+from mcp.server.mcpserver.exceptions import ToolError
+
+from .errors import BudgetExceeded, FluxKleinError
+from .pipeline import quote_for
+from .runtime import Runtime
+from .spend import Approval, Consent, question
+
+
+async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[Approval] | Consent | None:
+    if tier != "high":
+        return None
+    runtime = cast(Runtime, ctx.request_context.lifespan_context)
+    if runtime.settings.high_tier != "ask":
+        return None
+    try:
+        chosen = runtime.providers.choose(provider)
+    except FluxKleinError:
+        return None  # the tool body reports it
+    if chosen.name == "sandbox" or "high" not in chosen.capabilities.tiers:
+        return None
+    quote = quote_for(chosen, "high", n)
+    try:
+        await runtime.in_worker(runtime.spend.check, quote)
+    except BudgetExceeded as exc:
+        raise ToolError(runtime.settings.redact(str(exc))) from None
+    if not can_elicit(ctx):
+        return Consent.CANNOT_ASK
+    return Elicit(question(quote), Approval)
+
+
+def can_elicit(ctx: Context) -> bool:
+    """The client declared form elicitation (a bare `elicitation: {}` means form, from before modes existed)."""
+    caps = ctx.client_capabilities
+    elicitation = caps.elicitation if caps is not None else None
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+async def ask_for_generate(ctx: Context, tier: str, n: int, provider: str | None) -> Any:
+    return await _ask(ctx, tier, n, provider)
+
+
+async def ask_for_one(ctx: Context, tier: str, provider: str | None) -> Any:
+    return await _ask(ctx, tier, 1, provider)
+
+
+def consent_of(outcome: ElicitationResult[Any]) -> Consent | None:
+    """The person's answer (or the decision made without asking) as the pipeline takes it."""
+    if isinstance(outcome, AcceptedElicitation):
+        data = outcome.data
+        if isinstance(data, Approval):
+            return Consent.GRANTED if data.approve else Consent.DECLINED
+        return data if isinstance(data, Consent) else None
+    if isinstance(outcome, DeclinedElicitation):
+        return Consent.DECLINED
+    return Consent.CANCELLED
+
+
+#: The tool parameters that carry the answer (filled by the resolver, never by the model).
+GenerateConsent = Annotated[ElicitationResult[Approval], Resolve(ask_for_generate)]
+OneImageConsent = Annotated[ElicitationResult[Approval], Resolve(ask_for_one)]

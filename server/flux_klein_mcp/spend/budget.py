@@ -1,0 +1,191 @@
+"""Budgets, refused before any spend: a call reserves its worst case against the session and daily budgets, then
+settles to what was charged (saved images only) or releases the reservation (a failed or cancelled call).
+
+- The session budget (FLUX_KLEIN_BUDGET_USD) covers this process: its reservations and charges are counted here,
+  under one lock, so concurrent calls cannot both pass a check only one of them fits.
+- The daily budget (FLUX_KLEIN_DAILY_BUDGET_USD) covers every process sharing the ledger: its check and the
+  reservation happen under the ledger's file lock, counting the day's charges and every live reservation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from ..errors import BudgetExceeded
+from .ledger import Charge, DayTotal, Ledger
+
+#: Amounts are compared to the micro-dollar; float sums drift below that.
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The worst case a call can cost, known before any request."""
+
+    provider: str
+    label: str
+    model: str
+    tier: str
+    images: int
+    per_image_usd: float
+    #: "price list" when the provider publishes a price, "estimate" when the klein list price stands in.
+    source: str
+
+    @property
+    def usd(self) -> float:
+        return round(self.per_image_usd * self.images, 6)
+
+
+@dataclass
+class Tab:
+    """One call's reservation."""
+
+    quote: Quote
+    key: str
+    open: bool = True
+
+
+@dataclass
+class Spent:
+    usd: float = 0.0
+    images: int = 0
+    by: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Accountant:
+    def __init__(self, ledger: Ledger, session_budget: float | None, daily_budget: float | None,
+                 clock: Callable[[], datetime]) -> None:
+        self.ledger = ledger
+        self.session_budget = session_budget
+        self.daily_budget = daily_budget
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._session = DayTotal()
+        self._reserved = 0.0
+        self._keys = itertools.count(1)
+
+    # --- a call's life -------------------------------------------------------------------------------------
+
+    def check(self, quote: Quote) -> None:
+        """Raise `BudgetExceeded` if the quote would be refused now; reserves nothing (for asking the person
+        only about calls the budget allows)."""
+        if quote.usd > 0:
+            with self._lock, self.ledger.locked():
+                self._check_both(quote)
+
+    def reserve(self, quote: Quote) -> Tab:
+        """Reserve the quote against both budgets, or raise `BudgetExceeded`, before anything is sent."""
+        tab = Tab(quote, f"{os.getpid()}-{id(self)}-{next(self._keys)}")
+        if quote.usd <= 0:
+            return tab
+        with self._lock:
+            with self.ledger.locked():
+                self._check_both(quote)
+                self.ledger.set_pending(tab.key, quote.usd)
+            self._reserved += quote.usd
+        return tab
+
+    def _check_both(self, quote: Quote) -> None:
+        """Both budgets against the quote (hold `_lock` and the ledger's lock)."""
+        self._check(quote, "FLUX_KLEIN_BUDGET_USD", self.session_budget, self._session.usd, self._reserved,
+                    "in this session (this process)")
+        if self.daily_budget is not None:
+            self._check(quote, "FLUX_KLEIN_DAILY_BUDGET_USD", self.daily_budget, self._today_spent(),
+                        self.ledger.pending_total(), "today (every process sharing the ledger)")
+
+    def settle(self, tab: Tab, charges: list[Charge]) -> None:
+        """Record what the call was charged (its saved images) and free the rest of its reservation."""
+        if not tab.open:
+            return
+        with self._lock:
+            tab.open = False
+            if tab.quote.usd > 0:
+                self._reserved -= tab.quote.usd
+            with self.ledger.locked():
+                self.ledger.append(charges)
+                if tab.quote.usd > 0:
+                    self.ledger.set_pending(tab.key, None)
+            for charge in charges:
+                self._session.add(charge.__dict__)
+
+    def release(self, tab: Tab) -> None:
+        """A failed or cancelled call: nothing was charged."""
+        self.settle(tab, [])
+
+    # --- what has been spent -------------------------------------------------------------------------------
+
+    def standing(self) -> dict[str, float]:
+        """`spent_session_usd`, `spent_today_usd`, and `budget_left_usd` when a budget is set."""
+        with self._lock:
+            out = {"spent_session_usd": round(self._session.usd, 6), "spent_today_usd": round(self._today_spent(), 6)}
+            left = self._left()
+            if left is not None:
+                out["budget_left_usd"] = left
+            return out
+
+    def usage(self) -> dict[str, Any]:
+        """Everything `get_usage` reports from the ledger and this process."""
+        with self._lock:
+            today = self.ledger.days().get(self._today(), DayTotal())
+            return {
+                "session": _summary(self._session),
+                "today": _summary(today),
+                "in_flight_usd": round(self._reserved, 6),
+                "budgets": {
+                    "session_usd": self.session_budget,
+                    "session_left_usd": _left(self.session_budget, self._session.usd),
+                    "daily_usd": self.daily_budget,
+                    "today_left_usd": _left(self.daily_budget, today.usd),
+                    "left_usd": self._left(),
+                },
+                "ledger": str(self.ledger.path),
+            }
+
+    def _today(self) -> date:
+        return self._clock().astimezone().date()
+
+    def _today_spent(self) -> float:
+        return self.ledger.spent_on(self._today())
+
+    def _left(self) -> float | None:
+        lefts = [x for x in (_left(self.session_budget, self._session.usd),
+                             _left(self.daily_budget, self._today_spent())) if x is not None]
+        return min(lefts) if lefts else None
+
+    @staticmethod
+    def _check(quote: Quote, variable: str, budget: float | None, spent: float, reserved: float,
+               scope: str) -> None:
+        if budget is None or spent + reserved + quote.usd <= budget + _EPSILON:
+            return
+        left = max(0.0, budget - spent - reserved)
+        in_flight = f" (and ${reserved:.4f} is reserved by calls still running)" if reserved > _EPSILON else ""
+        estimate = " (an estimate: the provider publishes no price)" if quote.source == "estimate" else ""
+        raise BudgetExceeded(
+            f"Budget reached: this call could cost up to ${quote.usd:.4f} ({quote.images} image(s) at "
+            f"${quote.per_image_usd:.4f}{estimate} on {quote.label}), but {variable} is ${budget:g} and "
+            f"${spent:.4f} was already spent {scope}{in_flight}, leaving ${left:.4f}. Nothing was sent. STOP: do "
+            f"not retry, and do not switch tier, model or provider to get around it. Tell the user the budget is "
+            f"reached; they can raise {variable} (in the server's environment) if they want to spend more."
+        )
+
+
+def _left(budget: float | None, spent: float) -> float | None:
+    return None if budget is None else round(max(0.0, budget - spent), 6)
+
+
+def _summary(total: DayTotal) -> dict[str, Any]:
+    return {
+        "spent_usd": round(total.usd, 6),
+        "images": total.images,
+        "by_provider_model": [
+            {"provider": key.split(" ", 1)[0], "model": key.split(" ", 1)[1], "spent_usd": round(usd, 6),
+             "images": int(images)}
+            for key, (usd, images) in sorted(total.by.items())
+        ],
+    }

@@ -1,0 +1,251 @@
+"""Spend control: budgets refused before any request (atomically, in one process and across processes sharing a
+ledger), a ledger of what was charged that survives restarts, failed and cancelled calls free, the provider's own
+figure preferred to the price list, and usage in every result and in `get_usage`."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.conftest import error_text, output_files, provider_env, summary
+from tests.fakes.core import Fault, Loopback
+from tests.fakes.images_api import AIGATEWAY, FakeImagesAPI
+from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
+from tests.test_cli import BASE_ENV, COMMAND
+
+pytestmark = pytest.mark.anyio
+
+KLEIN = 0.014  # OpenRouter's list price for one klein image (PROVIDERS.md §1)
+
+
+def ledger_lines(ledger: Path) -> list[dict]:
+    return [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
+
+
+async def call_many(client, count: int, arguments: dict | None = None) -> list:
+    results: list = []
+
+    async def one() -> None:
+        results.append(await client.call_tool("generate_image", arguments or {"prompt": "a fox"}))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(count):
+            group.start_soon(one)
+    return results
+
+
+# --- the session budget ------------------------------------------------------------------------------------
+
+async def test_concurrent_calls_against_a_small_budget_send_exactly_what_it_allows(connect, fake, workdir, ledger):
+    async with connect(FLUX_KLEIN_BUDGET_USD="0.05") as client:  # three images at $0.014 fit, a fourth does not
+        results = await call_many(client, 10)
+    ok = [r for r in results if not r.is_error]
+    refused = [error_text(r) for r in results if r.is_error]
+    assert len(fake.completions) == 3 and len(ok) == 3 and len(refused) == 7
+    for text in refused:
+        assert "Budget reached" in text and "FLUX_KLEIN_BUDGET_USD is $0.05" in text and "STOP" in text
+        assert "do not retry" in text and "Nothing was sent" in text
+    assert max(summary(r)["spent_session_usd"] for r in ok) == pytest.approx(3 * KLEIN)
+    assert len([p for p in output_files(workdir) if p.suffix == ".png"]) == 3
+    assert len(ledger_lines(ledger)) == 3
+
+
+async def test_a_refusal_names_what_was_spent_the_budget_and_what_is_left(connect, fake):
+    async with connect(FLUX_KLEIN_BUDGET_USD="0.02") as client:
+        summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        refused = await client.call_tool("generate_image", {"prompt": "a fox"})
+    text = error_text(refused)
+    assert "$0.0140 was already spent in this session" in text and "leaving $0.0060" in text
+    assert "up to $0.0140 (1 image(s) at $0.0140" in text and len(fake.completions) == 1
+
+
+async def test_the_reservation_settles_to_the_providers_own_figure(connect, workdir):
+    fake = FakeOpenRouter(cost=0.004)  # the provider reports less than the list price
+    async with connect(fake, FLUX_KLEIN_BUDGET_USD="0.03") as client:
+        data = [summary(await client.call_tool("generate_image", {"prompt": f"fox {i}"})) for i in range(5)]
+        refused = await client.call_tool("generate_image", {"prompt": "one more"})
+    # 5 x $0.004 = $0.020 spent; a sixth could cost the list price $0.014, which $0.010 left does not cover.
+    assert [d["spent_session_usd"] for d in data] == pytest.approx([0.004 * (i + 1) for i in range(5)])
+    assert data[-1]["budget_left_usd"] == pytest.approx(0.01)
+    assert refused.is_error and len(fake.completions) == 5
+
+
+async def test_without_a_reported_cost_the_list_price_is_charged(connect, ledger):
+    fake = FakeOpenRouter(cost=None)
+    async with connect(fake) as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}))
+    assert data["spent_session_usd"] == pytest.approx(2 * KLEIN) and "budget_left_usd" not in data
+    assert [line["cost_source"] for line in ledger_lines(ledger)] == ["price list", "price list"]
+
+
+async def test_a_provider_without_a_price_is_reserved_and_charged_at_the_klein_estimate(connect, ledger):
+    gateway = FakeImagesAPI(AIGATEWAY)
+    async with connect(gateway, FLUX_KLEIN_BUDGET_USD="0.02") as client:
+        refused = await client.call_tool("generate_image", {"prompt": "a fox", "n": 2})
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert "an estimate: the provider publishes no price" in error_text(refused) and len(gateway.generations) == 1
+    assert data["cost_usd"] is None and data["spent_session_usd"] == pytest.approx(KLEIN)
+    assert ledger_lines(ledger)[0]["cost_source"] == "estimate"
+
+
+# --- failed and cancelled calls cost nothing ---------------------------------------------------------------
+
+async def test_failed_calls_cost_nothing_and_free_their_reservation(connect, fake, ledger):
+    fake.then(error(500, "boom"), error(400, "bad"), error(403, "flagged"))
+    async with connect(FLUX_KLEIN_BUDGET_USD="0.014") as client:
+        for _ in range(3):
+            assert (await client.call_tool("generate_image", {"prompt": "a fox"})).is_error
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert data["spent_session_usd"] == pytest.approx(KLEIN) and data["budget_left_usd"] == 0
+    assert len(ledger_lines(ledger)) == 1
+
+
+async def test_a_cancelled_call_costs_nothing(connect, fake, ledger):
+    fake.then(Fault.HANG)
+    async with connect(loopback=True, FLUX_KLEIN_BUDGET_USD="0.014") as client:
+        with anyio.CancelScope() as scope:
+            async def cancel_when_it_arrives() -> None:
+                await anyio.to_thread.run_sync(fake.arrived.wait, 10)
+                scope.cancel()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(cancel_when_it_arrives)
+                await client.call_tool("generate_image", {"prompt": "a fox"})
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert data["spent_session_usd"] == pytest.approx(KLEIN)
+    assert len(ledger_lines(ledger)) == 1
+
+
+async def test_images_kept_by_a_call_that_failed_after_them_are_charged(connect, fake, ledger):
+    first_saved = threading.Event()
+
+    def out_of_credits_after_the_first(incoming):
+        assert first_saved.wait(10)
+        return error(402, "Insufficient credits")
+
+    async def progress(done, total, message):
+        if done == 1:
+            first_saved.set()
+
+    fake.then(fake.respond, out_of_credits_after_the_first)
+    async with connect(loopback=True) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}, progress_callback=progress)
+    assert result.is_error and "1 image(s) finished before this and were saved" in error_text(result)
+    assert len(ledger_lines(ledger)) == 1
+
+
+# --- the ledger ----------------------------------------------------------------------------------------------
+
+async def test_each_charged_image_is_one_ledger_line_with_what_was_charged(connect, fake, ledger):
+    async with connect() as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 2, "seed": 5}))
+    lines = ledger_lines(ledger)
+    assert len(lines) == 2
+    for line in lines:
+        assert set(line) == {"time", "provider", "model", "tier", "cost_usd", "cost_source", "generation_id", "path"}
+        assert (line["provider"], line["model"], line["tier"]) == ("openrouter", "black-forest-labs/flux.2-klein-4b",
+                                                                   "low")
+        assert line["cost_usd"] == KLEIN and line["cost_source"] == "provider"
+        assert line["generation_id"].startswith("gen-")
+    assert sorted(line["path"] for line in lines) == sorted(i["path"] for i in data["images"])
+
+
+async def test_the_sandbox_is_never_charged(connect, ledger):
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", FLUX_KLEIN_BUDGET_USD="0") as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 4, "tier": "high"}))
+    assert data["spent_session_usd"] == 0 and not ledger.exists()
+
+
+async def test_a_damaged_ledger_line_is_skipped_not_fatal(connect, fake, ledger, caplog):
+    ledger.parent.mkdir(parents=True)
+    good = {"time": "2020-01-01T10:00:00+00:00", "provider": "openrouter", "model": "m", "tier": "low",
+            "cost_usd": 0.5, "cost_source": "provider", "generation_id": None, "path": "/x.png"}
+    ledger.write_text(f"{json.dumps(good)}\nnot json at all\n{{\"cost_usd\": \"NaN\"}}\n")
+    async with connect() as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        usage = json.loads((await client.call_tool("get_usage", {})).content[0].text)
+    assert data["spent_today_usd"] == pytest.approx(KLEIN)
+    assert usage["today"]["images"] == 1
+    assert "damaged line" in caplog.text
+
+
+# --- several processes, one ledger, one daily budget -------------------------------------------------------
+
+def stdio_server(env: dict[str, str], cwd: Path) -> Client:
+    return Client(StdioServerParameters(command=COMMAND, args=[], env={**BASE_ENV, **env}, cwd=cwd))
+
+
+async def test_two_processes_share_one_daily_budget_through_the_ledger(workdir, tmp_path):
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    ledger = tmp_path / "shared" / "ledger.jsonl"
+    env = {**provider_env(fake, server.url), "FLUX_KLEIN_LEDGER": str(ledger),
+           "FLUX_KLEIN_DAILY_BUDGET_USD": str(3 * KLEIN)}
+    results: list = []
+    try:
+        async with stdio_server(env, workdir) as first, stdio_server(env, workdir) as second:
+            async def both(client) -> None:
+                results.extend(await call_many(client, 3))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(both, first)
+                group.start_soon(both, second)
+    finally:
+        server.close()
+    assert len(fake.completions) == 3  # six calls, two processes, one budget of three images
+    assert sum(not r.is_error for r in results) == 3
+    assert all("FLUX_KLEIN_DAILY_BUDGET_USD" in error_text(r) for r in results if r.is_error)
+    assert len(ledger_lines(ledger)) == 3
+
+
+async def test_the_ledger_survives_a_restart(workdir, tmp_path):
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    env = {**provider_env(fake, server.url), "FLUX_KLEIN_LEDGER": str(tmp_path / "ledger.jsonl"),
+           "FLUX_KLEIN_DAILY_BUDGET_USD": str(3 * KLEIN)}
+    try:
+        async with stdio_server(env, workdir) as client:
+            for _ in range(2):
+                summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        async with stdio_server(env, workdir) as client:  # a new process: the day's spend is still there
+            data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+            refused = await client.call_tool("generate_image", {"prompt": "a fox"})
+    finally:
+        server.close()
+    assert data["spent_session_usd"] == pytest.approx(KLEIN) and data["spent_today_usd"] == pytest.approx(3 * KLEIN)
+    assert data["budget_left_usd"] == 0
+    assert refused.is_error and "was already spent today" in error_text(refused)
+    assert len(fake.completions) == 3
+
+
+# --- get_usage ----------------------------------------------------------------------------------------------
+
+async def test_get_usage_reports_spend_budgets_and_the_openrouter_credit_without_spending(connect, fake):
+    fake.key_info.update(limit=10.0, usage=2.5, limit_remaining=7.5)
+    async with connect(FLUX_KLEIN_BUDGET_USD="1", FLUX_KLEIN_DAILY_BUDGET_USD="5") as client:
+        summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}))
+        before = len(fake.completions)
+        result = await client.call_tool("get_usage", {})
+    usage = json.loads(result.content[0].text)
+    assert len(fake.completions) == before  # no generation
+    assert usage["session"]["spent_usd"] == pytest.approx(2 * KLEIN) and usage["session"]["images"] == 2
+    assert usage["session"]["by_provider_model"] == [{"provider": "openrouter",
+                                                       "model": "black-forest-labs/flux.2-klein-4b",
+                                                       "spent_usd": pytest.approx(2 * KLEIN), "images": 2}]
+    assert usage["today"]["spent_usd"] == pytest.approx(2 * KLEIN)
+    assert usage["budgets"]["session_usd"] == 1 and usage["budgets"]["daily_usd"] == 5
+    assert usage["budgets"]["left_usd"] == pytest.approx(1 - 2 * KLEIN)
+    assert usage["provider_credit"]["openrouter"] == {"limit": 10.0, "usage": 2.5, "limit_remaining": 7.5}
+    assert usage["high_tier"] == "ask" and TEST_KEY not in result.content[0].text
+
+
+async def test_get_usage_with_an_unlimited_key_and_no_budgets(connect, fake):
+    async with connect() as client:
+        usage = json.loads((await client.call_tool("get_usage", {})).content[0].text)
+    assert usage["provider_credit"]["openrouter"] == {"limit": None, "usage": 1.25, "limit_remaining": None}
+    assert usage["budgets"]["left_usd"] is None and usage["session"]["spent_usd"] == 0
