@@ -215,8 +215,11 @@ async def test_the_ledger_survives_a_restart(workdir, tmp_path):
         async with stdio_server(env, workdir) as client:  # a new process: the day's spend is still there
             data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
             refused = await client.call_tool("generate_image", {"prompt": "a fox"})
+            usage = json.loads((await client.call_tool("get_usage", {})).content[0].text)
     finally:
         server.close()
+    assert usage["today"]["images"] == 3 and usage["session"]["images"] == 1
+    assert usage["budgets"]["today_left_usd"] == 0
     assert data["spent_session_usd"] == pytest.approx(KLEIN) and data["spent_today_usd"] == pytest.approx(3 * KLEIN)
     assert data["budget_left_usd"] == 0
     assert refused.is_error and "was already spent today" in error_text(refused)
