@@ -222,7 +222,11 @@ async def test_bad_arguments_are_refused_before_any_request(connect, fake, workd
         for arguments in ({"prompt": ""}, {"prompt": "x", "n": 9}, {"prompt": "x", "aspect_ratio": "7:1"},
                           {"prompt": "x", "tier": "max"}, {"prompt": "x" * 5000},
                           # booleans are not integers: n=true used to be taken as 1 (and paid for)
-                          {"prompt": "x", "n": True}, {"prompt": "x", "seed": True}, {"prompt": "x", "seed": False}):
+                          {"prompt": "x", "n": True}, {"prompt": "x", "seed": True}, {"prompt": "x", "seed": False},
+                          # nothing visible is no prompt (it used to be sent, and paid for)
+                          {"prompt": "\u200b\u200b"}, {"prompt": "\u200e \ufeff\x08"},
+                          # an unpaired surrogate cannot be encoded: refused without quoting it back
+                          {"prompt": "a fox \ud800"}, {"prompt": "a fox", "filename": "x\udfff"}):
             result = await client.call_tool("generate_image", arguments)
             assert result.is_error, arguments
         result = await client.call_tool("edit_image", {"prompt": "x", "image": "missing.png"})
@@ -236,6 +240,11 @@ async def test_bad_arguments_are_refused_before_any_request(connect, fake, workd
     ("FLUX_KLEIN_MAX_INPUT_MB", "inf"), ("FLUX_KLEIN_MAX_INPUT_MB", "1e400"), ("FLUX_KLEIN_MAX_INPUT_MB", "nan"),
     ("FLUX_KLEIN_TIMEOUT_S", "inf"), ("FLUX_KLEIN_TIMEOUT_S", "-inf"), ("FLUX_KLEIN_TIMEOUT_S", "NaN"),
     ("FLUX_KLEIN_THUMBNAIL_PX", "1e3"), ("FLUX_KLEIN_THUMBNAIL_PX", "99999999999999999999"),
+    ("FLUX_KLEIN_TIMEOUT_S", "1_000"), ("FLUX_KLEIN_TIMEOUT_S", "\u0663"),  # Python reads both; nobody means them
+    ("FLUX_KLEIN_BUDGET_USD", "-1"), ("FLUX_KLEIN_DAILY_BUDGET_USD", "nan"), ("FLUX_KLEIN_HIGH_TIER", "maybe"),
+    # A home folder that cannot be found used to crash the server at start-up.
+    ("FLUX_KLEIN_OUTPUT_DIR", "~nobody-like-this-user/out"), ("FLUX_KLEIN_INPUT_DIRS", "~nobody-like-this-user"),
+    ("FLUX_KLEIN_LEDGER", "~nobody-like-this-user/ledger.jsonl"),
 ])
 async def test_a_bad_environment_variable_is_reported_by_every_tool(fake, workdir, variable, value):
     server = create_server(env={"OPENROUTER_API_KEY": TEST_KEY, variable: value}, transport=mock_transport(fake))
@@ -243,12 +252,15 @@ async def test_a_bad_environment_variable_is_reported_by_every_tool(fake, workdi
         for tool, args in (("generate_image", {"prompt": "a fox"}),
                            ("edit_image", {"prompt": "a fox", "image": "x.png"})):
             result = await client.call_tool(tool, args)
-            assert_failed(result, f"{variable} must be a ", f"{value!r}", "Fix or unset it")
+            assert_failed(result, variable)
+            assert "Fix or unset it" in error_text(result) or "Use an absolute path" in error_text(result)
     assert fake.requests == []
 
 
 @pytest.mark.parametrize("url", ["not a url", "https://[::1/api/v1", "https://openrouter.ai:99999/api/v1",
-                                 "ftp://openrouter.ai/api/v1", "http://openrouter.example/api/v1"])
+                                 "ftp://openrouter.ai/api/v1", "http://openrouter.example/api/v1",
+                                 "https://xn--a.com/api/v1", "https://openrouter.ai/api/v1?x=1",
+                                 "https://openrouter.ai/api/v1#top"])
 async def test_a_malformed_base_url_names_its_variable_before_any_request(connect, fake, workdir, url):
     result = await call(connect, OPENROUTER_BASE_URL=url)
     text = assert_failed(result, "OPENROUTER_BASE_URL=", "not a usable base URL")
@@ -312,3 +324,21 @@ async def test_an_oddly_shaped_reply_gets_a_real_message_not_a_masked_crash(conn
         assert "Nothing was saved" in text or "could not understand" in text
         assert output_files(workdir) == []
     assert len(fake.completions) == 1
+
+
+@pytest.mark.parametrize("key", ["sk-or-v1-abc\u200bdefghijklmnopqrstuvwxyz", "sk-or-v1-abcdefgh\nijklmnopqrstuv",
+                                 "sk-or-v1-abcdéfghijklmnopqrstuvwxyz"], ids=["zero-width", "newline", "accent"])
+async def test_a_key_with_a_copy_paste_artefact_is_named_before_any_request(connect, fake, workdir, key):
+    result = await call(connect, OPENROUTER_API_KEY=key)
+    text = assert_failed(result, "OPENROUTER_API_KEY contains a space, line break, invisible")
+    assert "could not understand" not in text and fake.requests == []
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda body: body["usage"].update(cost=10 ** 400),  # an integer no float can hold
+    lambda body: body.update(usage={"cost": 1e308}),
+], ids=["400-digit-cost", "1e308-cost"])
+async def test_an_absurd_reported_cost_is_ignored_with_a_note(connect, fake, mutate):
+    fake.then(success_with(mutate))
+    data = summary(await call(connect))
+    assert data["cost_usd"] == 0.014 and any("not an amount" in note for note in data["notes"])

@@ -151,6 +151,15 @@ async def test_an_https_url_reply_is_downloaded_at_once_without_the_key(connect,
     assert (data["images"][0]["width"], data["images"][0]["height"]) == (1248, 832)
 
 
+async def test_more_images_than_asked_for_are_never_downloaded(connect, workdir):
+    fake = gateway("fluxrouter")
+    fake.then(lambda incoming: fake.images_answer(incoming.json, fake.render({**incoming.json, "n": 6})))
+    async with connect(fake) as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert len([r for r in fake.requests if "/files/" in r.path]) == 1 and len(data["images"]) == 1
+    assert any("returned 6 images where 1 were asked for" in note for note in data["notes"])
+
+
 async def test_a_url_on_the_providers_own_http_host_is_downloaded_too(connect, workdir):
     fake = gateway("aigateway")
     fake.then(lambda incoming: fake.images_answer({**incoming.json, "response_format": "url"},
@@ -202,6 +211,24 @@ async def test_an_empiriolabs_job_is_polled_until_it_completes_with_progress(con
     assert fake.count("/jobs/job-1") == 4 and len(data["images"]) == 1
     assert [m for _, m in seen].count("EmpirioLabs job processing") == 3
     assert sleeps.calls == [0.5, 1.0, 2.0]  # backs off between polls
+
+
+async def test_a_job_status_the_server_does_not_know_is_never_repeated_in_progress(connect, sleeps):
+    fake = gateway("empiriolabs")
+    fake.force_jobs = True
+    key = fake.spec.key
+    fake.poll_script.extend([Answer.json(200, {"job_id": "job-1", "status": key[:20], "progress": 10 ** 400}),
+                             Answer.json(200, {"job_id": "job-1", "status": "x" * 5, "progress": "NaN"})])
+    seen = []
+
+    async def progress(done, total, message):
+        seen.append((done, message))
+
+    async with connect(fake) as client:
+        summary(await client.call_tool("generate_image", {"prompt": "a fox"}, progress_callback=progress))
+    messages = [m for _, m in seen]
+    assert "EmpirioLabs job running" in messages and not any(key[:10] in m for m in messages)
+    assert all(0 <= done <= 1 for done, _ in seen)
 
 
 async def test_a_failed_empiriolabs_job_is_an_error(connect, workdir):

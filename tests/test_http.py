@@ -244,3 +244,42 @@ async def test_over_http_input_dirs_are_the_way_in(workdir, openrouter, tmp_path
     message = answer.json()["error"]["message"]
     assert "4 MiB" in message and "about 3 MB" in message and "https:// URL" in message
     assert "FLUX_KLEIN_INPUT_DIRS" in message and len(fake.completions) == 1
+
+
+def test_sigterm_lets_a_call_in_flight_finish_before_the_server_stops(workdir, openrouter):
+    """Found by the adversarial pass: with the 2025-11-25 protocol's event streams, SIGTERM cut a call the provider
+    had already been paid for; the server now drains calls in flight for a few seconds."""
+    import signal
+
+    fake, env = openrouter
+    answer_later = threading.Event()
+
+    def slow(incoming):
+        answer_later.wait(10)
+        return fake.respond(incoming)
+
+    fake.then(slow)
+    port = free_port()
+    proc = subprocess.Popen([COMMAND, "serve", "--http", "--port", str(port)], cwd=workdir, env={**BASE_ENV, **env},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr
+        for line in proc.stderr:
+            if "Application startup complete" in line:
+                break
+        call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                "params": {"name": "generate_image", "arguments": {"prompt": "a fox"}}}
+        answers: list[httpx.Response] = []
+        poster = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"http://127.0.0.1:{port}/mcp", json=call, headers=MCP_HEADERS, timeout=30)))
+        poster.start()
+        assert fake.arrived.wait(20)
+        proc.send_signal(signal.SIGTERM)
+        threading.Timer(1.5, answer_later.set).start()  # the provider answers 1.5 s after the signal
+        poster.join(30)
+        proc.wait(20)
+    finally:
+        proc.kill()
+    message = json.loads(answers[0].text.split("data: ", 1)[1].splitlines()[0])
+    assert message["result"]["isError"] is False
+    assert len([p for p in output_files(workdir) if p.suffix == ".png"]) == 1

@@ -121,6 +121,9 @@ async def test_the_output_folder_is_allowed_so_results_can_be_edited(connect, fa
         ("https:///a.png", "names no host"),
         ("file://[bad/a.png", "not a valid file:// URI"),
         ("~nobody-like-this-user/a.png", "unknown user"),
+        ("https://ex\x7fample.com/a.png", "not a valid https:// URL"),
+        ("https://xn--a.com/a.png", "its host is not valid"),
+        ("https://[fe80::1%25eth0]/a.png", "not a public name"),
     ],
 )
 async def test_bad_references_are_refused_before_any_request(connect, fake, workdir, ref, phrase):
@@ -264,3 +267,11 @@ async def test_network_paths_are_refused_before_any_file_access(connect, fake, w
     result = await edit(connect, ref)
     assert_refused(result, fake, workdir, "image")
     assert "network path" in error_text(result) or "another host" in error_text(result)
+
+
+async def test_a_webp_too_large_to_decode_in_bounded_memory_is_refused(connect, fake, workdir):
+    big = io.BytesIO()
+    Image.new("RGB", (4200, 4200), "teal").save(big, "WEBP", lossless=True)  # 17.6 MP in a few hundred bytes
+    (workdir / "huge.webp").write_bytes(big.getvalue())
+    assert_refused(await edit(connect, "huge.webp"), fake, workdir, "WebP images are accepted up to 16 MP",
+                   "use PNG or JPEG")

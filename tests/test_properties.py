@@ -43,7 +43,7 @@ def test_path_like_file_names_never_keep_a_separator(filename):
 
 
 @FAST
-@given(prompt=st.text(min_size=1, max_size=MAX_PROMPT_CHARS).filter(lambda p: p.strip()),
+@given(prompt=st.text(min_size=1, max_size=MAX_PROMPT_CHARS).filter(lambda p: any(c.isalnum() for c in p)),
        aspect_ratio=st.one_of(st.none(), st.sampled_from(ASPECT_RATIOS)))
 def test_any_reasonable_prompt_is_accepted_and_gets_one_suffix(prompt, aspect_ratio):
     ImageRequest("generate", prompt, aspect_ratio)
@@ -54,7 +54,7 @@ def test_any_reasonable_prompt_is_accepted_and_gets_one_suffix(prompt, aspect_ra
 
 
 @settings(max_examples=40, deadline=None, database=None)
-@given(prompt=st.one_of(st.text(alphabet=" \t\n\r", max_size=20),
+@given(prompt=st.one_of(st.text(alphabet=" \t\n\r\u200b\u200e\ufeff\x08", max_size=20),
                         st.text(min_size=MAX_PROMPT_CHARS + 1, max_size=MAX_PROMPT_CHARS + 50)))
 def test_empty_or_overlong_prompts_are_refused(prompt):
     with pytest.raises(InputError, match="prompt"):

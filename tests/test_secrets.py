@@ -125,6 +125,15 @@ ECHOES = {
     "newline-split": TEST_KEY[:30] + "\n" + TEST_KEY[30:],
     "clipped-by-our-own-clip": "x" * 280 + " " + TEST_KEY,  # our 300-character clip cuts the key short
     "a-fragment": TEST_KEY[20:40],
+    # Found by the second adversarial pass:
+    "hex": TEST_KEY.encode().hex().upper(),
+    "html-entities": "".join(f"&#{ord(c)};" for c in TEST_KEY),
+    "unicode-escapes": "".join(f"\\u{ord(c):04x}" for c in TEST_KEY),
+    "percent-every-byte": "".join(f"%{b:02X}" for b in TEST_KEY.encode()),
+    "direction-marks": "\u200e".join(TEST_KEY),
+    "combining-joiner": "\u034f".join(TEST_KEY),
+    "fullwidth": "".join(chr(ord(c) + 0xFEE0) for c in TEST_KEY),
+    "base64-of-upper": base64.b64encode(TEST_KEY.upper().encode()).decode(),
 }
 
 
@@ -166,6 +175,12 @@ CALLER_CASES = {
     "image-url": ("edit_image", {"prompt": "blue", "image": f"https://example.com/a.png?k={TEST_KEY}"}, "image"),
     "compose-reference": ("compose_images", {"prompt": "both", "images": ["a.png", f"/tmp/{TEST_KEY}.png"]},
                           "images[1]"),
+    # The file name would spell these back out (NFKD, then ASCII): found by the second adversarial pass.
+    "filename-with-emoji": ("generate_image", {"prompt": "a fox", "filename": "🦊".join(
+        TEST_KEY[i:i + 8] for i in range(0, len(TEST_KEY), 8))}, "filename"),
+    "prompt-with-accents": ("generate_image", {"prompt": "".join(c + "\u0301" for c in TEST_KEY)}, "prompt"),
+    "filename-fullwidth": ("generate_image", {"prompt": "a fox", "filename": "".join(
+        chr(ord(c) + 0xFEE0) for c in TEST_KEY)}, "filename"),
 }
 
 
@@ -228,3 +243,60 @@ def _raw(cost) -> str:
     if cost == float("inf"):
         return "Infinity"
     return json.dumps(cost)
+
+
+def assert_no_key_or_encoding(text: str) -> None:
+    assert_no_key(text)
+    assert TEST_KEY.encode().hex() not in text.lower()
+
+
+def test_configuration_errors_and_argument_errors_never_print_a_key(workdir):
+    from tests.fakes.openrouter import TEST_KEY as key
+
+    env = {"OPENROUTER_API_KEY": key, "FLUX_KLEIN_TIMEOUT_S": key}  # a key pasted into the wrong variable
+    doctor = cli(["doctor"], workdir, **env)
+    bad_seed = cli(["generate", "a fox", "--seed", key], workdir, OPENROUTER_API_KEY=key)
+    for done in (doctor, bad_seed):
+        assert done.returncode != 0
+        assert_no_key(done.stdout + done.stderr)
+    assert "FLUX_KLEIN_TIMEOUT_S" in doctor.stderr and "--seed" in bad_seed.stderr
+
+
+def test_the_cli_prints_real_paths_even_when_they_look_like_keys(workdir, tmp_path):
+    folder = tmp_path / "key-moodboard-0123456789abcdef0123"
+    done = cli(["generate", "a fox", "--provider", "sandbox", "--output-dir", str(folder), "--filename",
+                "sk-notakey-0123456789abcdefghij"], workdir)
+    assert done.returncode == 0, done.stderr
+    path = Path(json.loads(done.stdout)["images"][0]["path"])
+    assert path.exists() and path.parent == folder and "[redacted]" not in done.stdout
+
+
+async def test_provider_metadata_and_trailing_bytes_never_reach_the_saved_file(connect, workdir):
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    from tests.fakes.openrouter import FakeOpenRouter
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", f"steps 4, key {TEST_KEY}")
+    info.add_itxt("XML:com.adobe.xmp", f"<x>{TEST_KEY}</x>")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "teal").save(buffer, "PNG", pnginfo=info)
+    tagged = buffer.getvalue() + b"JUNK" * 1000
+
+    def reply(incoming):
+        answer = FakeOpenRouter().success(incoming.json)
+        body = json.loads(answer.body)
+        body["choices"][0]["message"]["images"][0]["image_url"]["url"] = (
+            "data:image/png;base64," + base64.b64encode(tagged).decode())
+        answer.body = json.dumps(body).encode()
+        return answer
+
+    fake = FakeOpenRouter().then(reply)
+    async with connect(fake) as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    saved = Path(data["images"][0]["path"]).read_bytes()
+    assert TEST_KEY.encode() not in saved and b"JUNK" not in saved and saved.endswith(b"IEND\xaeB`\x82")
+    with Image.open(io.BytesIO(saved)) as image:
+        assert image.size == (64, 48) and image.getpixel((0, 0)) == (0, 128, 128)

@@ -252,3 +252,129 @@ async def test_get_usage_with_an_unlimited_key_and_no_budgets(connect, fake):
         usage = json.loads((await client.call_tool("get_usage", {})).content[0].text)
     assert usage["provider_credit"]["openrouter"] == {"limit": None, "usage": 1.25, "limit_remaining": None}
     assert usage["budgets"]["left_usd"] is None and usage["session"]["spent_usd"] == 0
+
+
+# --- found by the adversarial pass ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+@pytest.mark.parametrize("budget", [{}, {"FLUX_KLEIN_BUDGET_USD": "0.03"}], ids=["no-budget", "session-budget"])
+async def test_a_ledger_that_cannot_record_refuses_the_call_before_any_request(connect, fake, workdir, ledger, kind,
+                                                                              budget):
+    import os
+
+    ledger.parent.mkdir(parents=True)
+    if kind == "folder":
+        ledger.mkdir()
+    else:
+        os.mkfifo(ledger)  # opened the plain way for writing, it would hang the server holding the lock
+    async with connect(**budget) as client:
+        with anyio.fail_after(20):
+            result = await client.call_tool("generate_image", {"prompt": "a fox"})
+    text = error_text(result)
+    assert result.is_error and "The spend ledger cannot be written" in text and "FLUX_KLEIN_LEDGER" in text
+    assert "nothing was sent" in text and fake.requests == [] and output_files(workdir) == []
+
+
+async def test_a_call_cancelled_after_the_provider_delivered_still_counts_what_was_billed(connect, fake, ledger):
+    fake.then(fake.respond, Fault.HANG)
+    first_saved = anyio.Event()
+
+    async def progress(done, total, message):
+        if done >= 1:
+            first_saved.set()
+
+    async with connect(loopback=True, FLUX_KLEIN_BUDGET_USD="0.03") as client:
+        with anyio.CancelScope() as scope:
+            async def cancel_after_the_first_image() -> None:
+                await first_saved.wait()
+                scope.cancel()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(cancel_after_the_first_image)
+                await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}, progress_callback=progress)
+        usage = json.loads((await client.call_tool("get_usage", {})).content[0].text)
+    [line] = ledger_lines(ledger)
+    assert line["cost_usd"] == KLEIN and not Path(line["path"]).exists()  # rolled back, but billed
+    assert usage["session"]["spent_usd"] == pytest.approx(KLEIN)
+
+
+async def test_a_billed_reply_without_a_usable_image_counts_against_the_budget(connect, ledger):
+    from tests.fakes.openrouter import success_with
+
+    def billed_text(body):
+        body["choices"][0]["message"] = {"role": "assistant", "content": "no picture today"}
+
+    fake = FakeOpenRouter()
+    fake.then(success_with(billed_text))  # a text answer, for which usage.cost still reports $0.014
+    async with connect(fake, FLUX_KLEIN_BUDGET_USD="0.02") as client:
+        failed = await client.call_tool("generate_image", {"prompt": "a fox"})
+        refused = await client.call_tool("generate_image", {"prompt": "a fox"})
+    assert failed.is_error and "without an image" in error_text(failed)
+    assert refused.is_error and "Budget reached" in error_text(refused)  # $0.006 left
+    [line] = ledger_lines(ledger)
+    assert line["path"] is None and line["cost_source"] == "provider" and len(fake.completions) == 1
+
+
+async def test_an_empiriolabs_job_that_outlives_the_timeout_is_counted_at_its_list_price(connect, ledger):
+    from tests.fakes.images_api import EMPIRIOLABS
+
+    gateway = FakeImagesAPI(EMPIRIOLABS)
+    gateway.force_jobs, gateway.job_polls = True, 10_000  # never finishes
+    async with connect(gateway, FLUX_KLEIN_TIMEOUT_S="0.5") as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox", "n": 2})
+    assert result.is_error and "may still finish and be charged" in error_text(result)
+    lines = ledger_lines(ledger)
+    assert [(line["cost_usd"], line["path"]) for line in lines] == [(0.0085, None), (0.0085, None)]
+
+
+async def test_a_provider_without_a_price_is_quoted_at_the_most_it_was_seen_to_charge(connect, ledger):
+    from tests.fakes.images_api import FLUXROUTER
+
+    gateway = FakeImagesAPI(FLUXROUTER, cost_usd="0.05")  # far above the klein estimate
+    async with connect(gateway, FLUX_KLEIN_BUDGET_USD="0.12") as client:
+        first = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        second = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        refused = await client.call_tool("generate_image", {"prompt": "a fox"})
+    assert first["cost_usd"] == 0.05 and second["spent_session_usd"] == pytest.approx(0.1)
+    # $0.02 left; the next call is quoted at the $0.05 seen, not the $0.014 estimate.
+    assert "highest charge seen" not in error_text(refused) and "up to $0.0500" in error_text(refused)
+    assert len(gateway.generations) == 2
+
+
+@pytest.mark.parametrize("cost", ["1e308", "5e307"])
+async def test_huge_reported_costs_never_add_up_to_infinity(connect, cost):
+    from tests.fakes.images_api import FLUXROUTER
+
+    gateway = FakeImagesAPI(FLUXROUTER, cost_usd=cost)
+    async with connect(gateway) as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox", "n": 2})
+        usage = (await client.call_tool("get_usage", {})).content[0].text
+    for text in (result.content[0].text, usage):
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert "not an amount" in result.content[0].text
+
+
+async def test_odd_ledger_lines_are_skipped_not_fatal(connect, fake, ledger, caplog):
+    ledger.parent.mkdir(parents=True)
+    good = {"time": "2020-01-01T10:00:00+00:00", "provider": "openrouter", "model": "m", "tier": "low",
+            "cost_usd": 0.5, "cost_source": "provider", "generation_id": None, "path": "/x.png"}
+    odd = [{k: v for k, v in good.items() if k != "provider"}, {**good, "time": "0001-01-01T00:00:00+14:00"},
+           {**good, "time": "9999-12-31T23:59:59-14:00"}, {**good, "model": ["not", "text"]}]
+    ledger.write_text("\n".join([*map(json.dumps, odd), '{"cost_usd": ' + "9" * 400 + "}", "[[[[" * 3000, ""]))
+    async with connect(FLUX_KLEIN_DAILY_BUDGET_USD="1") as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert data["spent_today_usd"] == pytest.approx(KLEIN)
+    assert caplog.text.count("damaged line") >= 6
+
+
+async def test_a_long_ledger_is_read_from_its_end(connect, fake, ledger, caplog):
+    ledger.parent.mkdir(parents=True)
+    old = json.dumps({"time": "2020-01-01T10:00:00+00:00", "provider": "openrouter", "model": "m", "tier": "low",
+                      "cost_usd": 0.014, "cost_source": "provider", "generation_id": None, "path": "/x.png"})
+    with ledger.open("w") as fh:  # a damaged line at the very start, then years of history (about 8 MB)
+        fh.write("damaged at the start\n")
+        fh.write((old + "\n") * 40_000)
+    async with connect(FLUX_KLEIN_DAILY_BUDGET_USD="1") as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert data["spent_today_usd"] == pytest.approx(KLEIN)
+    assert "damaged at the start" not in caplog.text  # only the end of the file was read

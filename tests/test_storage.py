@@ -26,7 +26,7 @@ def limited(command: list[str], max_file_kb: int) -> list[str]:
 
 
 @posix_only
-async def test_a_full_disk_after_the_provider_answered_is_a_clear_error_with_no_partial_file(workdir):
+async def test_a_folder_that_cannot_take_an_image_is_refused_before_the_provider_is_paid(workdir):
     fake = FakeOpenRouter()
     server = Loopback(fake)
     try:
@@ -41,9 +41,9 @@ async def test_a_full_disk_after_the_provider_answered_is_a_clear_error_with_no_
     for result in (first, second):  # and the server kept answering
         assert result.is_error
         text = error_text(result)
-        assert "could not be saved" in text and "disk is full" in text and "FLUX_KLEIN_OUTPUT_DIR" in text
-        assert TEST_KEY not in text
-    assert len(fake.completions) == 2
+        assert "cannot take files over 2 KB" in text and "Nothing was sent" in text
+        assert "FLUX_KLEIN_OUTPUT_DIR" in text and TEST_KEY not in text
+    assert len(fake.completions) == 0  # (a disk that fills after the answer: test_store.py, with an OS edge)
     assert output_files(workdir) == []  # no partial image, no sidecar, no temp file
 
 
@@ -55,7 +55,7 @@ def test_the_cli_reports_a_full_disk_with_exit_1(workdir):
                           env={**BASE_ENV, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 1 and done.stdout == ""
-    assert "could not be saved" in done.stderr and "Nothing was written" in done.stderr
+    assert "cannot take files over 2 KB" in done.stderr and "Nothing was sent" in done.stderr
     assert output_files(workdir) == []
 
 

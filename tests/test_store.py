@@ -289,14 +289,24 @@ def test_the_sweep_removes_an_image_whose_sidecar_was_never_linked(tmp_path):
 def test_the_sweep_removes_stale_empty_reservations_with_the_image_they_name(tmp_path):
     (tmp_path / "20261121-090507-fox.png").write_bytes(b"PNGDATA")  # renamed onto its reservation...
     (tmp_path / "20261121-090507-fox.json").write_bytes(b"")  # ...but the sidecar never was
-    fresh = tmp_path / "20261121-090508-owl.png"
-    fresh.write_bytes(b"")  # a reservation of a save running right now
-    user = tmp_path / "holiday.png"
-    user.write_bytes(b"")  # not our naming: never touched
+    (tmp_path / "20261121-090508-owl.json").write_bytes(b"")  # a save running right now
+    (tmp_path / "20261121-090508-owl.png").write_bytes(b"")
     stale = time.time() - store_module.RESERVATION_STALE_S - 5
     os.utime(tmp_path / "20261121-090507-fox.json", (stale, stale))
     sweep(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261121-090508-owl.png", "holiday.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261121-090508-owl.json", "20261121-090508-owl.png"]
+
+
+def test_the_sweep_never_touches_files_it_did_not_make(tmp_path):
+    """Found by the adversarial pass: an empty image of the user's took every file of its stem with it."""
+    stale = time.time() - 3600
+    names = ["20240101-120000-holiday.jpg", "20240101-120000-holiday.psd", "20240101-120000-holiday.txt",
+             "20240101-120000-holiday.jpg.bak", "20240101-120000-notes.json", "empty.json", "holiday.png"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"" if name.endswith((".jpg", ".png")) else b"user data")
+        os.utime(tmp_path / name, (stale, stale))
+    assert sweep(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
 def test_the_sweep_runs_when_the_folder_is_first_used(tmp_path):

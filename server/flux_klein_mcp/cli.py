@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -41,7 +41,7 @@ from .spend.report import render as render_spend
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flux-klein-mcp",
         description="Generate, edit and compose images with FLUX.2 [klein] 4B. With no command, runs the stdio "
         "MCP server.",
@@ -129,8 +129,20 @@ def _report_errors(command: Callable[[], int]) -> int:
     try:
         return command()
     except FluxKleinError as exc:
-        _to_stderr(f"flux-klein-mcp: {exc}")
-        return exc.exit_code
+        return _failed(exc)
+
+
+def _failed(exc: FluxKleinError) -> int:
+    """Print an error's message, with every secret in the environment removed, and return its exit code."""
+    _to_stderr(f"flux-klein-mcp: {redactor_for(os.environ)(str(exc), shapes=False)}")
+    return exc.exit_code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that its error messages (which quote the bad value) never repeat a secret."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redactor_for(os.environ)(message, shapes=False))
 
 
 def _log_to_stderr(level: int = logging.INFO, fmt: str = "%(asctime)s %(name)s %(levelname)s %(message)s") -> None:
@@ -173,8 +185,7 @@ def _serve_http(host: str, port: int) -> int:
         check_exposure(host, settings)
         check_port_free(host, port)
     except FluxKleinError as exc:
-        print(f"flux-klein-mcp: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _failed(exc)
     try:
         serve_http(create_server(settings, remote=True), settings, host, port)
     except KeyboardInterrupt:
@@ -203,12 +214,12 @@ async def _one_call(args: argparse.Namespace) -> int:
         )
         outcome = await _run_until_sigterm(request, settings, args.yes)
     except FluxKleinError as exc:
-        print(f"flux-klein-mcp: {redact(str(exc))}", file=sys.stderr)
+        print(f"flux-klein-mcp: {redact(str(exc), shapes=False)}", file=sys.stderr)
         return exc.exit_code
     if outcome is None:
         print("flux-klein-mcp: stopped by SIGTERM; nothing this call made was kept.", file=sys.stderr)
         return 128 + signal.SIGTERM
-    _print_json(redact.value(outcome.summary()))
+    _print_json(redact.value(outcome.summary(), shapes=False))
     return 0
 
 

@@ -65,7 +65,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
         cwd = (cwd or Path.cwd()).resolve()
         raw_output = _get(env, "FLUX_KLEIN_OUTPUT_DIR")
-        output_dir = Path(raw_output).expanduser() if raw_output else Path("output")
+        output_dir = _expand(raw_output, "FLUX_KLEIN_OUTPUT_DIR") if raw_output else Path("output")
         return cls(
             env=env,
             cwd=cwd,
@@ -75,7 +75,8 @@ class Settings:
             thumbnail_px=_number(env, "FLUX_KLEIN_THUMBNAIL_PX", int, DEFAULT_THUMBNAIL_PX, minimum=0, maximum=4096),
             timeout_s=_number(env, "FLUX_KLEIN_TIMEOUT_S", float, DEFAULT_TIMEOUT_S, minimum=0.001, maximum=3600),
             input_dirs=tuple(
-                Path(p).expanduser() for p in _get(env, "FLUX_KLEIN_INPUT_DIRS").split(os.pathsep) if p.strip()
+                _expand(p, "FLUX_KLEIN_INPUT_DIRS") for p in _get(env, "FLUX_KLEIN_INPUT_DIRS").split(os.pathsep)
+                if p.strip()
             ),
             max_input_bytes=int(
                 _number(env, "FLUX_KLEIN_MAX_INPUT_MB", float, DEFAULT_MAX_INPUT_MB, minimum=0.001, maximum=1024)
@@ -118,8 +119,19 @@ def _path(env: Mapping[str, str], name: str, cwd: Path) -> Path | None:
     raw = _get(env, name)
     if not raw:
         return None
-    path = Path(raw).expanduser()
+    path = _expand(raw, name)
     return path if path.is_absolute() else cwd / path
+
+
+def _expand(raw: str, name: str) -> Path:
+    """A path from a variable, `~` expanded; a home folder that cannot be found, or a NUL, is a bad value."""
+    if "\x00" in raw:
+        raise ConfigError(f"{name} contains a NUL character. Fix or unset it.")
+    try:
+        return Path(raw.strip()).expanduser()
+    except RuntimeError:
+        raise ConfigError(f"{name}={raw!r} starts with the home folder of a user this machine does not know (or "
+                          "there is no home folder). Use an absolute path.") from None
 
 
 def _high_tier(env: Mapping[str, str]) -> HighTierMode:
@@ -141,7 +153,8 @@ def _number(
         return default
     value: _Num | None
     try:
-        value = kind(raw)
+        # ASCII digits only: float() would also take "1_000" or Arabic-Indic digits, which nobody means here.
+        value = kind(raw) if raw.isascii() and "_" not in raw else None
     except (ValueError, OverflowError):
         value = None
     if value is None or not math.isfinite(value) or not minimum <= value <= maximum:

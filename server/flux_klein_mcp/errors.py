@@ -67,6 +67,9 @@ class ProviderError(FluxKleinError):
         super().__init__(message)
         self.provider = provider
         self.status = status
+        #: What the provider charged (or may have) for this failed request: (USD per image, images, "provider" or
+        #: "price list"). A failure after the provider did the work still counts against the budgets.
+        self.charged: tuple[float, int, str] | None = None
 
 
 class CreditsExhausted(ProviderError):

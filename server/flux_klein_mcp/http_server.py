@@ -185,6 +185,10 @@ def serve_http(server: MCPServer[Runtime], settings: Settings, host: str, port: 
     for noisy in ("mcp.server.streamable_http", "mcp.server.streamable_http_manager"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # a line per stateless request otherwise
     # On SIGTERM uvicorn stops taking requests and, after DRAIN_S, cancels those in flight: each call's
-    # cancellation rolls back what it saved, as for a client's cancel.
+    # cancellation rolls back what it saved, as for a client's cancel. sse-starlette would end every event stream
+    # (the responses of the 2025-11-25 protocol) at the first signal instead, cutting calls already paid for.
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
                 timeout_graceful_shutdown=DRAIN_S)

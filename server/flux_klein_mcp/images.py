@@ -5,6 +5,8 @@ Everything here is synchronous and CPU-bound; async callers run it in a worker t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import ctypes
 import io
@@ -27,10 +29,24 @@ FORMATS: dict[str, tuple[str, str]] = {
 
 # A decompression bomb declares a huge canvas in a tiny file: refuse anything above this before decoding.
 MAX_PIXELS = 64 * 1024 * 1024
+#: Pillow decodes a WebP whole, into a buffer and then the image: a larger one would cost several times its size.
+MAX_WEBP_PIXELS = 16 * 1024 * 1024
 MAX_INPUT_SIDE = 2048
 
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*?;base64,(?P<data>.*)$", re.S | re.I)
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def b64decode(text: str) -> bytes:
+    """Strict base64, with whitespace (line breaks some encoders insert) removed only when the strict decode fails:
+    stripping a clean multi-megabyte payload first would cost more than the decode itself."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return base64.b64decode(_WHITESPACE.sub("", text), validate=True)
 
 
 def split_data_url(text: str) -> tuple[str, str] | None:
@@ -52,11 +68,13 @@ class ImageInfo:
     height: int
 
 
-def inspect(data: bytes) -> ImageInfo:
-    """Decode the bytes fully (a truncated file fails here) and describe them."""
-    with _open(data, decode=False) as image, MEMORY.hold(decoded_bytes(image.width, image.height, image.mode)):
+def inspect(data: bytes, thumbnail_px: int = 0, quality: int = 80) -> tuple[ImageInfo, bytes | None]:
+    """Decode the bytes fully (a truncated file fails here) and describe them; with `thumbnail_px`, also make the
+    JPEG thumbnail the model sees, from the same decoded pixels (one decode per image, as it is saved)."""
+    with _open(data, decode=False) as image, MEMORY.hold(_working_bytes(image, shrinking=thumbnail_px > 0)):
         _load(image)
-        return _info(image)
+        info = _info(image)
+        return info, (_thumbnail(image, thumbnail_px, quality) if thumbnail_px > 0 else None)
 
 
 def _open(data: bytes, *, decode: bool = True) -> Image.Image:
@@ -73,6 +91,10 @@ def _open(data: bytes, *, decode: bool = True) -> Image.Image:
             if image.width * image.height > MAX_PIXELS:
                 size = f"{image.width}x{image.height}"
                 raise NotAnImage(f"the image is {size} pixels, more than the {MAX_PIXELS // 1_000_000} MP limit")
+            if image.format == "WEBP" and image.width * image.height > MAX_WEBP_PIXELS:
+                raise NotAnImage(f"WebP images are accepted up to {MAX_WEBP_PIXELS // 1_000_000} MP (this one is "
+                                 f"{image.width}x{image.height}): they cannot be decoded at a reduced scale; use PNG "
+                                 "or JPEG for images that large")
     except NotAnImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -106,11 +128,18 @@ def _info(image: Image.Image) -> ImageInfo:
 def thumbnail_jpeg(data: bytes, max_px: int, quality: int = 80) -> bytes:
     """A JPEG whose long side is at most `max_px`, for the model to look at; alpha is laid on white."""
     with _open(data) as image:
-        small = _flatten(image.convert("RGBA") if _has_alpha(image) else image.convert("RGB"))
-        small.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
-        out = io.BytesIO()
-        small.save(out, "JPEG", quality=quality, optimize=True)
-        return out.getvalue()
+        return _thumbnail(image, max_px, quality)
+
+
+def _thumbnail(image: Image.Image, max_px: int, quality: int) -> bytes:
+    """Shrink `image` (reducing first: a full LANCZOS pass over a megapixel costs ten times more and shows nowhere
+    at this size), then lay any alpha on white and encode a JPEG."""
+    alpha = _has_alpha(image)
+    small = _shrink(image, max_px, alpha, reducing_gap=1.0)
+    small = _flatten(small.convert("RGBA")) if alpha else small.convert("RGB")
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -155,14 +184,11 @@ def prepare_input(data: bytes, max_side: int = MAX_INPUT_SIDE) -> PreparedInput:
         original = _info(source)
         if source.format == "JPEG":
             source.draft(source.mode, (max_side, max_side))  # the decoder scales by 1/2, 1/4 or 1/8 on the way
-        with MEMORY.hold(_preparing_bytes(source)):
+        with MEMORY.hold(_working_bytes(source, shrinking=True)):
             _load(source)
             orientation = source.getexif().get(0x0112)  # after the load: for a PNG, reading EXIF decodes it
             alpha = _has_alpha(source)
-            image = _normalise_mode(source, alpha) if source.mode in _CONVERT_FIRST else source
-            image = _shrink(image, max_side, release=source)
-            clean = _normalise_mode(image, alpha)
-            del image
+            clean = _normalise_mode(_shrink(source, max_side, alpha), alpha)
     if orientation in _UPRIGHT:
         clean = clean.transpose(_UPRIGHT[orientation])
     out = io.BytesIO()
@@ -179,28 +205,37 @@ def prepare_input(data: bytes, max_side: int = MAX_INPUT_SIDE) -> PreparedInput:
 _BAND_BYTES = 16 * 1024 * 1024
 
 
-def _shrink(image: Image.Image, max_side: int, release: Image.Image) -> Image.Image:
-    """`image` with its long side at most `max_side`, made without copying it whole.
+def _shrink(image: Image.Image, max_side: int, alpha: bool, reducing_gap: float = 2.0) -> Image.Image:
+    """`image` with its long side at most `max_side`, made without copying it whole; palette, 1-bit and 16-bit
+    images come out converted (Pillow cannot resize them well). `image` itself may be closed on the way.
 
-    Pillow resizes RGBA through a premultiplied full-size copy, which for a 64 MP image doubles the memory.
-    So a large image is first reduced by a whole factor (box average) one band of rows at a time, the full-size
-    pixels are released (`release`, the decoded source, is closed), and the last step to `max_side` is a LANCZOS
-    resize from at most twice the target.
+    Pillow resizes RGBA through a premultiplied full-size copy, which for a 64 MP image doubles the memory, and a
+    mode conversion would copy it again. So a large image is reduced by a whole factor (box average) one band of
+    rows at a time, each band converted first; the full-size pixels are then released, and the last step to
+    `max_side` is a LANCZOS resize from at most twice the target.
     """
+    convert = image.mode in _CONVERT_FIRST
     factor = max(image.size) // (max_side * 2)
     if factor >= 2:
         width, height = image.size
         rows = max(factor, _BAND_BYTES // (width * 4) // factor * factor)
-        reduced = Image.new(image.mode, (-(-width // factor), -(-height // factor)))
+        reduced: Image.Image | None = None
         for top in range(0, height, rows):
             band = image.crop((0, top, width, min(height, top + rows)))
-            reduced.paste(band.reduce(factor), (0, top // factor))
-            del band
+            small = (_normalise_mode(band, alpha) if convert else band).reduce(factor)
+            if reduced is None:
+                reduced = Image.new(small.mode, (-(-width // factor), -(-height // factor)))
+            reduced.paste(small, (0, top // factor))
+            del band, small
         image.close()
-        release.close()
+        assert reduced is not None
         image = reduced
+    elif convert:
+        converted = _normalise_mode(image, alpha)
+        image.close()
+        image = converted
     if max(image.size) > max_side:
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
     return image
 
 
@@ -228,12 +263,13 @@ def decoded_bytes(width: int, height: int, mode: str) -> int:
     return width * height * bands
 
 
-def _preparing_bytes(source: Image.Image) -> int:
-    """What `prepare_input` holds at its peak: the decoded image, a converted copy for the modes converted first,
-    the reduced image (at most a quarter of the full one) and one band's two copies."""
-    full = decoded_bytes(source.width, source.height, source.mode)
-    converted = source.width * source.height * 4 if source.mode in _CONVERT_FIRST else 0
-    return full + converted + (full + converted) // 4 + 2 * _BAND_BYTES
+def _working_bytes(source: Image.Image, *, shrinking: bool) -> int:
+    """What decoding `source` holds at its peak: its pixels (twice for WebP, which Pillow decodes into a buffer
+    first), and when it is then shrunk, the reduced copy (at most a quarter of it, in 4 bytes a pixel) and one
+    band's copies."""
+    pixels = source.width * source.height
+    full = decoded_bytes(source.width, source.height, source.mode) * (2 if source.format == "WEBP" else 1)
+    return full + (pixels + 2 * _BAND_BYTES if shrinking else 0)
 
 
 class MemoryBudget:

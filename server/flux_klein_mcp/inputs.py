@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import httpx
+
 from .errors import InputError
-from .images import NotAnImage, prepare_input, split_data_url
+from .images import NotAnImage, b64decode, prepare_input, split_data_url
 from .request import InputImage
 
 _SCHEME = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]+):")
@@ -117,10 +119,17 @@ def _https_url(ref: str, parameter: str) -> str:
     else:
         if not parts.hostname:
             problem = "it names no host"
-        elif any(c.isspace() or ord(c) < 32 or c in "<>\"{}|\\^`" for c in ref):
+        elif any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "<>\"{}|\\^`" for c in ref):
             problem = "it contains spaces or characters a URL cannot hold (percent-encode them)"
         elif len(ref) > MAX_URL_CHARS:
             problem = f"it is {len(ref)} characters long; the limit is {MAX_URL_CHARS}"
+        elif "%" in parts.hostname:
+            problem = "its host is not a public name or address"
+        else:
+            try:
+                httpx.Request("GET", ref)  # the host must encode (IDNA), as the provider will need it to
+            except (httpx.InvalidURL, ValueError) as exc:
+                problem = f"its host is not valid ({exc})"
     if problem:
         raise InputError(f"{parameter}: {shown(ref)} is not a valid https:// URL ({problem}). Check the URL, or pass "
                          "a local file path instead.")
@@ -217,7 +226,7 @@ def _from_data_url(ref: str, policy: InputPolicy, parameter: str) -> InputImage:
     if len(encoded) * 3 // 4 > policy.max_bytes:
         _check_size(len(encoded) * 3 // 4, policy, parameter, "the data URL")
     try:
-        data = base64.b64decode(re.sub(r"\s+", "", encoded), validate=True)
+        data = b64decode(encoded)
     except (binascii.Error, ValueError):
         raise InputError(f"{parameter}: the data URL's base64 is not valid (malformed or truncated).") from None
     source = f"data:{mime};base64 ({len(data)} bytes)"

@@ -17,6 +17,7 @@ from . import pricing
 from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError
 from .images import ImageInfo, NotAnImage, inspect
 from .inputs import InputPolicy, resolve_inputs
+from .metadata import strip_metadata
 from .policy import send_with_policy
 from .providers import Call, Provider, Reply
 from .providers.base import Link
@@ -25,7 +26,7 @@ from .request import ImageRequest
 from .rules import Tier, nearest_aspect_ratio
 from .runtime import Runtime
 from .spend import Charge, Consent, Quote, require_consent
-from .store import SavedFile, Store, file_stem, name_stem, timestamp
+from .store import SavedFile, Store, ascii_fold, file_stem, name_stem, timestamp
 
 #: The provider whose request and prices the sandbox simulates.
 SIMULATED = "openrouter"
@@ -49,7 +50,8 @@ class GeneratedImage:
     #: "provider", "price list", "sandbox", or None when the provider reports no cost and publishes no price.
     cost_source: str | None
     generation_id: str | None
-    data: bytes = field(repr=False)
+    #: The JPEG thumbnail the model sees, made from the pixels decoded to check the image (None: thumbnails off).
+    thumbnail: bytes | None = field(repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -111,6 +113,8 @@ def refuse_secrets(request: ImageRequest, redact: Redactor) -> None:
     texts = [("prompt", request.prompt), ("filename", request.filename or "")]
     texts += [(f"{'images' if len(refs) > 1 else 'image'}{f'[{i}]' if len(refs) > 1 else ''}",
                ref.split(",", 1)[0] if ref.lstrip()[:5].lower() == "data:" else ref) for i, ref in enumerate(refs)]
+    # Also as the file name will spell them: folding to ASCII drops emoji and accents a key may be padded with.
+    texts += [(parameter, ascii_fold(text)) for parameter, text in texts[:2]]
     for parameter, text in texts:
         variable = redact.find(text)
         if variable is not None:
@@ -173,13 +177,17 @@ async def run(
     batch = _Batch(request, provider, runtime, report, notes)
     quote = quote_for(provider, request.tier, request.n)
     tab = await runtime.in_worker(runtime.spend.reserve, quote)  # a budget it would pass refuses it before any request
+    warning = None
     try:
         await report(0, request.n, f"Asking {provider.label} for {request.n} image(s)")
         outcome = await batch.run(provider.plan(request))
     finally:
-        # Settled to the images that stay saved (none for a cancelled call); whatever else was reserved is freed.
+        # Settled to what the provider made (kept or not); whatever else was reserved is freed.
         with anyio.CancelScope(shield=True):
-            await runtime.in_worker(runtime.spend.settle, tab, _charges(batch.kept(), tab.quote, runtime))
+            charges = batch.bill.charges(batch.kept(), tab.quote, timestamp(runtime.clock()))
+            warning = await runtime.in_worker(runtime.spend.settle, tab, charges)
+    if warning:
+        outcome.notes.append(warning)
     outcome.spend = await runtime.in_worker(runtime.spend.standing)
     return outcome
 
@@ -191,16 +199,34 @@ def quote_for(provider: Provider, tier: Tier, n: int) -> Quote:
     return Quote(provider.name, provider.label, model, tier, n, per_image, source)
 
 
-def _charges(images: list[GeneratedImage], quote: Quote, runtime: Runtime) -> list[Charge]:
-    """The ledger's lines for the images a call keeps: the provider's figure, else the list price, else the klein
-    list price as an estimate. Sandbox images cost nothing and are not charges."""
-    when = timestamp(runtime.clock())
-    return [
-        Charge(when, quote.provider, quote.model, quote.tier,
-               image.cost_usd if image.cost_usd is not None else quote.per_image_usd,
-               image.cost_source or "estimate", image.generation_id, str(image.saved.path))
-        for image in images if image.cost_source != "sandbox"
-    ]
+@dataclass
+class Bill:
+    """Everything one call's provider requests made, kept or not: the ledger counts what the provider billed."""
+
+    #: Saved, then removed because the call was cancelled.
+    discarded: list[GeneratedImage] = field(default_factory=list)
+    #: Delivered but not saved (unusable, or more than asked for): (reply, how many).
+    unsaved: list[tuple[Reply, int]] = field(default_factory=list)
+    #: Requests that failed after the provider did the work: (USD per image, images, cost source).
+    failed: list[tuple[float, int, str]] = field(default_factory=list)
+
+    def charges(self, kept: list[GeneratedImage], quote: Quote, when: str) -> list[Charge]:
+        """The ledger's lines: each image's own cost (the provider's figure, else the list price), else the quote's
+        per-image price (an estimate where the provider publishes none). The sandbox is never charged."""
+        def line(usd: float, source: str, generation_id: str | None, path: str | None) -> Charge:
+            return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6), source, generation_id, path)
+
+        lines = [line(image.cost_usd if image.cost_usd is not None else quote.per_image_usd,
+                      image.cost_source or quote.source, image.generation_id, str(image.saved.path))
+                 for image in kept + self.discarded if image.cost_source != "sandbox"]
+        for reply, count in self.unsaved:
+            if not reply.simulated:
+                reported = reply.reported_cost_usd
+                usd = reported / max(1, len(reply.images)) if reported is not None else quote.per_image_usd
+                lines += [line(usd, "provider" if reported is not None else quote.source, reply.generation_id, None)
+                          for _ in range(count)]
+        lines += [line(usd, source, None, None) for usd, count, source in self.failed for _ in range(count)]
+        return lines if quote.usd > 0 else []
 
 
 class _Batch:
@@ -221,6 +247,7 @@ class _Batch:
         self.failures: list[ProviderError] = []
         self.fatal: FluxKleinError | None = None
         self.done = 0
+        self.bill = Bill()
 
     async def run(self, calls: list[Call]) -> Outcome:
         try:
@@ -228,10 +255,11 @@ class _Batch:
                 for call in calls:
                     group.start_soon(self._one, call, group.cancel_scope)
         except anyio.get_cancelled_exc_class():
-            # The client cancelled: it will never see these files, so none are left behind.
+            # The client cancelled: it will never see these files, so none are left behind (they were billed).
             with anyio.CancelScope(shield=True):
                 for image in self._saved():
                     await self.runtime.in_worker(Store.discard, image.saved)
+                self.bill.discarded += self._saved()
                 self.results = [None] * self.request.n
             raise
         return self._outcome()
@@ -241,6 +269,7 @@ class _Batch:
         return list(self._saved())
 
     async def _one(self, call: Call, scope: anyio.CancelScope) -> None:
+        reply, saved = None, 0
         try:
             link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep)
             # Every string the provider chose is redacted here, before it can reach a sidecar, result or log.
@@ -251,6 +280,7 @@ class _Batch:
                 with anyio.CancelScope(shield=True):
                     image = await self.runtime.in_worker(self._save, call, k, reply, data)
                 self.results[call.index + k] = image
+                saved += 1
                 self.done += 1
                 await self.report(self.done, self.request.n, f"Saved {image.saved.path.name}")
             if len(reply.images) < call.count:
@@ -258,6 +288,8 @@ class _Batch:
                 self.failures.append(BadReply(f"{self.provider.label} returned {missing} image(s) fewer than asked.",
                                               provider=self.provider.label))
         except (StorageError, ProviderError) as exc:
+            if isinstance(exc, ProviderError) and exc.charged:
+                self.bill.failed.append(exc.charged)
             if isinstance(exc, StorageError) or exc.fatal:
                 self.fatal = self.fatal or exc
                 scope.cancel()
@@ -269,22 +301,26 @@ class _Batch:
             self.failures.append(BadReply(
                 f"{self.provider.label} sent a reply this server could not understand. Nothing was saved from it; "
                 "try again, and report it if it keeps happening.", provider=self.provider.label))
+        finally:
+            if reply is not None and len(reply.images) > saved:  # made and billed, but unusable or not kept
+                self.bill.unsaved.append((reply, len(reply.images) - saved))
 
     def _call_progress(self, call: Call) -> Callable[[float, str], Awaitable[None]]:
-        async def progress(fraction: float, message: str) -> None:
-            await self.report(self.done + fraction * call.count, self.request.n, message)
+        async def progress(fraction: float, message: str) -> None:  # (a provider's words may be in the message)
+            await self.report(self.done + fraction * call.count, self.request.n, self.runtime.settings.redact(message))
 
         return progress
 
     def _save(self, call: Call, k: int, reply: Reply, data: bytes) -> GeneratedImage:
         try:
-            info = inspect(data)
+            info, thumbnail = inspect(data, self.runtime.settings.thumbnail_px)
         except NotAnImage as exc:
             raise BadReply(
                 f"{self.provider.label} returned data that is not a usable image ({exc}). "
                 "Nothing was saved; try again.",
                 provider=self.provider.label,
             ) from None
+        data = strip_metadata(data, info.format)  # no provider text, EXIF or trailing bytes in the saved file
         index = call.index + k
         seed = call.seed if call.count == 1 else None  # a batch shares one request: no per-image seed
         cost, cost_source = self._cost(reply, info)
@@ -311,8 +347,9 @@ class _Batch:
             sidecar["would_send"] = reply.would_send
             sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
         stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
-        saved = self.runtime.store.save(data, info.extension, stem, self.runtime.settings.redact.value(sidecar))
-        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, data)
+        saved = self.runtime.store.save(data, info.extension, stem,
+                                       self.runtime.settings.redact.value(sidecar, shapes=False))
+        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, thumbnail)
 
     def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
         if reply.simulated:
@@ -359,7 +396,7 @@ class _Batch:
             cost_usd=cost,
             would_cost_usd=would_cost,
             notes=notes,
-            failed=[self.runtime.settings.redact(str(f)) for f in self.failures],
+            failed=[self.runtime.settings.redact(str(f), shapes=False) for f in self.failures],
         )
 
 

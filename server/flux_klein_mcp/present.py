@@ -17,23 +17,30 @@ from .pipeline import Outcome
 
 #: Claude Desktop rejects results over 1,048,576 characters; keep a margin for the JSON-RPC envelope.
 RESULT_BUDGET = 1_000_000
-#: Sizes (fraction of the configured long side) and JPEG qualities tried in turn until the thumbnails fit.
+#: Sizes (fraction of the configured long side) and JPEG qualities tried in turn until the thumbnails fit; the first
+#: is what `images.inspect` makes as each image is saved.
 SHRINK_STEPS: tuple[tuple[float, int], ...] = ((1.0, 80), (0.75, 72), (0.5, 65), (0.35, 55), (0.25, 45))
 MIN_THUMBNAIL_PX = 96
 
 
-def thumbnails(images: Sequence[bytes], max_px: int, budget: int) -> list[str] | None:
-    """Base64 JPEG thumbnails that fit `budget` characters together, or None when even the smallest do not."""
-    if max_px <= 0 or not images:
+def thumbnails(images: Sequence[bytes | None], max_px: int, budget: int) -> list[str] | None:
+    """Base64 JPEG thumbnails that fit `budget` characters together, or None when even the smallest do not.
+
+    The thumbnails made as each image was saved are used as they are; only when they do not fit are smaller
+    ones made, from them (never from the full images again).
+    """
+    made = [thumb for thumb in images if thumb is not None]
+    if max_px <= 0 or not made:
         return []
-    for scale, quality in SHRINK_STEPS:
-        px = min(max_px, max(MIN_THUMBNAIL_PX, int(max_px * scale)))
-        encoded = [base64.b64encode(thumbnail_jpeg(data, px, quality)).decode("ascii") for data in images]
+    encoded = [base64.b64encode(thumb).decode("ascii") for thumb in made]
+    for scale, quality in SHRINK_STEPS[1:]:
         if sum(len(e) for e in encoded) <= budget:
             return encoded
+        px = min(max_px, max(MIN_THUMBNAIL_PX, int(max_px * scale)))
+        encoded = [base64.b64encode(thumbnail_jpeg(thumb, px, quality)).decode("ascii") for thumb in made]
         if px <= MIN_THUMBNAIL_PX:
             break
-    return None
+    return encoded if sum(len(e) for e in encoded) <= budget else None
 
 
 def tool_result(outcome: Outcome, thumbnail_px: int) -> CallToolResult:
@@ -49,12 +56,17 @@ def tool_result(outcome: Outcome, thumbnail_px: int) -> CallToolResult:
         )
         for image in outcome.images
     ]
-    fixed = len(json.dumps(summary, indent=2)) + sum(len(link.model_dump_json()) for link in links) + 2000
-    thumbs = thumbnails([image.data for image in outcome.images], thumbnail_px, RESULT_BUDGET - fixed)
+    fixed = len(_json(summary)) + sum(len(link.model_dump_json()) for link in links) + 2000
+    thumbs = thumbnails([image.thumbnail for image in outcome.images], thumbnail_px, RESULT_BUDGET - fixed)
     if thumbs is None:
         thumbs = []
         summary.setdefault("notes", []).append("Thumbnails were left out to keep the result under 1 MiB.")
-    blocks: list[TextContent | ImageContent | ResourceLink] = [TextContent(text=json.dumps(summary, indent=2))]
+    blocks: list[TextContent | ImageContent | ResourceLink] = [TextContent(text=_json(summary))]
     blocks += [ImageContent(data=thumb, mime_type="image/jpeg") for thumb in thumbs]
     blocks += links
     return CallToolResult(content=list(blocks))
+
+
+def _json(value: dict[str, object]) -> str:
+    """The summary as the model reads it: NaN and Infinity are refused (they are not JSON)."""
+    return json.dumps(value, indent=2, allow_nan=False)

@@ -58,6 +58,10 @@ def list_price(provider: str, model: str, width: int, height: int) -> float | No
     return None if price is None else price.of(width, height)
 
 
+#: A figure above this for one reply is not a charge anybody made (and n of them could add up to Infinity).
+MAX_REPORTED_USD = 1000.0
+
+
 def reported(raw: object, provider: str) -> tuple[float | None, str | None]:
     """A provider's own figure for a charge, if it is one: a finite number >= 0 (a JSON number, or a header's
     text). Anything else is no figure, with a note saying so (NaN or Infinity would make the JSON we write invalid;
@@ -65,14 +69,14 @@ def reported(raw: object, provider: str) -> tuple[float | None, str | None]:
     if raw is None or raw == "":
         return None, None
     value: float | None = None
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        value = float(raw)
-    elif isinstance(raw, str) and len(raw) < 40:
-        try:
+    try:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
             value = float(raw)
-        except ValueError:
-            value = None
-    if value is not None and math.isfinite(value) and value >= 0:
+        elif isinstance(raw, str) and len(raw) < 40 and raw.strip().isascii() and "_" not in raw:
+            value = float(raw)
+    except (ValueError, OverflowError):  # (an integer of 400 digits overflows a float)
+        value = None
+    if value is not None and math.isfinite(value) and 0 <= value <= MAX_REPORTED_USD:
         return round(value, 8), None
     shown = f" ({value:g})" if value is not None else ""
     return None, (f"{provider} reported a cost that is not an amount in USD{shown}; it was ignored, so cost_usd "

@@ -1,10 +1,12 @@
 """Keeping secrets out of everything this server writes: results, sidecars, log lines and the CLI's output.
 
 A provider may echo a key back in any string it sends (an error body, a generation id, a model name), and not
-always verbatim: upper-cased, base64- or URL-encoded, split by whitespace, or cut short by a clip. So a secret is
-searched for in all those forms, case-insensitively and ignoring whitespace, and any run of `FRAGMENT_CHARS` or
-more of its characters counts as the secret. Anything shaped like a provider key is removed too, even when it is
-not one of ours.
+always verbatim: upper-cased, base64-, hex-, URL- or HTML-encoded, escaped, split by whitespace or invisible
+characters, in fullwidth letters, or cut short by a clip. So a secret is searched for in all those forms,
+case-insensitively, after folding compatibility characters (NFKC) and dropping whitespace, invisible and combining
+characters; any run of `FRAGMENT_CHARS` or more of its characters counts as the secret. In a provider's own words
+(`shapes=True`, the default) anything shaped like a provider key is removed too, even when it is not one of ours;
+our own output (paths, file names) is not searched for shapes, which would mangle a folder named like a key.
 
 The same search tells whether a caller's own text (a prompt, a file name) holds a configured secret, so it can be
 refused before it is sent anywhere.
@@ -16,6 +18,7 @@ import base64
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -30,8 +33,9 @@ _BLOCK = 4
 
 # Key shapes the providers hand out; removed even when we do not know the exact key (a provider may echo one).
 _KEY_PATTERN = re.compile(r"\b(?:sk|pk|rk|key|fx|el|ag)[-_](?:[A-Za-z0-9]+[-_])*[A-Za-z0-9]{16,}\b")
-# Characters a provider (or a clip) may insert into an echoed key without changing what it reveals.
-_GAPS = re.compile(r"[\s\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+# Characters a provider (or a clip) may insert into an echoed key without changing what it reveals (the ASCII fast
+# path; other text is folded character by character, see `_fold`).
+_GAPS = re.compile(r"\s")
 
 
 def looks_secret(value: str) -> bool:
@@ -54,22 +58,44 @@ def _base64_cores(secret: bytes) -> set[str]:
 
 def _forms(secret: str) -> set[str]:
     """Every spelling of a secret we look for, lower-cased and without whitespace."""
-    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
-    forms |= _base64_cores(secret.encode())
-    return {_squeeze(form) for form in forms if len(form) >= MIN_SECRET_CHARS}
+    raw = secret.encode()
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1], raw.hex(),
+             "".join(f"%{b:02x}" for b in raw), "".join(f"\\u{ord(c):04x}" for c in secret),
+             "".join(f"\\x{b:02x}" for b in raw), "".join(f"&#{ord(c)};" for c in secret),
+             "".join(f"&#x{ord(c):x};" for c in secret)}
+    for variant in {raw, secret.upper().encode(), secret.lower().encode()}:
+        forms |= _base64_cores(variant)
+    return {_squeeze(form)[0] for form in forms if len(form) >= MIN_SECRET_CHARS}
 
 
-def _squeeze(text: str) -> str:
-    """`text` lower-cased, without whitespace or invisible characters (an echo may be split by them)."""
-    squeezed = _GAPS.sub("", text)
-    lowered = squeezed.lower()
-    # A few characters lower-case to two; keep those as they are, so positions still map back (`_origins`).
-    return lowered if len(lowered) == len(squeezed) else "".join(c if len(c.lower()) > 1 else c.lower()
-                                                                 for c in squeezed)
+def _squeeze(text: str) -> tuple[str, list[int] | None]:
+    """`text` folded for matching, and where each kept character came from (None: see `_origins`).
+
+    ASCII text (nearly all of it) takes a fast path: whitespace dropped, lower-cased. Other text is folded one
+    character at a time: whitespace, format (Cf, e.g. zero-width and direction marks) and combining (Mn)
+    characters dropped; compatibility forms (fullwidth letters) folded to theirs (NFKC); lower-cased.
+    """
+    if text.isascii():
+        return _GAPS.sub("", text).lower(), None
+    kept: list[str] = []
+    where: list[int] = []
+    for i, char in enumerate(text):
+        folded = _fold(char)
+        if folded:
+            kept.append(folded)
+            where.append(i)
+    return "".join(kept), where
+
+
+def _fold(char: str) -> str:
+    if char.isspace() or unicodedata.category(char) in ("Cf", "Mn", "Me"):
+        return ""
+    folded = unicodedata.normalize("NFKC", char).lower()
+    return folded if len(folded) == 1 else char
 
 
 def _origins(text: str) -> list[int]:
-    """For each character of `_squeeze(text)`, its index in `text`."""
+    """For each character of the ASCII fast path's `_squeeze(text)`, its index in `text`."""
     return [i for i, char in enumerate(text) if not _GAPS.match(char)]
 
 
@@ -85,29 +111,30 @@ class Redactor:
                     for i in range(len(form) - _BLOCK + 1):
                         self._blocks.setdefault(form[i:i + _BLOCK], []).append((name, form, i))
 
-    def __call__(self, text: str) -> str:
-        """`text` with every secret, and everything shaped like a key, replaced by `[redacted]`."""
+    def __call__(self, text: str, *, shapes: bool = True) -> str:
+        """`text` with every secret (and, with `shapes`, everything shaped like a key) replaced by `[redacted]`."""
         if self._blocks and text:
-            found = list(self._matches(_squeeze(text)))
+            squeezed, where = _squeeze(text)
+            found = list(self._matches(squeezed))
             if found:
-                origin = _origins(text)
+                origin = where if where is not None else _origins(text)
                 for start, end in reversed(_merge((origin[s], origin[e - 1] + 1) for _, s, e in found)):
                     text = text[:start] + REDACTED + text[end:]
-        return _KEY_PATTERN.sub(REDACTED, text)
+        return _KEY_PATTERN.sub(REDACTED, text) if shapes else text
 
-    def value(self, value: Any) -> Any:
+    def value(self, value: Any, *, shapes: bool = True) -> Any:
         """A JSON-like value with every string in it redacted (keys of mappings included)."""
         if isinstance(value, str):
-            return self(value)
+            return self(value, shapes=shapes)
         if isinstance(value, Mapping):
-            return {self(str(k)): self.value(v) for k, v in value.items()}
+            return {self(str(k), shapes=shapes): self.value(v, shapes=shapes) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self.value(v) for v in value]
+            return [self.value(v, shapes=shapes) for v in value]
         return value
 
     def find(self, text: str) -> str | None:
         """The variable whose secret `text` holds (in any form), or None."""
-        return next((name for name, _, _ in self._matches(_squeeze(text))), None) if self._blocks else None
+        return next((name for name, _, _ in self._matches(_squeeze(text)[0])), None) if self._blocks else None
 
     def _matches(self, squeezed: str) -> Iterator[tuple[str, int, int]]:
         """(variable, start, end) of every run of `squeezed` that is a long enough piece of a secret's form.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 from .errors import InputError
@@ -59,8 +60,12 @@ class ImageRequest:
 
 def check_request(req: ImageRequest) -> None:
     """Refuse a bad request before any spend, naming the parameter and the accepted values."""
-    prompt = req.prompt.strip() if isinstance(req.prompt, str) else ""
-    if not prompt:
+    texts = (("prompt", req.prompt), ("filename", req.filename), *(("image", ref) for ref in req.image_refs))
+    for parameter, text in texts:
+        if isinstance(text, str) and any("\ud800" <= char <= "\udfff" for char in text):
+            # (Never quoted back: a lone surrogate cannot be encoded, and the whole reply would be lost.)
+            raise InputError(f"{parameter} contains an invalid character (an unpaired UTF-16 surrogate). Remove it.")
+    if not isinstance(req.prompt, str) or not any(_visible(char) for char in req.prompt):
         raise InputError("prompt is empty. Describe the image you want (subject first, then style and setting).")
     if len(req.prompt) > MAX_PROMPT_CHARS:
         raise InputError(
@@ -80,6 +85,11 @@ def check_request(req: ImageRequest) -> None:
             f"tier must be 'low' or 'high', got {req.tier!r}. Use 'low' unless the user asked for a final."
         )
     _check_image_count(req.operation, req.image_refs)
+
+
+def _visible(char: str) -> bool:
+    """A character that shows: not whitespace, not a control or format character (zero-width spaces and marks)."""
+    return not char.isspace() and unicodedata.category(char) not in ("Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me")
 
 
 def _check_image_count(operation: Operation, refs: tuple[str, ...]) -> None:

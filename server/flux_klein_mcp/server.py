@@ -214,7 +214,7 @@ def create_server(
             await anyio.lowlevel.checkpoint()
             return result
         except FluxKleinError as exc:
-            raise ToolError(runtime.settings.redact(str(exc))) from None
+            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
         except anyio.get_cancelled_exc_class():
             if outcome is not None:  # cancelled while the result was being built: the client never sees it
                 with anyio.CancelScope(shield=True):
@@ -282,11 +282,11 @@ def create_server(
     async def get_usage(ctx: Context) -> CallToolResult:
         runtime = _runtime(ctx)
         if config_error is not None:
-            raise ToolError(runtime.settings.redact(str(config_error)))
+            raise ToolError(runtime.settings.redact(str(config_error), shapes=False))
         usage = await runtime.in_worker(runtime.spend.usage)
         usage["high_tier"] = runtime.settings.high_tier
         usage["provider_credit"] = await provider_credit(runtime.providers, runtime.http)
-        text = json.dumps(runtime.settings.redact.value(usage), indent=2, allow_nan=False)
+        text = json.dumps(runtime.settings.redact.value(usage, shapes=False), indent=2, allow_nan=False)
         return CallToolResult(content=[TextContent(text=text)])
 
     _add_output_reader(server)
@@ -302,9 +302,12 @@ def _root_dirs(roots: ListRootsResult) -> list[Path]:
     dirs = []
     for root in roots.roots:
         try:
-            dirs.append(path_from_file_uri(str(root.uri)))
+            path = path_from_file_uri(str(root.uri))
         except InputError:
             log.info("Ignoring client root %r: not a local file:// URI", str(root.uri))
+            continue
+        if "\x00" not in str(path):
+            dirs.append(path)
     return dirs
 
 

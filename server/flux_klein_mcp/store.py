@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import hashlib
 import json
 import logging
@@ -30,9 +29,14 @@ SLUG_MAX = 48
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
 
+def ascii_fold(text: str) -> str:
+    """`text` in ASCII as a file name spells it: compatibility forms and accents folded, everything else dropped."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+
+
 def slugify(text: str, max_len: int = SLUG_MAX) -> str:
     """Lowercase ASCII letters, digits and single hyphens; cut at a word; "image" when nothing is left."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    ascii_text = ascii_fold(text).lower()
     words = "".join(c if c.isalnum() else " " for c in ascii_text).split()
     slug = ""
     for word in words:
@@ -121,11 +125,15 @@ class Store:
                 )
             try:
                 _probe(folder)
+                room = _room(folder)
             except OSError as exc:
                 raise StorageError(
                     f"The output folder {folder} does not take files ({_why(exc)}). Nothing was sent. Free some "
                     "space or set FLUX_KLEIN_OUTPUT_DIR to a folder you can write to."
                 ) from exc
+            if room is not None:
+                raise StorageError(f"The output folder {folder} {room}, too little to save images. Nothing was "
+                                   "sent. Free some space or set FLUX_KLEIN_OUTPUT_DIR to another folder.")
         return folder
 
     def _resolve(self) -> Path:
@@ -230,10 +238,14 @@ def _link_all(temps: list[Path], finals: list[Path]) -> bool:
 
 def _rename_all(temps: list[Path], finals: list[Path]) -> bool:
     """Reserve every name (an empty file, created only if absent), then rename each finished file onto its
-    reservation: no second copy of the data is written, and any failure removes the reservations."""
+    reservation: no second copy of the data is written, and any failure removes the reservations.
+
+    The sidecar's name is reserved first and filled last: an empty sidecar (a real one never is) marks a save that
+    did not finish, which is what `sweep` looks for after a kill.
+    """
     reserved: list[Path] = []
     try:
-        for final in finals:
+        for final in reversed(finals):
             os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
             reserved.append(final)
         for tmp, final in zip(temps, finals, strict=True):
@@ -264,9 +276,31 @@ _TEMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{16}
 #: A temporary file this old is stale whoever left it (another host on a shared folder, a recycled pid).
 STALE_AFTER_S = 3600
 #: A name reservation lives for microseconds; an empty one this old was left by a save that died.
-RESERVATION_STALE_S = 60
+RESERVATION_STALE_S = 10
 # What a save leaves when killed between its steps: a name reserved or claimed, but not both files complete.
 _SAVED_NAME = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+(?:_\d+)?\.(?:png|jpg|jpeg|webp|gif|json)$")
+
+
+#: The room a call needs before it is sent: four images of a few MB and their sidecars, with a margin.
+MIN_ROOM_BYTES = 64 * 1024 * 1024
+
+
+def _room(folder: Path) -> str | None:
+    """What makes the folder too small for a call's images, or None: the free space on its file system, and a
+    per-process file-size limit (`ulimit -f`). Creating an empty file succeeds on a full disk, so both are read."""
+    if hasattr(os, "statvfs"):
+        fs = os.statvfs(folder)
+        free = fs.f_bavail * fs.f_frsize
+        if free < MIN_ROOM_BYTES:
+            return f"has only {free / 1048576:.1f} MB free"
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit != resource.RLIM_INFINITY and limit < MIN_ROOM_BYTES:
+        return f"cannot take files over {limit / 1024:.0f} KB (a file-size limit, ulimit -f, on this process)"
+    return None
 
 
 def _probe(folder: Path) -> None:
@@ -292,10 +326,11 @@ def _write_temp(folder: Path, data: bytes) -> Path:
 
 def sweep(folder: Path, now: float | None = None) -> list[Path]:
     """Remove what saves killed mid-way (kill -9, power loss) left in `folder`: their temporary files, an image
-    whose sidecar was never linked, and empty name reservations. Returns what was removed.
+    whose sidecar was never linked, and the names the rename fallback reserved. Returns what was removed.
 
-    Only leftovers that cannot belong to a save still running are touched: temporary files of dead processes on
-    this host, or older than STALE_AFTER_S.
+    Only leftovers that cannot belong to a save still running are touched (temporary files of dead processes on
+    this host, or older than STALE_AFTER_S; reservations older than RESERVATION_STALE_S), and nothing but our own
+    files: a name this server would give, an image extension or its empty `.json` sidecar.
     """
     now = time.time() if now is None else now
     removed: list[Path] = []
@@ -312,17 +347,22 @@ def sweep(folder: Path, now: float | None = None) -> list[Path]:
         if info.st_nlink > 1:  # killed between the links: a final name shares this file
             for other in named:
                 shared = _stat(other)
-                if shared is not None and shared.st_ino == info.st_ino and not other.name.endswith(".json") \
-                        and not (folder / _sidecar_of(other.name)).exists():
+                if shared is not None and shared.st_ino == info.st_ino and _SAVED_NAME.match(other.name) \
+                        and not other.name.endswith(".json") and not (folder / _sidecar_of(other.name)).exists():
                     removed += _remove(folder / other.name)
         removed += _remove(folder / entry.name)
-    for entry in named:  # empty reservations of the rename fallback, with the half-saved image they name
+    for entry in named:  # an empty sidecar: the rename fallback's save that never finished, with its image
         info = _stat(entry)
-        if _SAVED_NAME.match(entry.name) and info is not None and info.st_size == 0 \
-                and now - info.st_mtime > RESERVATION_STALE_S:
-            stem = entry.name.rsplit(".", 1)[0]
-            removed += [p for other in folder.glob(f"{glob.escape(stem)}.*") for p in _remove(other)]
+        if _SAVED_NAME.match(entry.name) and entry.name.endswith(".json") and info is not None \
+                and info.st_size == 0 and now - info.st_mtime > RESERVATION_STALE_S:
+            stem = entry.name[: -len(".json")]
+            removed += _remove(folder / entry.name)
+            removed += [p for suffix in _IMAGE_SUFFIXES for p in _remove_if_exists(folder / f"{stem}{suffix}")]
     return removed
+
+
+def _remove_if_exists(path: Path) -> list[Path]:
+    return _remove(path) if path.exists() else []
 
 
 def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:

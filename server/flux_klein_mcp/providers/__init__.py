@@ -101,10 +101,15 @@ class Providers:
             "of provider \"sandbox\" (FLUX_KLEIN_PROVIDER=sandbox, or --provider sandbox)."
         )
 
-    @staticmethod
-    def _ready(provider: Provider, chosen_by: str) -> Provider:
+    def _ready(self, provider: Provider, chosen_by: str) -> Provider:
         if provider.base_url_variable and provider.base_url:
             check_base_url(provider.base_url, provider.base_url_variable)
+        key = self._settings.get(provider.key_variable) if provider.key_variable else ""
+        if any(not " " < char <= "~" for char in key):  # a header would break on it: say so before any request
+            raise ConfigError(
+                f"{provider.key_variable} contains a space, line break, invisible or non-ASCII character (often "
+                "left by copy and paste). Set it again from the provider's key page, then restart the server."
+            )
         missing = provider.missing()
         if missing:
             one = len(missing) == 1

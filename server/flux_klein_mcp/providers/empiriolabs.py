@@ -12,18 +12,20 @@ from typing import Any
 
 import anyio
 
+from .. import pricing
 from ..errors import BadReply, ConnectionFailed, ContentRefused, ProviderError, RateLimited, ServerFailed
 from ..request import ImageRequest
 from ..rules import AspectRatio
 from . import http as wire
 from .base import Call, Capabilities, Link, Reply
-from .openai_images import OpenAIImages, size_for
+from .openai_images import OpenAIImages, count_of, size_for
 
 #: The aspect ratios EmpirioLabs takes by name; the others are sent as width and height (within 1 MP).
 NATIVE_ASPECT_RATIOS: frozenset[AspectRatio] = frozenset({"1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"})
 # Job status names are unverified beyond "completed" and "failed": accept the usual synonyms.
 DONE = frozenset({"completed", "complete", "succeeded", "success", "done", "finished"})
 FAILED = frozenset({"failed", "error", "errored", "cancelled", "canceled", "expired", "rejected"})
+RUNNING = frozenset({"queued", "pending", "waiting", "starting", "processing", "running", "in_progress"})
 _JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 POLL_FIRST_S = 0.5
 POLL_MAX_S = 3.0
@@ -62,10 +64,10 @@ class EmpirioLabs(OpenAIImages):
             if not _JOB_ID.fullmatch(job_id):  # it goes into a URL path and into messages: nothing odd passes
                 raise BadReply("EmpirioLabs answered with a job id that is not a plain name; it was not followed. It "
                                "may still finish and be charged; nothing was saved.", provider=self.label, status=202)
-            body = await self._wait_for_job(job_id, link)
+            body = await self._wait_for_job(job_id, link, count_of(payload))
         return await super().reply_from(body, payload, link, headers)
 
-    async def _wait_for_job(self, job_id: str, link: Link) -> Any:
+    async def _wait_for_job(self, job_id: str, link: Link, count: int) -> Any:
         """Poll the job until it is done; its `result` is an images response (or the list of its items)."""
         delay = POLL_FIRST_S
         try:
@@ -80,18 +82,21 @@ class EmpirioLabs(OpenAIImages):
                         if status in FAILED:
                             raise self._job_failed(job_id, job)
                         progress = job.get("progress")
-                        fraction = float(progress) if isinstance(progress, int | float) else 0.0
-                        fraction = min(max(fraction, 0.0), 0.99) if math.isfinite(fraction) else 0.0
-                        word = status if _JOB_ID.fullmatch(status) and len(status) <= 20 else "running"
+                        fraction = _fraction(progress)
+                        word = status if status in RUNNING else "running"  # never the provider's own text
                         await link.progress(fraction, f"EmpirioLabs job {word if status else 'queued'}")
                     await link.sleep(delay)
                     delay = min(delay * 2, POLL_MAX_S)
         except TimeoutError:
-            raise ConnectionFailed(
+            failure = ConnectionFailed(
                 f"EmpirioLabs job {job_id} did not finish within {self._timeout_s:g} s (FLUX_KLEIN_TIMEOUT_S). "
                 "Nothing was saved; it may still finish and be charged. Try again later or raise the timeout.",
                 provider=self.label,
-            ) from None
+            )
+            # It may still be billed: counted against the budgets at the list price, for every image it asked for.
+            per_image, _ = pricing.worst_case(self.name, self.model)
+            failure.charged = (per_image, count, "price list")
+            raise failure from None
 
     async def _poll(self, job_id: str, link: Link) -> dict[str, Any] | None:
         """One look at the job; None after a passing fault (rate limit, 500/503, a dropped connection).
@@ -124,3 +129,12 @@ class EmpirioLabs(OpenAIImages):
                                   "content.", provider=self.label)
         return BadReply(f"EmpirioLabs job {job_id} failed: {text}. Nothing was saved; try again.",
                         provider=self.label, status=200)
+
+
+def _fraction(progress: Any) -> float:
+    """A job's progress as a fraction below 1 (anything else, huge or not finite, is no progress)."""
+    try:
+        value = float(progress) if isinstance(progress, int | float) and not isinstance(progress, bool) else 0.0
+    except OverflowError:
+        return 0.0
+    return min(max(value, 0.0), 0.99) if math.isfinite(value) else 0.0

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email.utils
 import ipaddress
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ import anyio
 import httpx
 
 from ..errors import BadReply, ConfigError, ConnectionFailed
-from ..images import split_data_url
+from ..images import b64decode, split_data_url
 
 # A 4 MP PNG in base64 inside JSON stays far below this; anything bigger is not a reply we want in memory.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -48,7 +46,7 @@ class HttpReply:
     def json(self, provider: str) -> Any:
         try:
             return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, too deep, or an integer of 5000 digits
             looks_html = self.body.lstrip()[:1] == b"<"
             what = "an HTML page" if looks_html else "something that is not JSON"
             raise BadReply(
@@ -109,6 +107,11 @@ async def send(
         raise ConnectionFailed(
             f"Talking to {provider} failed ({type(exc).__name__}). Nothing was saved; try again.", provider=provider
         ) from None
+    except ValueError as exc:  # the URL cannot be requested at all (an IDNA error, a bad character)
+        raise BadReply(
+            f"A request to {provider} could not be made: the URL is not valid ({type(exc).__name__}). Nothing was "
+            "saved.", provider=provider,
+        ) from None
 
 
 def check_base_url(url: str, variable: str) -> None:
@@ -117,14 +120,16 @@ def check_base_url(url: str, variable: str) -> None:
     try:
         parsed = urlsplit(url)
         parsed.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
-        httpx.URL(url)
-    except (httpx.InvalidURL, ValueError) as exc:
+        httpx.Request("GET", url)  # the host must encode (IDNA) and every character be one a URL can hold
+    except (httpx.InvalidURL, ValueError) as exc:  # (an IDNA error is a ValueError)
         problem = str(exc)
     else:
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             problem = "it must start with https:// and name a host"
         elif any(c.isspace() for c in url):
             problem = "it contains spaces"
+        elif parsed.query or parsed.fragment or url.rstrip().endswith(("?", "#")):
+            problem = "it must not carry a ?query or #fragment (paths are added to it)"
         elif parsed.scheme == "http" and not _loopback(parsed.hostname):
             problem = "plain http:// would send the API key unencrypted; use https:// (http:// is for localhost only)"
     if problem:
@@ -155,7 +160,7 @@ def error_info(reply: HttpReply) -> ErrorInfo:
     """The error's message (redacted, then clipped), code, type and metadata (redacted)."""
     try:
         body = json.loads(reply.body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         text = reply.body[:2000].decode("utf-8", "replace").strip()
         return ErrorInfo(message=reply.quote(text) or reply.headers.get("content-type", "no details"))
     error = body.get("error") if isinstance(body, dict) else None
@@ -216,7 +221,7 @@ def decode_base64_image(text: str, provider: str) -> bytes:
     if text.startswith("data:") and not parsed:
         raise BadReply(f"{provider} returned a data URL that is not base64. Nothing was saved.", provider=provider)
     try:
-        data = base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
+        data = b64decode(payload)
     except (binascii.Error, ValueError):
         raise BadReply(
             f"{provider} returned image data that is not valid base64. Nothing was saved; try again.",

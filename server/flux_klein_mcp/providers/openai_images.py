@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import anyio.to_thread
 import httpx
 
 from .. import pricing
@@ -37,6 +38,12 @@ from .base import Call, Capabilities, KeyCheck, Link, Reply, auth_header
 
 MAX_REDIRECTS = 3
 _MODERATION_MARKERS = ("content_policy", "moderation", "safety", "nsfw", "flagged", "content_filter")
+
+
+def count_of(payload: dict[str, Any]) -> int:
+    """How many images a payload asks for (`n`, or EmpirioLabs' `num_images`)."""
+    count = payload.get("num_images") or payload.get("n") or 1
+    return count if isinstance(count, int) and count > 0 else 1
 
 
 def size_for(aspect_ratio: AspectRatio | None) -> tuple[int, int]:
@@ -113,7 +120,9 @@ class OpenAIImages:
                                 redact=self._redact)
         if not 200 <= reply.status < 300:  # EmpirioLabs answers a job with 202
             raise self.error_for(reply)
-        return await self.reply_from(reply.json(self.label), payload, link, reply.headers)
+        # Parsing megabytes of JSON (and base64, below) would block every other call: done in worker threads.
+        body = await anyio.to_thread.run_sync(reply.json, self.label)
+        return await self.reply_from(body, payload, link, reply.headers)
 
     async def reply_from(
         self, body: Any, payload: dict[str, Any], link: Link, headers: httpx.Headers | None = None
@@ -123,15 +132,21 @@ class OpenAIImages:
         if not isinstance(items, list) or not items:
             raise BadReply(f"{self.label} answered without any images. Nothing was saved; try again.",
                            provider=self.label, status=200)
+        wanted = count_of(payload)
+        notes = []
+        if len(items) > wanted:  # never download (and hold) more than was asked for
+            notes.append(f"{self.label} returned {len(items)} images where {wanted} were asked for; the rest were "
+                         "not downloaded.")
+            items = items[:wanted]
         images = [await self._image_of(item, link) for item in items]
         raw_cost = headers.get(self.cost_header) if headers is not None and self.cost_header else None
         cost, cost_note = pricing.reported(raw_cost, self.label)
         return Reply(images=images, model=self.model, prompt_sent=payload["prompt"], reported_cost_usd=cost,
-                     generation_id=self._request_id(headers), notes=[cost_note] if cost_note else [])
+                     generation_id=self._request_id(headers), notes=notes + ([cost_note] if cost_note else []))
 
     async def _image_of(self, item: Any, link: Link) -> bytes:
         if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
-            return wire.decode_base64_image(item["b64_json"], self.label)
+            return await anyio.to_thread.run_sync(wire.decode_base64_image, item["b64_json"], self.label)
         if isinstance(item, dict) and isinstance(item.get("url"), str):
             return await self.download(item["url"], link)
         raise BadReply(f"{self.label} returned an image item with neither b64_json nor url. Nothing was saved.",

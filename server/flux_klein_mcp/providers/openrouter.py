@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import anyio.to_thread
 import httpx
 
 from .. import pricing
@@ -96,7 +97,8 @@ class OpenRouter:
         )
         if reply.status != 200:
             raise error_for(reply)
-        return parse_reply(reply, payload)
+        # Parsing megabytes of JSON and base64 would block every other call: done in a worker thread.
+        return await anyio.to_thread.run_sync(parse_reply, reply, payload)
 
     async def check_key(self, http: httpx.AsyncClient) -> KeyCheck:
         if not self._key:
@@ -109,14 +111,18 @@ class OpenRouter:
         except ProviderError as exc:
             return KeyCheck("unreachable", str(exc))
         if reply.status != 200:
-            return KeyCheck("invalid", f"HTTP {reply.status}: {wire.error_info(reply).message}")
+            detail = f"HTTP {reply.status}: {wire.error_info(reply).message}"
+            return KeyCheck("invalid" if reply.status in (401, 403) else "unreachable", detail)
         try:
             data = _dict(_dict(reply.json(self.label)).get("data"))
         except ProviderError as exc:
             return KeyCheck("unreachable", str(exc))
         credit = {name: _amount(data.get(name)) for name in ("limit", "usage", "limit_remaining")}
-        remaining = credit["limit_remaining"]
-        left = "no spending limit" if remaining is None else f"${remaining:,.2f} left on the key's limit"
+        remaining, limit = credit["limit_remaining"], credit["limit"]
+        if remaining is not None:
+            left = f"${remaining:,.2f} left on the key's limit"
+        else:
+            left = "no spending limit" if limit is None else f"a limit of ${limit:,.2f}, what is left not reported"
         return KeyCheck("ok", f"key valid, {left}", credit=credit)
 
 
@@ -128,9 +134,29 @@ def _amount(value: Any) -> float | None:
 
 
 def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:
-    """The first image of a 200 reply; a 200 that carries an error or no image is a `BadReply`."""
+    """The first image of a 200 reply; a 200 that carries an error or no image is a `BadReply` (carrying the cost
+    the reply reports, if any: a failure the provider billed still counts against the budgets)."""
     label = OpenRouter.label
     body = reply.json(label)
+    cost, cost_note = pricing.reported(_dict(_dict(body).get("usage")).get("cost"), label)
+    try:
+        url = _image_url(body, reply)
+        image = wire.decode_base64_image(url, label)
+    except BadReply as exc:
+        exc.charged = (cost, 1, "provider") if cost else None
+        raise
+    return Reply(
+        images=[image],
+        model=str(body.get("model") or payload["model"]),
+        prompt_sent=sent_text(payload),
+        reported_cost_usd=cost,
+        generation_id=reply.headers.get("x-generation-id") or body.get("id"),
+        notes=[cost_note] if cost_note else [],
+    )
+
+
+def _image_url(body: Any, reply: wire.HttpReply) -> str:
+    label = OpenRouter.label
     choices = body.get("choices") if isinstance(body, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise BadReply(f"{label} answered without any choices. Nothing was saved; try again.", provider=label)
@@ -145,8 +171,7 @@ def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:
             status=200,
         )
     message = _dict(choice.get("message"))
-    images = message.get("images") or []
-    url = _first_image_url(images)
+    url = _first_image_url(message.get("images") or [])
     if url is None:
         said = reply.quote(message.get("content") or "", 200)
         raise BadReply(
@@ -156,15 +181,7 @@ def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:
             provider=label,
             status=200,
         )
-    cost, cost_note = pricing.reported(_dict(body.get("usage")).get("cost"), label)
-    return Reply(
-        images=[wire.decode_base64_image(url, label)],
-        model=str(body.get("model") or payload["model"]),
-        prompt_sent=sent_text(payload),
-        reported_cost_usd=cost,
-        generation_id=reply.headers.get("x-generation-id") or body.get("id"),
-        notes=[cost_note] if cost_note else [],
-    )
+    return url
 
 
 def _dict(value: Any) -> dict[str, Any]:

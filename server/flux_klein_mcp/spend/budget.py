@@ -9,16 +9,20 @@ settles to what was charged (saved images only) or releases the reservation (a f
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from ..errors import BudgetExceeded
+from ..errors import BudgetExceeded, ConfigError
 from .ledger import Charge, DayTotal, Ledger
+
+log = logging.getLogger("flux_klein_mcp")
 
 #: Amounts are compared to the micro-dollar; float sums drift below that.
 _EPSILON = 1e-9
@@ -34,7 +38,8 @@ class Quote:
     tier: str
     images: int
     per_image_usd: float
-    #: "price list" when the provider publishes a price, "estimate" when the klein list price stands in.
+    #: "price list" when the provider publishes a price, "estimate" when the klein list price stands in, "highest
+    #: charge seen" when the provider charged more than either.
     source: str
 
     @property
@@ -49,13 +54,6 @@ class Tab:
     quote: Quote
     key: str
     open: bool = True
-
-
-@dataclass
-class Spent:
-    usd: float = 0.0
-    images: int = 0
-    by: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Accountant:
@@ -76,20 +74,32 @@ class Accountant:
         """Raise `BudgetExceeded` if the quote would be refused now; reserves nothing (for asking the person
         only about calls the budget allows)."""
         if quote.usd > 0:
-            with self._lock, self.ledger.locked():
-                self._check_both(quote)
+            with self._lock, self._ledger_locked():
+                self._check_both(self._learned(quote))
 
     def reserve(self, quote: Quote) -> Tab:
-        """Reserve the quote against both budgets, or raise `BudgetExceeded`, before anything is sent."""
-        tab = Tab(quote, f"{os.getpid()}-{id(self)}-{next(self._keys)}")
+        """Reserve the quote against both budgets, or raise `BudgetExceeded`, before anything is sent. A ledger
+        that could not record the charge refuses the call too (ConfigError): spend must never go unrecorded."""
         if quote.usd <= 0:
-            return tab
+            return Tab(quote, "")
         with self._lock:
-            with self.ledger.locked():
+            with self._ledger_locked():
+                quote = self._learned(quote)
                 self._check_both(quote)
+                tab = Tab(quote, f"{os.getpid()}-{id(self)}-{next(self._keys)}")
                 self.ledger.set_pending(tab.key, quote.usd)
             self._reserved += quote.usd
         return tab
+
+    def _learned(self, quote: Quote) -> Quote:
+        """The quote, raised to the most this provider and model was seen to charge for one image (today, or in
+        this session): a provider that publishes no price is quoted at an estimate until it reports its own."""
+        key = f"{quote.provider} {quote.model}"
+        totals = [self._session, *self.ledger.days(since=self._today()).values()]
+        seen = max((total.by[key][2] for total in totals if key in total.by), default=0.0)
+        if seen <= quote.per_image_usd:
+            return quote
+        return replace(quote, per_image_usd=seen, source="highest charge seen")
 
     def _check_both(self, quote: Quote) -> None:
         """Both budgets against the quote (hold `_lock` and the ledger's lock)."""
@@ -99,24 +109,45 @@ class Accountant:
             self._check(quote, "FLUX_KLEIN_DAILY_BUDGET_USD", self.daily_budget, self._today_spent(),
                         self.ledger.pending_total(), "today (every process sharing the ledger)")
 
-    def settle(self, tab: Tab, charges: list[Charge]) -> None:
-        """Record what the call was charged (its saved images) and free the rest of its reservation."""
+    def settle(self, tab: Tab, charges: list[Charge]) -> str | None:
+        """Record what the call was charged and free the rest of its reservation. The session's total counts the
+        charges even when the ledger cannot take them (then a warning comes back, for the result's notes)."""
         if not tab.open:
-            return
+            return None
         with self._lock:
             tab.open = False
             if tab.quote.usd > 0:
-                self._reserved -= tab.quote.usd
-            with self.ledger.locked():
-                self.ledger.append(charges)
-                if tab.quote.usd > 0:
-                    self.ledger.set_pending(tab.key, None)
+                self._reserved = max(0.0, self._reserved - tab.quote.usd)
             for charge in charges:
-                self._session.add(charge.__dict__)
+                self._session.add(charge.provider, charge.model, charge.cost_usd)
+            if not charges and tab.quote.usd <= 0:
+                return None
+            try:
+                with self.ledger.locked():
+                    self.ledger.append(charges)
+                    if tab.key:
+                        self.ledger.set_pending(tab.key, None)
+            except OSError as exc:
+                log.error("Could not record %d charge(s) in the ledger %s: %s", len(charges), self.ledger.path, exc)
+                return (f"The charge for this call could not be written to the ledger {self.ledger.path} ({exc}); "
+                        "this session's budget still counts it. Check FLUX_KLEIN_LEDGER.")
+        return None
 
     def release(self, tab: Tab) -> None:
-        """A failed or cancelled call: nothing was charged."""
+        """A call that failed before anything was charged."""
         self.settle(tab, [])
+
+    @contextlib.contextmanager
+    def _ledger_locked(self) -> Iterator[None]:
+        """The ledger's lock, with a ledger that could not record a charge turned into a refusal naming it."""
+        try:
+            with self.ledger.locked():
+                self.ledger.check_writable()
+                yield
+        except OSError as exc:  # (LedgerError for a folder, a FIFO, a file that refuses writes)
+            raise ConfigError(f"The spend ledger cannot be written ({exc.strerror or exc}), so this call's charge "
+                              "could not be recorded: nothing was sent. Set FLUX_KLEIN_LEDGER to a file you can "
+                              "write, or fix the one named.") from None
 
     # --- what has been spent -------------------------------------------------------------------------------
 
@@ -132,11 +163,11 @@ class Accountant:
     def usage(self) -> dict[str, Any]:
         """Everything `get_usage` reports from the ledger and this process."""
         with self._lock:
-            today = self.ledger.days().get(self._today(), DayTotal())
+            today = self.ledger.days(since=self._today()).get(self._today(), DayTotal())
             return {
                 "session": _summary(self._session),
                 "today": _summary(today),
-                "in_flight_usd": round(self._reserved, 6),
+                "in_flight_usd": max(0.0, round(self._reserved, 6)),
                 "budgets": {
                     "session_usd": self.session_budget,
                     "session_left_usd": _left(self.session_budget, self._session.usd),
@@ -186,6 +217,6 @@ def _summary(total: DayTotal) -> dict[str, Any]:
         "by_provider_model": [
             {"provider": key.split(" ", 1)[0], "model": key.split(" ", 1)[1], "spent_usd": round(usd, 6),
              "images": int(images)}
-            for key, (usd, images) in sorted(total.by.items())
+            for key, (usd, images, _) in sorted(total.by.items())
         ],
     }

@@ -13,16 +13,18 @@ appended since the last one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import socket
+import stat
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,17 @@ log = logging.getLogger("flux_klein_mcp")
 
 #: A pending reservation this old counts no more, whoever made it (a call never runs this long).
 PENDING_STALE_S = 3 * 3600
-_HOST = socket.gethostname()
+
+def _host() -> str:
+    """This host, and on Linux its pid namespace: two containers sharing a host name cannot see each other's pids."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()} {namespace}".strip()
+
+
+_HOST = _host()
 
 
 def default_ledger() -> Path:
@@ -56,7 +68,8 @@ class Charge:
     cost_usd: float
     cost_source: str
     generation_id: str | None
-    path: str
+    #: The saved image; None when it was charged but not kept (unusable, or more than asked for).
+    path: str | None
 
     def line(self) -> bytes:
         return (json.dumps(self.__dict__, ensure_ascii=False, allow_nan=False) + "\n").encode()
@@ -66,17 +79,25 @@ class Charge:
 class DayTotal:
     usd: float = 0.0
     images: int = 0
-    #: USD and images by "provider model".
+    #: By "provider model": [USD, images, the highest cost of one image].
     by: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, charge: Mapping[str, Any]) -> None:
-        usd = float(charge["cost_usd"])
+    def add(self, provider: str, model: str, usd: float) -> None:
         self.usd += usd
         self.images += 1
-        key = f"{charge['provider']} {charge['model']}"
-        entry = self.by.setdefault(key, [0.0, 0])
+        entry = self.by.setdefault(f"{provider} {model}", [0.0, 0, 0.0])
         entry[0] += usd
         entry[1] += 1
+        entry[2] = max(entry[2], usd)
+
+
+class LedgerError(OSError):
+    """The ledger cannot be written (a folder, a FIFO, no permission): found before any spend."""
+
+
+#: Reading starts this far back from a day asked about (clocks of processes sharing a ledger may disagree).
+_SLACK = timedelta(days=1)
+_CHUNK = 1 << 20
 
 
 class Ledger:
@@ -87,46 +108,76 @@ class Ledger:
         self._days: dict[date, DayTotal] = {}
         self._read_to = 0  # how far into the file the totals go
         self._identity: tuple[int, int] | None = None  # (device, inode) the totals were read from
+        self._since: date | None = None  # the totals are complete from this day on (None: from the start)
 
     # --- reading -------------------------------------------------------------------------------------------
 
-    def days(self) -> dict[date, DayTotal]:
-        """Totals per local calendar day, brought up to date with what other processes appended."""
+    def days(self, since: date | None = None) -> dict[date, DayTotal]:
+        """Totals per local calendar day, brought up to date with what other processes appended. With `since`,
+        only the end of a long ledger is read (lines are appended in time order), and days before it may be
+        incomplete."""
         try:
             info = self.path.stat()
         except FileNotFoundError:
-            self._days, self._read_to, self._identity = {}, 0, None
+            self._days, self._read_to, self._identity, self._since = {}, 0, None, None
             return self._days
         identity = (info.st_dev, info.st_ino)
-        if identity != self._identity or info.st_size < self._read_to:  # replaced or cut: read it all again
-            self._days, self._read_to, self._identity = {}, 0, identity
+        wider = self._since is not None and (since is None or since < self._since)
+        if identity != self._identity or info.st_size < self._read_to or wider:  # replaced, cut, or more wanted
+            self._days, self._identity, self._since = {}, identity, since
+            self._read_to = self._start(since, info.st_size) if since is not None else 0
         if info.st_size > self._read_to:
             with self.path.open("rb") as fh:
                 fh.seek(self._read_to)
-                chunk = fh.read(info.st_size - self._read_to)
-            complete = chunk.rfind(b"\n") + 1  # a line still being written is read next time
-            for number, raw in enumerate(chunk[:complete].splitlines()):
-                self._count(raw, number)
-            self._read_to += complete
+                while self._read_to < info.st_size:
+                    chunk = fh.read(min(_CHUNK * 4, info.st_size - self._read_to))
+                    complete = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+                    if complete == 0:
+                        break
+                    for raw in chunk[:complete].splitlines():
+                        self._count(raw)
+                    self._read_to += complete
+                    fh.seek(self._read_to)
         return self._days
 
     def spent_on(self, day: date) -> float:
-        total = self.days().get(day)
+        total = self.days(since=day).get(day)
         return 0.0 if total is None else total.usd
 
-    def _count(self, raw: bytes, number: int) -> None:
+    def _start(self, since: date, size: int) -> int:
+        """Where to start reading for the days from `since`: the start of a line older than that (with slack),
+        found by stepping back from the end; 0 for a small ledger."""
+        if size <= _CHUNK * 4:
+            return 0
+        with self.path.open("rb") as fh:
+            pos = size
+            while pos > 0:
+                pos = max(0, pos - _CHUNK)
+                fh.seek(pos)
+                chunk = fh.read(_CHUNK)
+                first = chunk.find(b"\n") + 1 if pos else 0
+                line = chunk[first:].split(b"\n", 1)[0]
+                when = _time_of(line)
+                if pos == 0 or (when is not None and when < since - _SLACK):
+                    return pos + first
+        return 0
+
+    def _count(self, raw: bytes) -> None:
         if not raw.strip():
             return
         try:
             charge = json.loads(raw)
             cost = float(charge["cost_usd"])
-            when = datetime.fromisoformat(str(charge["time"]))
-            if not math.isfinite(cost) or cost < 0:
+            provider, model = charge["provider"], charge["model"]
+            day = datetime.fromisoformat(str(charge["time"])).astimezone().date()
+            if not math.isfinite(cost) or not 0 <= cost <= MAX_LINE_USD:
                 raise ValueError("cost_usd is not an amount")
-        except (ValueError, KeyError, TypeError) as exc:
+            if not isinstance(provider, str) or not isinstance(model, str):
+                raise ValueError("provider and model must be text")
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
             log.warning("Skipping a damaged line in the ledger %s (%s): %.80r", self.path, exc, raw)
             return
-        self._days.setdefault(when.astimezone().date(), DayTotal()).add(charge)
+        self._days.setdefault(day, DayTotal()).add(provider, model, cost)
 
     # --- writing, under the lock ---------------------------------------------------------------------------
 
@@ -134,18 +185,25 @@ class Ledger:
     def locked(self) -> Iterator[None]:
         """Hold the ledger's lock (across processes) for a read-check-write."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock_path.open("a+b") as fh:
-            _lock(fh.fileno())
+        fd = _open_regular(self._lock_path, os.O_RDWR)
+        try:
+            _lock(fd)
             try:
                 yield
             finally:
-                _unlock(fh.fileno())
+                _unlock(fd)
+        finally:
+            os.close(fd)
+
+    def check_writable(self) -> None:
+        """Raise `LedgerError` unless a charge could be appended now (call under `locked()`, before any spend)."""
+        os.close(_open_regular(self.path, os.O_WRONLY | os.O_APPEND))
 
     def append(self, charges: list[Charge]) -> None:
         """Add charged images (call under `locked()`)."""
         if not charges:
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
+        fd = _open_regular(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             os.write(fd, b"".join(charge.line() for charge in charges))
         finally:
@@ -169,13 +227,40 @@ class Ledger:
 
     def _live_pending(self, now: float) -> dict[str, dict[str, Any]]:
         try:
-            pending = json.loads(self._pending_path.read_text())
-        except (OSError, ValueError):
+            fd = _open_regular(self._pending_path, os.O_RDONLY, create=False)
+            with os.fdopen(fd, "rb") as fh:
+                pending = json.loads(fh.read(1 << 20))
+        except (OSError, ValueError, RecursionError):
             return {}
         if not isinstance(pending, dict):
             return {}
         return {key: entry for key, entry in pending.items()
                 if isinstance(entry, dict) and _alive(entry, now)}
+
+
+#: A ledger line above this is damaged (no image costs a thousand dollars).
+MAX_LINE_USD = 1000.0
+
+
+def _time_of(line: bytes) -> date | None:
+    try:
+        return datetime.fromisoformat(str(json.loads(line)["time"])).astimezone().date()
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        return None
+
+
+def _open_regular(path: Path, flags: int, *, create: bool = True) -> int:
+    """Open a ledger file without ever blocking (a FIFO there would hang the server holding the lock), and only
+    if it is a regular file."""
+    flags |= getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o600)
+    except OSError as exc:
+        raise LedgerError(exc.errno, f"{path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LedgerError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
 
 
 def _alive(entry: dict[str, Any], now: float) -> bool:

@@ -61,10 +61,11 @@ def _merge(totals: Iterable[DayTotal]) -> DayTotal:
     for total in totals:
         merged.usd += total.usd
         merged.images += total.images
-        for key, (usd, images) in total.by.items():
-            entry = merged.by.setdefault(key, [0.0, 0])
+        for key, (usd, images, highest) in total.by.items():
+            entry = merged.by.setdefault(key, [0.0, 0, 0.0])
             entry[0] += usd
             entry[1] += images
+            entry[2] = max(entry[2], highest)
     return merged
 
 
