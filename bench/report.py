@@ -151,11 +151,11 @@ def _output(argv: list[str]) -> str:
 
 
 def _git_commit(server: Path) -> str:
-    """The commit (and '+dirty') of the checkout the installed server comes from, when it is an editable install."""
+    """The last commit that changed server/ (and "+dirty") when the server is this checkout's editable install."""
     repo = Path(__file__).resolve().parent.parent
     if not str(server.resolve()).startswith(str(repo)):
         return "unknown (not this checkout's venv)"
-    commit = _output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    commit = _output(["git", "-C", str(repo), "log", "-1", "--format=%h", "--", "server"])
     dirty = _output(["git", "-C", str(repo), "status", "--porcelain", "--", "server"])
     return commit + ("+dirty" if dirty else "")
 
@@ -184,4 +184,4 @@ def as_json(result_rows: list[Row], info: dict[str, Any], fake: dict[str, Any], 
             settings: dict[str, Any]) -> str:
     return json.dumps({"machine": info, "fake": fake, "settings": settings,
                        "figures": [asdict(r) for r in result_rows], "samples": dict(samples.values),
-                       "errors": samples.errors}, indent=2)
+                       "errors": samples.errors, "tracebacks": samples.tracebacks}, indent=2)

@@ -78,6 +78,7 @@ class Setup:
 class Samples:
     values: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: list[str] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)  # in the JSON only
 
     def add(self, key: str, value: float) -> None:
         self.values[key].append(value)
@@ -109,10 +110,12 @@ async def _section(samples: Samples, name: str, section: Callable[[Setup, Sample
     try:
         await section(setup, samples, flip)
     except Exception as exc:  # a broken server must not stop the report
+        while isinstance(exc, ExceptionGroup) and exc.exceptions:  # say what failed, not "errors in a TaskGroup"
+            exc = exc.exceptions[0]
         message = f"{name}: {type(exc).__name__}: {exc}"
         samples.errors.append(message)
         progress(f"  FAILED {message}")
-        print(traceback.format_exc(), file=setup.errlog, flush=True)
+        samples.tracebacks.append(traceback.format_exc())
 
 
 def _warm_up(setup: Setup) -> None:

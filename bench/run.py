@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         samples = anyio.run(run_rounds, setup, rounds)
         if samples.errors:
             errlog.flush()
-            tail = (work / "servers.stderr.log").read_text()[-3000:]
+            tail = (work / "servers.stderr.log").read_text()[-1500:]
             if tail.strip():
-                progress(f"last lines the servers wrote to stderr:\n{tail}")
+                progress(f"the end of what the MCP servers wrote to stderr:\n{tail}")
     progress(f"bench: done in {time.perf_counter() - started:.0f} s\n")
 
     baseline = report.load_baseline()
