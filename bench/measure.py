@@ -103,7 +103,9 @@ def timed_run(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> float:
 
 
 def newest_child(marker: str) -> int:
-    """The pid of this process's newest live child whose command line contains `marker`."""
+    """The pid of this process's newest live child with an argument named `marker` (a path's last part), such as
+    `.venv/bin/flux-klein-mcp` (a console script runs as `python .../flux-klein-mcp`). Matching whole names, not
+    substrings, keeps a checkout folder called flux-klein-mcp from matching the fakes started from it."""
     me = os.getpid()
     found: list[tuple[int, int]] = []
     for entry in os.scandir("/proc"):
@@ -111,14 +113,14 @@ def newest_child(marker: str) -> int:
             continue
         try:
             stat = Path(entry.path, "stat").read_text()
-            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = Path(entry.path, "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ..., starttime is the 20th
-        if int(fields[1]) == me and fields[0] != "Z" and marker in cmdline:
+        if int(fields[1]) == me and fields[0] != "Z" and any(Path(arg).name == marker for arg in argv):
             found.append((int(fields[19]), int(entry.name)))
     if not found:
-        raise BenchError(f"no child process of {me} has {marker!r} in its command line")
+        raise BenchError(f"no child process of {me} has an argument named {marker!r}")
     return max(found)[1]
 
 
