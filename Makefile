@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test clean
+.PHONY: help demo test bench clean
 
 ## help: list these targets
 help:
@@ -25,6 +25,10 @@ test: $(STAMP)
 	$(BIN)/ruff check server tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto
+
+## bench: install, then time the server against its floors side by side (BENCH_ARGS="--quick", "--json out.json")
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## clean: remove the virtual environment and build files (output/ is yours and stays)
 clean:

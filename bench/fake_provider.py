@@ -1,0 +1,205 @@
+"""A fast fake OpenRouter on loopback for the benchmark (the wire format of /work/shared/PROVIDERS.md §1).
+
+Unlike the strict fakes in tests/, this one is built for speed and honest concurrency: the success body is
+rendered once at start (a textured 1024x1024 PNG of a few hundred KB, like a real answer rather than a flat
+colour), each connection gets its own thread, the artificial latency is a `time.sleep` in that thread, and the
+listen backlog takes hundreds of connections at once. It still refuses a wrong key or a body that is not a chat
+completion, so a misconfigured run fails loudly instead of measuring error paths.
+
+Run it as a script and it prints one JSON line (`url`, `image_bytes`, `body_bytes`) and serves until its stdin
+closes, so it never outlives the benchmark that started it:
+
+    python bench/fake_provider.py --latency 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import random
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image, ImageChops
+
+BENCH_KEY = "sk-or-v1-" + "be4c" * 16
+IMAGE_PX = 1024
+COMPLETIONS = "/api/v1/chat/completions"
+KEY_INFO = {"data": {"label": "sk-or-v1-be4...e4c", "limit": None, "limit_remaining": None, "usage": 0.0,
+                     "is_free_tier": False}}
+
+
+def textured_png(size: int = IMAGE_PX, seed: int = 1) -> bytes:
+    """A deterministic picture PNG compresses like a photo-ish render: crossed gradients under soft colour blobs."""
+    rng = random.Random(seed)
+    gradient = Image.linear_gradient("L").resize((size, size))
+    cells = 16
+    blobs = Image.frombytes("L", (cells, cells), rng.randbytes(cells * cells)).point(lambda v: v // 3)
+    blobs = blobs.resize((size, size), Image.Resampling.BICUBIC)
+    channels = [
+        ImageChops.add(gradient, blobs),
+        ImageChops.add(gradient.rotate(90), blobs.rotate(90)),
+        ImageChops.add(gradient.rotate(45, resample=Image.Resampling.BILINEAR),
+                       blobs.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+    ]
+    out = io.BytesIO()
+    Image.merge("RGB", channels).save(out, "PNG")
+    return out.getvalue()
+
+
+class FakeOpenRouter:
+    """What the fake answers; thread-safe. `peak_in_flight` is the most completions open at once since last read."""
+
+    def __init__(self, latency_s: float, key: str = BENCH_KEY, image: bytes | None = None) -> None:
+        self.latency_s = latency_s
+        self.key = key
+        self.image = image if image is not None else textured_png()
+        body = {
+            "object": "chat.completion",
+            "created": 1763000000,
+            "model": "black-forest-labs/flux.2-klein-4b",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": "",
+                "images": [{"type": "image_url",
+                            "image_url": {"url": "data:image/png;base64," + base64.b64encode(self.image).decode()}}],
+            }}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 4175, "total_tokens": 4187, "cost": 0.014},
+        }
+        # Rendered once; each answer only splices its own id in front.
+        self._tail = json.dumps(body, separators=(",", ":")).encode()[1:]
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._in_flight = 0
+        self.completions = 0
+        self.peak_in_flight = 0
+
+    @property
+    def body_bytes(self) -> int:
+        return len(self._tail) + 20
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            stats = {"completions": self.completions, "peak_in_flight": self.peak_in_flight}
+            self.peak_in_flight = self._in_flight
+        return stats
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
+        """(status, JSON body, generation id or "") for one request."""
+        if path == "/bench/stats":
+            return 200, json.dumps(self.stats()).encode(), ""
+        if headers.get("authorization") != f"Bearer {self.key}":
+            return _error(401, "User not found.")
+        if method == "GET" and path == "/api/v1/key":
+            return 200, json.dumps(KEY_INFO).encode(), ""
+        if method != "POST" or path != COMPLETIONS:
+            return _error(404, f"Not found: {method} {path}")
+        problem = _check(body)
+        if problem:
+            return _error(400, problem)
+        with self._lock:
+            self._generation += 1
+            generation = f"gen-bench-{self._generation}"
+            self.completions += 1
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            if self.latency_s > 0:
+                time.sleep(self.latency_s)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        return 200, b'{"id":"' + generation.encode() + b'",' + self._tail, generation
+
+
+def _check(body: bytes) -> str | None:
+    try:
+        payload: Any = json.loads(body)
+    except ValueError:
+        return "Invalid JSON body"
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
+        return "fake: the body must be a JSON object with a model"
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
+        return "fake: expected exactly one message"
+    if "modalities" in payload or "max_tokens" in payload:
+        return "fake: FLUX takes no modalities or max_tokens"
+    return None
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, str]:
+    return status, json.dumps({"error": {"code": status, "message": message}}).encode(), ""
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 512  # the default backlog of 5 resets connections when dozens arrive at once
+    daemon_threads = True
+
+
+def _handler_for(fake: FakeOpenRouter) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in one write, and nothing waits on a delayed ACK.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, payload, generation = fake.answer(self.command, self.path.split("?")[0], headers, body)
+            head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
+                    "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+            if generation:
+                head.append(f"X-Generation-Id: {generation}")
+            self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+
+        do_GET = do_POST = _serve
+
+    return Handler
+
+
+class Loopback:
+    """Serves a fake on 127.0.0.1 (a free port unless given) in a daemon thread until `close()`."""
+
+    def __init__(self, fake: FakeOpenRouter, port: int = 0) -> None:
+        self.fake = fake
+        self._server = _Server(("127.0.0.1", port), _handler_for(fake))
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds each completion waits (default 0)")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--key", default=BENCH_KEY, help="the only API key accepted")
+    args = parser.parse_args(argv)
+    fake = FakeOpenRouter(args.latency, args.key)
+    server = Loopback(fake, args.port)
+    print(json.dumps({"url": server.url, "image_bytes": len(fake.image), "body_bytes": fake.body_bytes}), flush=True)
+    try:
+        sys.stdin.read()  # serve until the parent closes our stdin (or dies)
+    except KeyboardInterrupt:
+        pass
+    server.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The concurrency floor: N requests at once through one `httpx.AsyncClient`, each parsed, decoded and saved.
+
+What one async script with no MCP, no thumbnails and no bookkeeping pays for N concurrent images; the benchmark
+compares the server's (16 calls of n=4 / one call) with this script's (64 requests / one request).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+
+from bench.floor_oneshot import PAYLOAD
+
+
+async def _one(client: httpx.AsyncClient, base_url: str, key: str, path: Path) -> None:
+    reply = await client.post(f"{base_url}/chat/completions", json=PAYLOAD,
+                              headers={"Authorization": f"Bearer {key}"})
+    reply.raise_for_status()
+    url = reply.json()["choices"][0]["message"]["images"][0]["image_url"]["url"]
+    path.write_bytes(base64.b64decode(url.split(",", 1)[1]))
+
+
+async def concurrent_wall(client: httpx.AsyncClient, base_url: str, key: str, folder: Path, n: int) -> float:
+    """Seconds from the first request sent to the last image saved, for `n` concurrent requests."""
+    start = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for i in range(n):
+            group.start_soon(_one, client, base_url, key, folder / f"async-{i}.png")
+    return time.perf_counter() - start
+
+
+def new_client() -> httpx.AsyncClient:
+    # The server's own pool limits (runtime.py), so neither side queues on connections.
+    return httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
