@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 ## test: install, then lint, type-check and run the test suite
 test: $(STAMP)
-	$(BIN)/ruff check server tests
+	$(BIN)/ruff check server tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto
 

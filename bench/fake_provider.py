@@ -53,6 +53,16 @@ def textured_png(size: int = IMAGE_PX, seed: int = 1) -> bytes:
     return out.getvalue()
 
 
+def flat_png(size: int = IMAGE_PX) -> bytes:
+    """A one-colour PNG of the same size: what the test suite's fakes send (and the issue's baseline figures used)."""
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 80, 40)).save(out, "PNG")
+    return out.getvalue()
+
+
+IMAGES = {"flat": flat_png, "textured": textured_png}
+
+
 class FakeOpenRouter:
     """What the fake answers; thread-safe. `peak_in_flight` is the most completions open at once since last read."""
 
@@ -190,8 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds each completion waits (default 0)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--key", default=BENCH_KEY, help="the only API key accepted")
+    parser.add_argument("--image", choices=IMAGES, default="textured", help="the PNG every answer carries")
     args = parser.parse_args(argv)
-    fake = FakeOpenRouter(args.latency, args.key)
+    fake = FakeOpenRouter(args.latency, args.key, IMAGES[args.image]())
     server = Loopback(fake, args.port)
     print(json.dumps({"url": server.url, "image_bytes": len(fake.image), "body_bytes": fake.body_bytes}), flush=True)
     try:

@@ -166,7 +166,8 @@ def render(result_rows: list[Row], info: dict[str, Any], fake: dict[str, Any], s
         f"load average at start {' '.join(map(str, info['load_average_at_start']))}",
         f"server:  {info['server']} ({info['server_version']}, commit {info['server_commit']}), "
         f"MCP SDK {info['mcp_sdk']}",
-        f"fake:    1024x1024 PNG of {fake['image_bytes']:,} bytes, answer body {fake['body_bytes']:,} bytes; "
+        f"fake:    1024x1024 {fake.get('image', 'textured')} PNG of {fake['image_bytes']:,} bytes, "
+        f"answer body {fake['body_bytes']:,} bytes; "
         f"latency 0 s and 1 s",
         "",
         table(result_rows),

@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="rounds; every figure is measured once a round "
                         "(default 5)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, fewer samples (under a minute)")
+    parser.add_argument("--image", choices=("textured", "flat"), default="textured",
+                        help="the fake's 1024x1024 PNG: textured (a few hundred KB, like a real render; default) or "
+                             "flat (one colour, a few KB: what the test suite's fakes send)")
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the table and every sample as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed or not measured")
     parser.add_argument("--server", default=_default_server(), help="the flux-klein-mcp executable to measure "
@@ -44,10 +47,10 @@ def _default_server() -> str:
 
 
 @contextmanager
-def fake_provider(latency_s: float) -> Iterator[dict[str, Any]]:
+def fake_provider(latency_s: float, image: str) -> Iterator[dict[str, Any]]:
     """A fake OpenRouter in its own process (it must not share this one's GIL); it ends when its stdin closes."""
-    process = subprocess.Popen([sys.executable, str(HERE / "fake_provider.py"), "--latency", str(latency_s)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, str(HERE / "fake_provider.py"), "--latency", str(latency_s),
+                                "--image", image], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -73,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     started = time.perf_counter()
     with ExitStack() as stack:
-        fast = stack.enter_context(fake_provider(0))
-        slow = stack.enter_context(fake_provider(1))
+        fast = stack.enter_context(fake_provider(0, args.image))
+        slow = stack.enter_context(fake_provider(1, args.image))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flux-bench-")))
         errlog = stack.enter_context(open(work / "servers.stderr.log", "w"))
         setup = Setup(server=server, python=sys.executable, fast_url=fast["url"], slow_url=slow["url"],
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = report.load_baseline()
     result_rows = report.rows(samples, baseline)
     info = report.machine(server, sys.executable, load)
-    fake_info = {"image_bytes": fast["image_bytes"], "body_bytes": fast["body_bytes"]}
+    fake_info = {"image_bytes": fast["image_bytes"], "body_bytes": fast["body_bytes"], "image": args.image}
     print(report.render(result_rows, info, fake_info, samples))
     if args.json:
         settings = {"rounds": rounds, "quick": args.quick, "warm_calls": setup.warm_calls,

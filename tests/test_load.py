@@ -89,3 +89,31 @@ async def test_sixteen_concurrent_calls_of_four_images(connect, fake: FakeOpenRo
     assert fds_during - fds_before <= 2 * 20 + 4
     assert fds_after - fds_before <= 2
     assert memory.peak - baseline < 100, f"RSS grew by {memory.peak - baseline:.0f} MB (about 35 expected)"
+
+
+async def test_large_replies_are_admitted_into_memory_a_bounded_number_at_a_time():
+    """When many large answers arrive together, those past the bound wait (in the socket) before their bodies
+    are read; small ones (job polls, errors) never wait."""
+    from flux_klein_mcp.providers.base import Gate
+
+    limiter = anyio.CapacityLimiter(2)
+    first, second, third = Gate(limiter), Gate(limiter), Gate(limiter)
+    await first.enter(None)
+    await second.enter(10_000_000)
+    await Gate(limiter).enter(100)  # small: admitted at once, holds nothing
+    entered = anyio.Event()
+
+    async def enter_third() -> None:
+        await third.enter(None)
+        entered.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(enter_third)
+        await anyio.wait_all_tasks_blocked()
+        assert not entered.is_set() and limiter.borrowed_tokens == 2
+        first.leave()
+        await entered.wait()
+    second.leave()
+    third.leave()
+    third.leave()  # leaving twice is harmless
+    assert limiter.borrowed_tokens == 0

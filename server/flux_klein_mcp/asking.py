@@ -9,22 +9,31 @@ and gets `Consent.CANNOT_ASK`, which the pipeline turns into a refusal naming FL
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from mcp.server.elicitation import AcceptedElicitation, DeclinedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
 
 from .errors import BudgetExceeded, FluxKleinError
-from .pipeline import quote_for
-from .runtime import Runtime
-from .spend import Approval, Consent, question
+from .spend import Consent, question
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+
+class Approval(BaseModel):
+    """The form the person sees (MCP elicitation)."""
+
+    approve: bool = Field(default=True, title="Approve this spend",
+                          description="Leave checked and accept to make the images; decline to spend nothing.")
 
 
 async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[Approval] | Consent | None:
     if tier != "high":
         return None
-    runtime = cast(Runtime, ctx.request_context.lifespan_context)
+    runtime = cast("Runtime", ctx.request_context.lifespan_context)
     if runtime.settings.high_tier != "ask":
         return None
     try:
@@ -33,6 +42,8 @@ async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[
         return None  # the tool body reports it
     if chosen.name == "sandbox" or "high" not in chosen.capabilities.tiers:
         return None
+    from .pipeline import quote_for
+
     quote = quote_for(chosen, "high", n)
     try:
         await runtime.in_worker(runtime.spend.check, quote)

@@ -8,10 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import ctypes
 import io
 import re
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -19,13 +17,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-# Formats we accept and write, by Pillow format name: (MIME type, file extension).
-FORMATS: dict[str, tuple[str, str]] = {
-    "PNG": ("image/png", "png"),
-    "JPEG": ("image/jpeg", "jpg"),
-    "WEBP": ("image/webp", "webp"),
-    "GIF": ("image/gif", "gif"),
-}
+from .store import FORMATS
 
 # A decompression bomb declares a huge canvas in a tiny file: refuse anything above this before decoding.
 MAX_PIXELS = 64 * 1024 * 1024
@@ -299,21 +291,3 @@ class MemoryBudget:
 MEMORY_BUDGET_BYTES = 512 * 1024 * 1024
 MEMORY = MemoryBudget(MEMORY_BUDGET_BYTES)
 
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
-_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
-
-
-def return_freed_images_to_the_os() -> None:
-    """Make glibc give every large allocation its own mapping, returned to the system when freed.
-
-    By default glibc raises that threshold after the first large free, so later 16 MB image blocks come from
-    per-thread heaps that keep their memory: the budget above would bound the pixels in use, but each worker
-    thread would still keep the high-water mark of the images it once decoded. No-op off glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return
-    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)

@@ -20,7 +20,7 @@ from .inputs import InputPolicy, resolve_inputs
 from .metadata import strip_metadata
 from .policy import send_with_policy
 from .providers import Call, Provider, Reply
-from .providers.base import Link
+from .providers.base import Gate, Link
 from .redact import Redactor
 from .request import ImageRequest
 from .rules import Tier, nearest_aspect_ratio
@@ -270,8 +270,9 @@ class _Batch:
 
     async def _one(self, call: Call, scope: anyio.CancelScope) -> None:
         reply, saved = None, 0
+        gate = Gate(self.runtime.replies)
         try:
-            link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep)
+            link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep, self.runtime.in_worker, gate)
             # Every string the provider chose is redacted here, before it can reach a sidecar, result or log.
             reply = (await send_with_policy(self.provider, call, link)).redacted(self.runtime.settings.redact)
             self.replies.append(reply)
@@ -302,6 +303,7 @@ class _Batch:
                 f"{self.provider.label} sent a reply this server could not understand. Nothing was saved from it; "
                 "try again, and report it if it keeps happening.", provider=self.provider.label))
         finally:
+            gate.leave()  # this reply is saved (or given up): the next one may come in
             if reply is not None and len(reply.images) > saved:  # made and billed, but unusable or not kept
                 self.bill.unsaved.append((reply, len(reply.images) - saved))
 

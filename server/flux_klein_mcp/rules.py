@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Tier = Literal["low", "high"]
+ProviderName = Literal["openrouter", "empiriolabs", "aigateway", "fluxrouter", "openai-compatible", "sandbox"]
+PROVIDER_NAMES: tuple[str, ...] = get_args(ProviderName)
+#: Where an OpenRouter user adds credits: named in every 402 message and in the tool descriptions.
+OPENROUTER_CREDITS_URL = "https://openrouter.ai/settings/credits"
 Operation = Literal["generate", "edit", "compose"]
 AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
 

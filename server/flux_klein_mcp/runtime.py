@@ -1,26 +1,34 @@
 """What one server (or one CLI run) shares across calls: the settings, the one HTTP client, the providers, the
-output folder, the bounded worker pool and the spend accountant."""
+output folder, the bounded worker pool and the spend accountant.
+
+The HTTP client (and its TLS context) and the providers are made on first use: listing the tools, which every
+client does at start-up, needs neither.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import httpx
 
 from .config import Settings
 from .errors import StorageError
-from .images import return_freed_images_to_the_os
-from .providers import Providers
-from .providers.base import Sleep
 from .spend import Accountant, Ledger
 from .store import Store
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .providers import Providers
+    from .providers.base import Sleep
 
 T = TypeVar("T")
 
@@ -29,22 +37,48 @@ def _now() -> datetime:
     return datetime.now().astimezone()
 
 
+async def _sleep(seconds: float) -> None:
+    await anyio.sleep(seconds)
+
+
 @dataclass
 class Runtime:
-    """What one server (or one CLI run) shares across calls: settings, the one HTTP client, the output folder."""
+    """What one server (or one CLI run) shares across calls. Build it with `Runtime.open`."""
 
     settings: Settings
-    http: httpx.AsyncClient
-    providers: Providers
     store: Store
     spend: Accountant
     #: Bounds the Pillow and disk work running at once, however many calls arrive (memory is bounded in images.py).
     image_work: anyio.CapacityLimiter
-    sleep: Sleep = anyio.sleep
+    #: Bounds the large provider replies held at once, from their bodies to their saved images (`providers.Gate`).
+    replies: anyio.CapacityLimiter
+    sleep: Sleep = _sleep
     clock: Callable[[], datetime] = _now
     #: Serving clients on other machines (HTTP): their roots and this process's working directory name nothing
     #: they may read here, so input files come only from FLUX_KLEIN_INPUT_DIRS and the output folder.
     remote: bool = False
+    #: The tests' seam: an httpx transport to use instead of the network.
+    transport: Any = field(default=None, repr=False)
+    _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _providers: Providers | None = field(default=None, repr=False)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The one shared HTTP client, made on first use."""
+        if self._http is None:
+            import httpx
+
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+            self._http = httpx.AsyncClient(transport=self.transport, limits=limits, follow_redirects=False)
+        return self._http
+
+    @property
+    def providers(self) -> Providers:
+        if self._providers is None:
+            from .providers import Providers
+
+            self._providers = Providers(self.settings)
+        return self._providers
 
     async def in_worker(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking image or file work in a worker thread, a bounded number at a time."""
@@ -52,19 +86,45 @@ class Runtime:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(
-        cls, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
-    ) -> AsyncIterator[Runtime]:
-        """A runtime with its one shared HTTP client, closed on exit. `transport` is the tests' seam."""
+    async def open(cls, settings: Settings, transport: Any = None) -> AsyncIterator[Runtime]:
+        """A runtime whose HTTP client is closed on exit. `transport` (an httpx transport) is the tests' seam."""
         return_freed_images_to_the_os()
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        async with httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False) as http:
-            store = Store(settings.output_dir, explicit=settings.output_dir_explicit)
-            work = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
-            spend = Accountant(Ledger(settings.ledger), settings.budget_usd, settings.daily_budget_usd,
-                               clock=lambda: runtime.clock())
-            runtime = cls(settings=settings, http=http, providers=Providers(settings), store=store, spend=spend,
-                          image_work=work)
-            with contextlib.suppress(StorageError):  # sweeps what a killed run left; a bad folder is reported per call
-                await runtime.in_worker(lambda: store.folder)
+        store = Store(settings.output_dir, explicit=settings.output_dir_explicit)
+        # Image work is admitted by memory (images.MEMORY); threads only need to cover the cores and the disk waits.
+        work = anyio.CapacityLimiter(max(4, 2 * (os.cpu_count() or 2)))
+        spend = Accountant(Ledger(settings.ledger), settings.budget_usd, settings.daily_budget_usd,
+                           clock=lambda: runtime.clock())
+        replies = anyio.CapacityLimiter(max(4, 2 * (os.cpu_count() or 2)))
+        runtime = cls(settings=settings, store=store, spend=spend, image_work=work, replies=replies,
+                      transport=transport)
+        with contextlib.suppress(StorageError):  # sweeps what a killed run left; a bad folder is reported per call
+            await runtime.in_worker(lambda: store.folder)
+        try:
             yield runtime
+        finally:
+            if runtime._http is not None:
+                with anyio.CancelScope(shield=True):
+                    await runtime._http.aclose()
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+_MMAP_THRESHOLD_BYTES = 256 * 1024
+_M_ARENA_MAX = -8
+_ARENAS = 2
+
+
+def return_freed_images_to_the_os() -> None:
+    """Make glibc give every large allocation its own mapping, returned to the system when freed.
+
+    By default glibc raises that threshold after the first large free, so later 16 MB image blocks come from
+    per-thread heaps that keep their memory: the budget above would bound the pixels in use, but each worker
+    thread would still keep the high-water mark of the images it once decoded. No-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+    mallopt(_M_ARENA_MAX, _ARENAS)

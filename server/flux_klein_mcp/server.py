@@ -10,11 +10,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import anyio
 import anyio.lowlevel
-import httpx
 from mcp.server import MCPServer
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
@@ -22,21 +21,30 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import BeforeValidator, Field
 
-from . import __version__, pipeline, shutdown
-from .asking import GenerateConsent, OneImageConsent, consent_of
+from . import __version__, shutdown
+from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
 from .config import Settings
 from .errors import ConfigError, FluxKleinError, InputError, StorageError
-from .images import FORMATS
-from .inputs import path_from_file_uri
-from .present import tool_result
-from .providers import PROVIDER_NAMES, ProviderName
-from .providers.base import Sleep
-from .providers.openrouter import BILLING_URL
 from .request import ImageRequest
-from .rules import ASPECT_RATIO_BY_USE, MAX_PROMPT_CHARS, MAX_SEED, AspectRatio, Tier
+from .rules import (
+    ASPECT_RATIO_BY_USE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    OPENROUTER_CREDITS_URL,
+    PROVIDER_NAMES,
+    AspectRatio,
+    ProviderName,
+    Tier,
+)
 from .runtime import Runtime
-from .spend import Approval, Consent
-from .spend.report import provider_credit
+from .spend import Consent
+from .store import FORMATS
+
+# Deferred to the first call, so start-up and tools/list never pay for them: the pipeline (httpx, its TLS context,
+# the providers), Pillow, and the result builder.
+if TYPE_CHECKING:
+    from . import pipeline
+    from .providers.base import Sleep
 
 log = logging.getLogger("flux_klein_mcp")
 
@@ -50,7 +58,7 @@ deliverable. The person approves each high-tier call (the server asks them); if 
 asked, do not retry or work around it: continue on the low tier or tell the user.
 - Give the aspect ratio in aspect_ratio, never in the prompt text (it is added to the prompt for you): {_USE_TABLE}.
 - If the result says the account is out of credits (402) or a budget is reached: STOP. Do not retry, do not switch \
-tier, model or provider. Tell the user (credits: {BILLING_URL}, or the page the message names).
+tier, model or provider. Tell the user (credits: {OPENROUTER_CREDITS_URL}, or the page the message names).
 - Every other error says what went wrong and what to fix. Rate limits and provider hiccups were already retried \
 once for you: do not retry in a loop.
 
@@ -156,7 +164,7 @@ def create_server(
     settings: Settings | None = None,
     *,
     env: Mapping[str, str] | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: Any = None,
     sleep: Sleep | None = None,
     remote: bool = False,
 ) -> MCPServer[Runtime]:
@@ -202,6 +210,9 @@ def create_server(
 
     async def call(ctx: Context, roots: ListRootsResult, consent: Consent | None,
                    build: Callable[[], ImageRequest]) -> CallToolResult:
+        from . import pipeline
+        from .present import tool_result
+
         runtime = _runtime(ctx)
         outcome: pipeline.Outcome | None = None
         try:
@@ -285,6 +296,8 @@ def create_server(
             raise ToolError(runtime.settings.redact(str(config_error), shapes=False))
         usage = await runtime.in_worker(runtime.spend.usage)
         usage["high_tier"] = runtime.settings.high_tier
+        from .spend.report import provider_credit
+
         usage["provider_credit"] = await provider_credit(runtime.providers, runtime.http)
         text = json.dumps(runtime.settings.redact.value(usage, shapes=False), indent=2, allow_nan=False)
         return CallToolResult(content=[TextContent(text=text)])
@@ -299,6 +312,8 @@ def _runtime(ctx: Context) -> Runtime:
 
 def _root_dirs(roots: ListRootsResult) -> list[Path]:
     """The client's `file://` roots as folders (other schemes and remote hosts are not folders here)."""
+    from .inputs import path_from_file_uri
+
     dirs = []
     for root in roots.roots:
         try:

@@ -25,6 +25,14 @@ from .errors import StorageError
 
 log = logging.getLogger("flux_klein_mcp")
 
+# Formats we accept and write, by Pillow format name: (MIME type, file extension).
+FORMATS: dict[str, tuple[str, str]] = {
+    "PNG": ("image/png", "png"),
+    "JPEG": ("image/jpeg", "jpg"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+}
+
 SLUG_MAX = 48
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 

@@ -7,10 +7,10 @@ A call's `provider` argument wins, then `FLUX_KLEIN_PROVIDER`, then the first pr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Literal, get_args
 
 from ..config import Settings
 from ..errors import ConfigError, InputError
+from ..rules import PROVIDER_NAMES, ProviderName
 from .aigateway import AIGateway
 from .base import Call, Capabilities, KeyCheck, Link, Progress, Provider, Reply, Sleep
 from .empiriolabs import EmpirioLabs
@@ -35,8 +35,6 @@ __all__ = [
     "Sleep",
 ]
 
-ProviderName = Literal["openrouter", "empiriolabs", "aigateway", "fluxrouter", "openai-compatible", "sandbox"]
-PROVIDER_NAMES: tuple[str, ...] = get_args(ProviderName)
 AUTO_ORDER: tuple[str, ...] = ("openrouter", "empiriolabs", "aigateway", "fluxrouter", "openai-compatible")
 
 _FACTORIES: dict[str, Callable[[Settings], Provider]] = {

@@ -4,26 +4,62 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import httpx
+import anyio
 
 from ..request import ImageRequest
 from ..rules import Tier
 from .http import clip
 
+if TYPE_CHECKING:
+    import httpx
+
 #: `progress(fraction 0..1, message)` while a provider waits on a slow job.
 Progress = Callable[[float, str], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
+#: Runs blocking work (parsing megabytes of JSON, decoding base64) in the runtime's bounded worker pool.
+Work = Callable[..., Awaitable[Any]]
+
+
+class Gate:
+    """Admits a bounded number of large replies into memory at once, across all calls.
+
+    A reply enters when its headers have arrived and before its body is read (`wire.send`), and leaves when its
+    call is done with it (`pipeline`). When many answers arrive together, the bodies past the bound wait in the
+    socket instead of in this process: memory stays bounded, as for decoded images (`images.MEMORY`).
+    """
+
+    #: Bodies up to this size (job polls, errors) never wait.
+    SMALL = 64 * 1024
+
+    def __init__(self, limiter: anyio.CapacityLimiter | None) -> None:
+        self._limiter = limiter
+        self._inside = False
+
+    async def enter(self, size: int | None) -> None:
+        if self._limiter is None or self._inside or (size is not None and size <= self.SMALL):
+            return
+        await self._limiter.acquire_on_behalf_of(self)
+        self._inside = True
+
+    def leave(self) -> None:
+        if self._inside and self._limiter is not None:
+            self._limiter.release_on_behalf_of(self)
+            self._inside = False
 
 
 @dataclass(frozen=True)
 class Link:
-    """What one provider call may use from the runtime: the shared HTTP client, progress, and sleep (for waits)."""
+    """What one provider call may use from the runtime: the shared HTTP client, progress, sleep (for waits), the
+    worker pool (so parsing a reply neither blocks the event loop nor runs for every reply at once) and the gate
+    large replies pass before their bodies are read."""
 
     http: httpx.AsyncClient
     progress: Progress
     sleep: Sleep
+    work: Work
+    gate: Gate = field(default_factory=lambda: Gate(None))
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,8 @@ class EmpirioLabs(OpenAIImages):
         """
         try:
             reply = await wire.send(link.http, "GET", f"{self.base_url}/jobs/{job_id}", provider=self.label,
-                                    timeout_s=self._timeout_s, headers=self.headers(), redact=self._redact)
+                                    timeout_s=self._timeout_s, headers=self.headers(), redact=self._redact,
+                                    gate=link.gate)
         except ConnectionFailed:
             return None
         if reply.status != 200:

@@ -68,23 +68,29 @@ async def send(
     json_body: Any = None,
     max_bytes: int = MAX_REPLY_BYTES,
     redact: Redact = _keep,
+    gate: Any = None,
 ) -> HttpReply:
     """One request, bounded by `timeout_s` in total (a provider that trickles bytes is cut off too)."""
     host = httpx.URL(url).host
     try:
         with anyio.fail_after(timeout_s):
             async with http.stream(method, url, headers=headers, json=json_body, timeout=timeout_s) as response:
-                body = bytearray()
+                if gate is not None:  # a large body waits in the socket until memory is admitted for it
+                    length = response.headers.get("content-length", "")
+                    await gate.enter(int(length) if length.isdigit() else None)
+                chunks: list[bytes] = []  # joined once: growing one buffer would copy a large body several times
+                size = 0
                 async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > max_bytes:
                         raise BadReply(
                             f"{provider}'s answer is larger than {max_bytes // 1048576} MB; it was not read further. "
                             "Nothing was saved.",
                             provider=provider,
                             status=response.status_code,
                         )
-                return HttpReply(response.status_code, response.headers, bytes(body), redact)
+                return HttpReply(response.status_code, response.headers, b"".join(chunks), redact)
     except (TimeoutError, httpx.TimeoutException):
         raise ConnectionFailed(
             f"{provider} did not answer within {timeout_s:g} s (FLUX_KLEIN_TIMEOUT_S). Nothing was saved. "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import anyio.to_thread
 import httpx
 
 from .. import pricing
@@ -117,11 +116,11 @@ class OpenAIImages:
         check_flux_payload(payload)
         reply = await wire.send(link.http, "POST", f"{self.base_url}/images/generations", provider=self.label,
                                 timeout_s=self._timeout_s, headers=self.headers(), json_body=payload,
-                                redact=self._redact)
+                                redact=self._redact, gate=link.gate)
         if not 200 <= reply.status < 300:  # EmpirioLabs answers a job with 202
             raise self.error_for(reply)
         # Parsing megabytes of JSON (and base64, below) would block every other call: done in worker threads.
-        body = await anyio.to_thread.run_sync(reply.json, self.label)
+        body = await link.work(reply.json, self.label)
         return await self.reply_from(body, payload, link, reply.headers)
 
     async def reply_from(
@@ -146,7 +145,8 @@ class OpenAIImages:
 
     async def _image_of(self, item: Any, link: Link) -> bytes:
         if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
-            return await anyio.to_thread.run_sync(wire.decode_base64_image, item["b64_json"], self.label)
+            data: bytes = await link.work(wire.decode_base64_image, item["b64_json"], self.label)
+            return data
         if isinstance(item, dict) and isinstance(item.get("url"), str):
             return await self.download(item["url"], link)
         raise BadReply(f"{self.label} returned an image item with neither b64_json nor url. Nothing was saved.",
@@ -168,7 +168,8 @@ class OpenAIImages:
                                f"({target.scheme}://{target.host}); it was not fetched. Nothing was saved.",
                                provider=self.label, status=200)
             reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
-                                    headers=self.headers() if own_host else None, redact=self._redact)
+                                    headers=self.headers() if own_host else None, redact=self._redact,
+                                    gate=link.gate)
             location = reply.headers.get("location")
             if reply.status in (301, 302, 303, 307, 308) and location:
                 url = str(target.join(location))

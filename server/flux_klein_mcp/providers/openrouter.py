@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import anyio.to_thread
 import httpx
 
 from .. import pricing
@@ -22,13 +21,23 @@ from ..errors import (
     UpstreamFailed,
 )
 from ..request import ImageRequest, InputImage
-from ..rules import MODEL_RULES, AspectRatio, ModelRule, Tier, check_flux_payload, model_options, prompt_text, seeds_for
+from ..rules import (
+    MODEL_RULES,
+    OPENROUTER_CREDITS_URL,
+    AspectRatio,
+    ModelRule,
+    Tier,
+    check_flux_payload,
+    model_options,
+    prompt_text,
+    seeds_for,
+)
 from . import http as wire
 from .base import Call, Capabilities, KeyCheck, Link, Reply, auth_header
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 KEY_VARIABLE = "OPENROUTER_API_KEY"
-BILLING_URL = "https://openrouter.ai/settings/credits"
+BILLING_URL = OPENROUTER_CREDITS_URL
 KEYS_URL = "https://openrouter.ai/settings/keys"
 
 
@@ -94,11 +103,13 @@ class OpenRouter:
             headers={**auth_header(self._key), "X-Title": "flux-klein-mcp"},
             json_body=payload,
             redact=self._redact,
+            gate=link.gate,
         )
         if reply.status != 200:
             raise error_for(reply)
         # Parsing megabytes of JSON and base64 would block every other call: done in a worker thread.
-        return await anyio.to_thread.run_sync(parse_reply, reply, payload)
+        parsed: Reply = await link.work(parse_reply, reply, payload)
+        return parsed
 
     async def check_key(self, http: httpx.AsyncClient) -> KeyCheck:
         if not self._key:

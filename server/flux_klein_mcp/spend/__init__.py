@@ -10,13 +10,12 @@ high tier. The pipeline calls it at one point (`guard`); the server and the CLI 
 from __future__ import annotations
 
 from .budget import Accountant, Quote, Tab
-from .consent import HIGH_TIER_MODES, Approval, Consent, HighTierMode, needs_consent, question, require_consent
+from .consent import HIGH_TIER_MODES, Consent, HighTierMode, needs_consent, question, require_consent
 from .ledger import Charge, Ledger, default_ledger
 
 __all__ = [
     "HIGH_TIER_MODES",
     "Accountant",
-    "Approval",
     "Charge",
     "Consent",
     "HighTierMode",

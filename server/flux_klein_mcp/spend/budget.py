@@ -82,12 +82,16 @@ class Accountant:
         that could not record the charge refuses the call too (ConfigError): spend must never go unrecorded."""
         if quote.usd <= 0:
             return Tab(quote, "")
+        # Only a daily budget needs the other processes' calls in flight: without one, no shared reservation is
+        # written and the ledger's lock is not taken (the check runs under this process's lock alone).
+        shared = self.daily_budget is not None
         with self._lock:
-            with self._ledger_locked():
+            with self._ledger_locked() if shared else self._ledger_writable():
                 quote = self._learned(quote)
                 self._check_both(quote)
-                tab = Tab(quote, f"{os.getpid()}-{id(self)}-{next(self._keys)}")
-                self.ledger.set_pending(tab.key, quote.usd)
+                tab = Tab(quote, f"{os.getpid()}-{id(self)}-{next(self._keys)}" if shared else "")
+                if shared:
+                    self.ledger.set_pending(tab.key, quote.usd)
             self._reserved += quote.usd
         return tab
 
@@ -145,9 +149,16 @@ class Accountant:
                 self.ledger.check_writable()
                 yield
         except OSError as exc:  # (LedgerError for a folder, a FIFO, a file that refuses writes)
-            raise ConfigError(f"The spend ledger cannot be written ({exc.strerror or exc}), so this call's charge "
-                              "could not be recorded: nothing was sent. Set FLUX_KLEIN_LEDGER to a file you can "
-                              "write, or fix the one named.") from None
+            raise _unwritable(exc) from None
+
+    @contextlib.contextmanager
+    def _ledger_writable(self) -> Iterator[None]:
+        """Like `_ledger_locked`, without the lock (nothing shared is read or written under it)."""
+        try:
+            self.ledger.check_writable()
+        except OSError as exc:
+            raise _unwritable(exc) from None
+        yield
 
     # --- what has been spent -------------------------------------------------------------------------------
 
@@ -204,6 +215,12 @@ class Accountant:
             f"not retry, and do not switch tier, model or provider to get around it. Tell the user the budget is "
             f"reached; they can raise {variable} (in the server's environment) if they want to spend more."
         )
+
+
+def _unwritable(exc: OSError) -> ConfigError:
+    return ConfigError(f"The spend ledger cannot be written ({exc.strerror or exc}), so this call's charge could not "
+                       "be recorded: nothing was sent. Set FLUX_KLEIN_LEDGER to a file you can write, or fix the "
+                       "one named.")
 
 
 def _left(budget: float | None, spent: float) -> float | None:

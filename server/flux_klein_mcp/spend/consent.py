@@ -18,8 +18,6 @@ from __future__ import annotations
 import enum
 from typing import Literal, get_args
 
-from pydantic import BaseModel, Field
-
 from ..errors import ConsentRefused
 from .budget import Quote
 
@@ -35,13 +33,6 @@ class Consent(enum.Enum):
     CANNOT_ASK = "cannot ask"
     #: The command line, with no terminal to ask on and no --yes.
     NOT_GIVEN = "not given"
-
-
-class Approval(BaseModel):
-    """The form the person sees (MCP elicitation)."""
-
-    approve: bool = Field(default=True, title="Approve this spend",
-                          description="Leave checked and accept to make the images; decline to spend nothing.")
 
 
 def question(quote: Quote) -> str:

@@ -196,8 +196,14 @@ class Ledger:
             os.close(fd)
 
     def check_writable(self) -> None:
-        """Raise `LedgerError` unless a charge could be appended now (call under `locked()`, before any spend)."""
-        os.close(_open_regular(self.path, os.O_WRONLY | os.O_APPEND))
+        """Raise `LedgerError` unless a charge could be appended now (before any spend)."""
+        try:
+            os.close(_open_regular(self.path, os.O_WRONLY | os.O_APPEND))
+        except LedgerError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # a first run, or a state folder cleaned up
+            os.close(_open_regular(self.path, os.O_WRONLY | os.O_APPEND))
 
     def append(self, charges: list[Charge]) -> None:
         """Add charged images (call under `locked()`)."""

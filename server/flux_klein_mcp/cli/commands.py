@@ -1,0 +1,122 @@
+"""One call of the pipeline from a terminal (`generate`, `edit`, `compose`), and the spend report.
+
+Imported only when such a command runs (see `cli/__init__.py`), so `--help` stays as quick as a script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import datetime
+from typing import Any
+
+import anyio
+
+from .. import pipeline
+from ..config import Settings, redactor_for
+from ..errors import FluxKleinError
+from ..request import ImageRequest
+from ..runtime import Runtime
+from ..spend import Consent, Ledger, needs_consent, question
+from ..spend.report import ledger_report
+from ..spend.report import render as render_spend
+from . import log_to_stderr
+
+
+async def one_call(args: argparse.Namespace) -> int:
+    log_to_stderr(logging.WARNING, "%(levelname)s %(message)s")
+    redact = redactor_for(os.environ)
+    try:
+        env: dict[str, str] | None = None
+        if args.output_dir is not None:
+            env = {**os.environ, "FLUX_KLEIN_OUTPUT_DIR": str(args.output_dir)}
+        settings = Settings.from_env(env)
+        request = ImageRequest(
+            args.command,
+            args.prompt,
+            aspect_ratio=args.aspect_ratio,
+            n=getattr(args, "n", 1),
+            seed=args.seed,
+            tier=args.tier,
+            filename=args.filename,
+            provider=args.provider,
+            image_refs=tuple(getattr(args, "image", None) or ()),
+        )
+        outcome = await _run_until_sigterm(request, settings, args.yes)
+    except FluxKleinError as exc:
+        print(f"flux-klein-mcp: {redact(str(exc), shapes=False)}", file=sys.stderr)
+        return exc.exit_code
+    if outcome is None:
+        print("flux-klein-mcp: stopped by SIGTERM; nothing this call made was kept.", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    _print_json(redact.value(outcome.summary(), shapes=False))
+    return 0
+
+
+async def _run_until_sigterm(request: ImageRequest, settings: Settings, yes: bool) -> pipeline.Outcome | None:
+    """Consent (for the high tier), then the pipeline run; SIGTERM cancels it (and so rolls it back): None then."""
+    ended: list[pipeline.Outcome | FluxKleinError] = []
+
+    async def watch() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            async for _ in signals:
+                group.cancel_scope.cancel()
+
+    async with Runtime.open(settings) as runtime, anyio.create_task_group() as group:
+        if sys.platform != "win32":
+            group.start_soon(watch)
+        try:  # caught in here: an error leaving a task group would come out wrapped in an ExceptionGroup
+            consent = await _ask_on_the_terminal(request, runtime, given=yes)
+            ended.append(await pipeline.run(request, runtime, report=_report, consent=consent))
+        except FluxKleinError as exc:
+            ended.append(exc)
+        group.cancel_scope.cancel()
+    if not ended:
+        return None
+    if isinstance(ended[0], FluxKleinError):
+        raise ended[0]
+    return ended[0]
+
+
+async def _ask_on_the_terminal(request: ImageRequest, runtime: Runtime, given: bool) -> Consent | None:
+    """The person's consent for a high-tier call: `--yes`, else a y/N question on the terminal (asked only when
+    the budget leaves room), else none (the pipeline then refuses, exit 2)."""
+    settings = runtime.settings
+    if request.tier != "high" or settings.high_tier != "ask":
+        return None
+    try:
+        provider = runtime.providers.choose(request.provider)
+    except FluxKleinError:
+        return None  # the pipeline reports it
+    if not needs_consent(settings.high_tier, request.tier, provider.name):
+        return None
+    quote = pipeline.quote_for(provider, request.tier, request.n)
+    await runtime.in_worker(runtime.spend.check, quote)
+    if given:
+        return Consent.GRANTED
+    if not sys.stdin.isatty():
+        return Consent.NOT_GIVEN
+    print(f"{question(quote)} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+    return Consent.GRANTED if answer.strip().lower() in ("y", "yes") else Consent.DECLINED
+
+
+def spend(as_json: bool, days: int) -> int:
+    log_to_stderr(logging.WARNING, "%(levelname)s %(message)s")  # a damaged ledger line is worth a warning
+    settings = Settings.from_env()
+    report = ledger_report(Ledger(settings.ledger), datetime.now().astimezone().date(), days)
+    print(json.dumps(report, indent=2, allow_nan=False) if as_json else render_spend(report))
+    return 0
+
+
+async def _report(done: float, total: float, message: str) -> None:
+    if sys.stderr.isatty():
+        print(f"[{done:g}/{total:g}] {message}", file=sys.stderr)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, allow_nan=False))
