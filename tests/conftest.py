@@ -15,12 +15,16 @@ from typing import Any
 import anyio.lowlevel
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, ListRootsResult, Root, TextContent
+from mcp.types import CallToolResult, Implementation, ListRootsResult, Root, TextContent
 
 from flux_klein_mcp.config import Settings
 from flux_klein_mcp.server import create_server
 from tests.fakes.core import Loopback, mock_transport
 from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter
+
+#: How the tests' clients name themselves. A client that keeps the SDK's default name gets no resource_links
+#: (that is how LangChain's adapters are recognised; see server.wants_links).
+TEST_CLIENT = Implementation(name="flux-klein-mcp-tests", version="1")
 
 
 @pytest.fixture
@@ -116,8 +120,8 @@ def connect(fake: FakeOpenRouter, make_settings: Callable[..., Settings], sleeps
                     return ListRootsResult(roots=[Root(uri=root.as_uri(), name=root.name) for root in roots])
 
             server = create_server(settings, transport=transport, sleep=sleeps)
-            async with Client(server, list_roots_callback=list_roots, elicitation_callback=elicit,
-                              mode=mode) as client:  # type: ignore[arg-type]
+            async with Client(server, list_roots_callback=list_roots, elicitation_callback=elicit, mode=mode,
+                              client_info=TEST_CLIENT) as client:  # type: ignore[arg-type]
                 yield client
         finally:
             if real:

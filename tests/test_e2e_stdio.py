@@ -16,7 +16,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import ImageContent, ListRootsResult, ResourceLink, Root, TextContent
 from PIL import Image
 
-from tests.conftest import error_text, output_files, provider_env, summary
+from tests.conftest import TEST_CLIENT, error_text, output_files, provider_env, summary
 from tests.fakes.core import Loopback, png
 from tests.fakes.images_api import AIGATEWAY, EMPIRIOLABS, FLUXROUTER, GENERIC, FakeImagesAPI
 from tests.fakes.openrouter import FLUX, TEST_KEY, FakeOpenRouter, error
@@ -36,7 +36,7 @@ def server_env(loopback: Loopback) -> dict[str, str]:
 
 
 def stdio(env: dict[str, str], cwd: Path) -> Client:
-    return Client(StdioServerParameters(command=COMMAND, args=[], env=env, cwd=cwd))
+    return Client(StdioServerParameters(command=COMMAND, args=[], env=env, cwd=cwd), client_info=TEST_CLIENT)
 
 
 async def test_generate_over_stdio_saves_files_and_returns_thumbnails(server_env, workdir, fake: FakeOpenRouter):

@@ -286,3 +286,27 @@ def _jpeg(width: int, height: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), (10, 120, 200)).save(out, "JPEG")
     return out.getvalue()
+
+
+@pytest.mark.parametrize(("client", "mode", "linked"), [
+    (("claude-code", "2.1.0"), "auto", True),
+    (("mcp", "0.1.0"), "auto", False),  # the SDK's default: what LangChain's adapters send
+    (("fastmcp", "4.2.1"), "auto", False),
+    (("mcp", "0.1.0"), "always", True),
+    (("claude-code", "2.1.0"), "never", False),
+])
+async def test_resource_links_go_to_clients_that_use_them(fake, make_settings, client, mode, linked):
+    from mcp import Client
+    from mcp.types import Implementation
+
+    from flux_klein_mcp.server import create_server
+    from tests.conftest import provider_env
+    from tests.fakes.core import mock_transport
+
+    server = create_server(make_settings(**provider_env(fake), FLUX_KLEIN_RESOURCE_LINKS=mode),
+                           transport=mock_transport(fake))
+    async with Client(server, client_info=Implementation(name=client[0], version=client[1])) as session:
+        result = await session.call_tool("generate_image", {"prompt": "a fox"})
+    data = summary(result)
+    assert bool(blocks(result, ResourceLink)) is linked
+    assert Path(data["images"][0]["path"]).is_file() and data["images"][0]["uri"].startswith("file://")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from .errors import ConfigError
 from .redact import Redactor
@@ -35,6 +35,8 @@ VARIABLES: dict[str, str] = {
     "FLUX_KLEIN_DAILY_BUDGET_USD": "the most all processes sharing the ledger may spend in a calendar day, in USD",
     "FLUX_KLEIN_LEDGER": "the ledger of charged images (default ~/.local/state/flux-klein-mcp/ledger.jsonl)",
     "FLUX_KLEIN_HIGH_TIER": "ask (default: the person approves each high-tier call) | allow | deny",
+    "FLUX_KLEIN_RESOURCE_LINKS": "auto (default: not for clients that turn links into URLs a model provider must "
+                                 "fetch, such as LangChain's adapters) | always | never",
     "FLUX_KLEIN_HTTP_TOKEN": "bearer token `serve --http` requires of every request (required off loopback)",
     "FLUX_KLEIN_HTTP_ALLOWED_HOSTS": "Host header values `serve --http` accepts off loopback (comma-separated)",
 }
@@ -59,6 +61,7 @@ class Settings:
     daily_budget_usd: float | None = None
     ledger: Path = field(default_factory=default_ledger)
     high_tier: HighTierMode = "ask"
+    resource_links: Literal["auto", "always", "never"] = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -90,6 +93,7 @@ class Settings:
             daily_budget_usd=_budget(env, "FLUX_KLEIN_DAILY_BUDGET_USD"),
             ledger=_path(env, "FLUX_KLEIN_LEDGER", cwd) or default_ledger(),
             high_tier=_high_tier(env),
+            resource_links=_choice(env, "FLUX_KLEIN_RESOURCE_LINKS", ("auto", "always", "never")),
         )
 
     def get(self, name: str) -> str:
@@ -135,10 +139,15 @@ def _expand(raw: str, name: str) -> Path:
 
 
 def _high_tier(env: Mapping[str, str]) -> HighTierMode:
-    raw = _get(env, "FLUX_KLEIN_HIGH_TIER").lower() or "ask"
-    if raw not in HIGH_TIER_MODES:
-        raise ConfigError(f"FLUX_KLEIN_HIGH_TIER must be ask, allow or deny, got {raw!r}. Fix or unset it.")
-    return cast(HighTierMode, raw)
+    return cast(HighTierMode, _choice(env, "FLUX_KLEIN_HIGH_TIER", HIGH_TIER_MODES))
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> Any:
+    """One of `choices` (the first is the default), case-insensitive."""
+    raw = _get(env, name).lower() or choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}. Fix or unset it.")
+    return raw
 
 
 _Num = TypeVar("_Num", int, float)

@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable
 
 from mcp import Client, StdioServerParameters
-from mcp.types import ImageContent, ResourceLink, TextContent
+from mcp.types import ImageContent, Implementation, ResourceLink, TextContent
 
+from . import __version__
 from .config import Settings
 from .errors import FluxKleinError
 from .providers import Providers
@@ -38,7 +39,7 @@ async def run_demo(prompt: str, aspect_ratio: AspectRatio, show: Write, say: Wri
     env, provider, note = _demo_env()
     say(f"Starting the MCP server on stdio with provider {provider}{note}")
     server = StdioServerParameters(command=sys.executable, args=["-m", "flux_klein_mcp", "serve"], env=env)
-    async with Client(server) as client:
+    async with Client(server, client_info=Implementation(name="flux-klein-mcp-demo", version=__version__)) as client:
         tools = await client.list_tools()
         say("Tools: " + ", ".join(tool.name for tool in tools.tools))
         say(f"Calling generate_image(prompt={prompt!r}, aspect_ratio={aspect_ratio!r}) ...")

@@ -43,8 +43,9 @@ def thumbnails(images: Sequence[bytes | None], max_px: int, budget: int) -> list
     return encoded if sum(len(e) for e in encoded) <= budget else None
 
 
-def tool_result(outcome: Outcome, thumbnail_px: int) -> CallToolResult:
-    """The content blocks: JSON summary first, then one thumbnail per image, then one link per image."""
+def tool_result(outcome: Outcome, thumbnail_px: int, with_links: bool = True) -> CallToolResult:
+    """The content blocks: JSON summary first, then one thumbnail per image, then one link per image (unless
+    `with_links` is False: the summary names every file by path and URI either way)."""
     summary = outcome.summary()
     links = [
         ResourceLink(
@@ -54,7 +55,7 @@ def tool_result(outcome: Outcome, thumbnail_px: int) -> CallToolResult:
             size=image.saved.bytes,
             description=f"Full-size {image.info.width}x{image.info.height} image at {image.saved.path}",
         )
-        for image in outcome.images
+        for image in outcome.images if with_links
     ]
     fixed = len(_json(summary)) + sum(len(link.model_dump_json()) for link in links) + 2000
     thumbs = thumbnails([image.thumbnail for image in outcome.images], thumbnail_px, RESULT_BUDGET - fixed)

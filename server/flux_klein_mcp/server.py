@@ -220,7 +220,8 @@ def create_server(
                 raise config_error
             outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress,
                                          consent=consent)
-            result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px)
+            result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px,
+                                             wants_links(ctx, runtime.settings.resource_links))
             # A cancel that arrived while the worker thread ran is delivered here, inside this try, not later.
             await anyio.lowlevel.checkpoint()
             return result
@@ -304,6 +305,25 @@ def create_server(
 
     _add_output_reader(server)
     return server
+
+
+#: clientInfo sent by the mcp Python SDK when its user names no client (1.x and 2.x alike). LangChain's adapters
+#: send it; they turn an image `resource_link` into an image block whose URL is the `file://` URI, which
+#: langchain-openai and langchain-anthropic then send to the model provider, which cannot fetch it.
+SDK_DEFAULT_CLIENT = ("mcp", "0.1.0")
+
+
+def wants_links(ctx: Context, mode: str) -> bool:
+    """Whether this client gets `resource_link`s: every client that names itself (Claude Code, Claude Desktop, VS
+    Code, Cursor, Codex, Gemini CLI ...), but not the SDK's anonymous default or fastmcp's (what agent frameworks
+    send), unless FLUX_KLEIN_RESOURCE_LINKS says always or never. The JSON block names every file either way."""
+    if mode != "auto":
+        return mode == "always"
+    params = ctx.request_context.session.client_params
+    info = params.client_info if params is not None else None
+    if info is None:
+        return True  # an anonymous stateless HTTP request: the protocol's own behaviour
+    return (info.name, info.version) != SDK_DEFAULT_CLIENT and info.name != "fastmcp"
 
 
 def _runtime(ctx: Context) -> Runtime:
