@@ -342,3 +342,29 @@ async def test_an_absurd_reported_cost_is_ignored_with_a_note(connect, fake, mut
     fake.then(success_with(mutate))
     data = summary(await call(connect))
     assert data["cost_usd"] == 0.014 and any("not an amount" in note for note in data["notes"])
+
+
+@pytest.mark.parametrize(("tool", "arguments", "says"), [
+    ("generate_image", {"prompt": "x", "n": 9}, "n must be a whole number from 1 to 4, got 9."),
+    ("generate_image", {"prompt": "x", "n": True}, "n must be a whole number from 1 to 4, got True."),
+    ("generate_image", {"n": 2}, "prompt is required: What the image should show"),
+    ("generate_image", {"prompt": "x", "aspect_ratio": "7:1"}, "aspect_ratio must be one of: 1:1, 2:3, 3:2"),
+    ("generate_image", {"prompt": "x", "seed": -4}, "seed must be a whole number from 0 to 4294967295"),
+    ("generate_image", {"prompt": "x", "tier": "max"}, "tier must be one of: low, high, got 'max'."),
+    ("generate_image", {"prompt": ["x"]}, "prompt must be text, got ['x']."),
+    ("compose_images", {"prompt": "x", "images": ["a.png"]}, "images must be a list of 2 to 4 strings"),
+    ("edit_image", {"prompt": "x"}, "image is required: The image to edit"),
+])
+async def test_schema_violations_are_answered_in_the_servers_words(connect, fake, tool, arguments, says):
+    """Codex and OpenAI strict mode strip the schema's bounds: the error is where the model learns them."""
+    async with connect() as client:
+        result = await client.call_tool(tool, arguments)
+    text = assert_failed(result, says, "and call " + tool + " again")
+    assert "pydantic" not in text and "validation error" not in text and "Error executing tool" not in text
+    assert fake.requests == []
+
+
+async def test_a_key_passed_as_an_argument_is_not_echoed_by_the_schema_error(connect, fake):
+    async with connect() as client:
+        result = await client.call_tool("generate_image", {"prompt": "x", "seed": TEST_KEY})
+    assert_failed(result, "seed must be a whole number")

@@ -310,3 +310,22 @@ async def test_resource_links_go_to_clients_that_use_them(fake, make_settings, c
     data = summary(result)
     assert bool(blocks(result, ResourceLink)) is linked
     assert Path(data["images"][0]["path"]).is_file() and data["images"][0]["uri"].startswith("file://")
+
+
+async def test_the_tool_list_stays_within_its_token_budget(connect):
+    """Every conversation pays for the tool list: this cap only ever comes down (today about 14.2 k characters)."""
+    async with connect() as client:
+        tools = (await client.list_tools()).tools
+    assert sum(len(json.dumps(t.model_dump(exclude_none=True, by_alias=True))) for t in tools) <= 14_300
+
+
+async def test_each_tools_aspect_ratio_says_what_omitting_it_does(connect):
+    async with connect() as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    said = {name: tools[name].input_schema["properties"]["aspect_ratio"]["description"] for name in
+            ("generate_image", "edit_image", "compose_images")}
+    assert "Omit for 1:1 (1024x1024)" in said["generate_image"]
+    assert "Omit to keep the input image's shape" in said["edit_image"] and "1:1" not in said["edit_image"][-60:]
+    assert "Omit to let the model choose" in said["compose_images"]
+    assert "n images get seed" in tools["generate_image"].input_schema["properties"]["seed"]["description"]
+    assert "n images" not in tools["edit_image"].input_schema["properties"]["seed"]["description"]

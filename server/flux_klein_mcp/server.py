@@ -17,11 +17,12 @@ import anyio.lowlevel
 from mcp.server import MCPServer
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, ValidationError
 
 from . import __version__, shutdown
+from .arguments import explain
 from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
 from .config import Settings
 from .errors import ConfigError, FluxKleinError, InputError, StorageError
@@ -64,8 +65,9 @@ once for you: do not retry in a loop.
 
 Returns: first a JSON text block (images[] with absolute path, uri, width, height, format, bytes, seed; model, \
 provider, tier, cost_usd, prompt_sent, spent_session_usd, spent_today_usd, budget_left_usd when a budget is set), \
-then one small JPEG thumbnail per image for you to look at, then a resource_link per full-size file. Full-size \
-files stay on disk in the output folder (never overwritten, each with a .json sidecar): tell the user the paths."""
+then one small JPEG thumbnail per image for you to look at, then (for clients that use them) a resource_link per \
+full-size file. Full-size files stay on disk in the output folder (never overwritten, each with a .json sidecar): \
+tell the user the paths."""
 
 GENERATE = (
     "Generate 1-4 new images from a text description with FLUX.2 [klein] 4B. Write the prompt as descriptive "
@@ -107,21 +109,23 @@ Prompt = Annotated[
     str,
     Field(description=f"What the image should show, as descriptive prose (at most {MAX_PROMPT_CHARS} characters)."),
 ]
-AspectRatioArg = Annotated[
-    AspectRatio | None,
-    Field(description=f"Shape of the image: {_USE_TABLE}. Omit for 1:1 (1024x1024)."),
-]
-Seed = Annotated[
-    int | None,
-    Field(ge=0, le=MAX_SEED, description="Fixes the result: the same seed and arguments give the same image. "
-          "Pass any number whenever you may want to refine or reproduce an image (n images get seed, seed+1, "
-          "...); omitted, the image is random and cannot be reproduced."),
-    BeforeValidator(_not_a_boolean),
-]
+_SHAPE = f"Shape of the image: {_USE_TABLE}."
+AspectRatioArg = Annotated[AspectRatio | None, Field(description=f"{_SHAPE} Omit for 1:1 (1024x1024).")]
+EditAspectRatio = Annotated[AspectRatio | None, Field(
+    description=f"{_SHAPE} Omit to keep the input image's shape (the nearest of these ratios; for an https:// "
+    "input, whose size is unknown here, the model chooses).")]
+ComposeAspectRatio = Annotated[AspectRatio | None, Field(
+    description=f"{_SHAPE} Omit to let the model choose (usually 1:1).")]
+_SEED = ("Fixes the result: the same seed and arguments give the same image. Pass any number whenever you may "
+         "want to refine or reproduce an image; omitted, the image is random and cannot be reproduced. Providers "
+         "that take no seed ignore it (the result says so).")
+Seed = Annotated[int | None, Field(ge=0, le=MAX_SEED, description=_SEED), BeforeValidator(_not_a_boolean)]
+GenerateSeed = Annotated[int | None, Field(ge=0, le=MAX_SEED, description=_SEED + " n images get seed, seed+1, ..."),
+                         BeforeValidator(_not_a_boolean)]
 TierArg = Annotated[
     Tier,
     Field(description='"low" for every draft and iteration (default). "high" ONLY when the user explicitly asks '
-          "for a final production deliverable."),
+          "for a final production deliverable; the person is asked to approve its price first."),
 ]
 Filename = Annotated[
     str | None,
@@ -136,7 +140,8 @@ ProviderArg = Annotated[
 ImageRef = Annotated[
     str,
     Field(description="The image to edit: a local path (absolute or relative to the server's working directory), "
-          "a file:// URI, an https:// URL or a data:image/...;base64 URL."),
+          "a file:// URI, an https:// URL or a data:image/...;base64 URL. Local files are read only from the "
+          "allowed folders (a refusal lists them)."),
 ]
 ImageRefs = Annotated[
     list[str],
@@ -192,7 +197,7 @@ def create_server(
             runtime.remote = remote
             yield runtime
 
-    server: MCPServer[Runtime] = MCPServer(
+    server = _Server(
         "flux-klein-mcp",
         title="FLUX.2 klein images",
         version=__version__,
@@ -201,6 +206,7 @@ def create_server(
         "credits) or a reached budget, stop and tell the user. get_usage tells what has been spent.",
         lifespan=lifespan,
     )
+    server.redact = lambda text: active.redact(text, shapes=False)
 
     async def run(ctx: Context, roots: ListRootsResult, consent: ElicitationResult[Approval],
                   build: Callable[[], ImageRequest]) -> CallToolResult:
@@ -248,7 +254,7 @@ def create_server(
         aspect_ratio: AspectRatioArg = None,
         n: Annotated[int, Field(ge=1, le=4, description="How many variations, 1-4 (made in parallel)."),
                      BeforeValidator(_not_a_boolean)] = 1,
-        seed: Seed = None,
+        seed: GenerateSeed = None,
         tier: TierArg = "low",
         filename: Filename = None,
         provider: ProviderArg = None,
@@ -263,7 +269,7 @@ def create_server(
         ctx: Context,
         roots: Roots,
         consent: OneImageConsent,
-        aspect_ratio: AspectRatioArg = None,
+        aspect_ratio: EditAspectRatio = None,
         seed: Seed = None,
         tier: TierArg = "low",
         filename: Filename = None,
@@ -280,7 +286,7 @@ def create_server(
         ctx: Context,
         roots: Roots,
         consent: OneImageConsent,
-        aspect_ratio: AspectRatioArg = None,
+        aspect_ratio: ComposeAspectRatio = None,
         seed: Seed = None,
         tier: TierArg = "low",
         filename: Filename = None,
@@ -324,6 +330,23 @@ def wants_links(ctx: Context, mode: str) -> bool:
     if info is None:
         return True  # an anonymous stateless HTTP request: the protocol's own behaviour
     return (info.name, info.version) != SDK_DEFAULT_CLIENT and info.name != "fastmcp"
+
+
+class _Server(MCPServer[Runtime]):
+    """The SDK's server, except that arguments breaking a tool's schema are answered in our words."""
+
+    #: Removes secrets from what is quoted back (an argument may hold a key); `create_server` sets it.
+    redact: Callable[[str], str] = staticmethod(lambda text: text)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError) or isinstance(exc, UnexpectedToolError):
+                raise
+            tool = next((t for t in await self.list_tools() if t.name == name), None)
+            schema = tool.input_schema if tool is not None else {}
+            raise ToolError(explain(name, schema, exc.__cause__, self.redact)) from exc.__cause__
 
 
 def _runtime(ctx: Context) -> Runtime:
