@@ -2,34 +2,66 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# What is installed: the server alone (make demo), or the server and the test toolchain (make test).
+SERVER := $(VENV)/.installed-server
+TOOLS  := $(VENV)/.installed-tools
+MCPB   := npx -y @anthropic-ai/mcpb@2.1.2
 
-.PHONY: help demo test bench clean
+# A .venv made by another Python (another version, a moved or deleted interpreter) fails in odd ways: rebuild it.
+WANTED := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+HAVE   := $(shell [ -d $(VENV) ] && { $(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])' \
+                  2>/dev/null || echo broken; })
+ifneq ($(HAVE),)
+ifneq ($(HAVE),$(WANTED))
+$(info .venv was made by another Python ($(HAVE), this one is $(WANTED)): making it again.)
+$(shell rm -rf $(VENV))
+endif
+endif
+
+.PHONY: help demo test bench bundle clean
 
 ## help: list these targets
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  make /'
 
-$(STAMP): pyproject.toml
+$(VENV)/pyvenv.cfg:
+	@echo "Creating .venv with $$($(PYTHON) --version) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-## demo: install, start the MCP server over stdio and call generate_image (offline sandbox when no key is set)
-demo: $(STAMP)
+$(SERVER): pyproject.toml setup.py | $(VENV)/pyvenv.cfg
+	@echo "Installing flux-klein-mcp and what it needs into .venv (once; about a minute) ..."
+	$(BIN)/python -m pip install --quiet --progress-bar off -e .
+	touch $(SERVER)
+
+$(TOOLS): pyproject.toml setup.py $(SERVER)
+	@echo "Installing the test toolchain into .venv (once) ..."
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test]'
+	touch $(TOOLS)
+
+## demo: install the server, start it over stdio and call generate_image (offline sandbox when no key is set)
+demo: $(SERVER)
 	$(BIN)/flux-klein-mcp demo
 
-## test: install, then lint, type-check and run the test suite
-test: $(STAMP)
+## test: install the server and the test toolchain, then lint, type-check and run the test suite
+test: $(TOOLS)
 	$(BIN)/ruff check server tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto
 
 ## bench: install, then time the server against its floors side by side (BENCH_ARGS="--quick", "--json out.json")
-bench: $(STAMP)
+bench: $(TOOLS)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## bundle: pack the MCP bundle for Claude Desktop, dist/flux-klein-mcp.mcpb (needs Node.js for npx)
+bundle:
+	rm -rf build/bundle && mkdir -p build/bundle dist
+	cp -R manifest.json pyproject.toml setup.py MANIFEST.in README.md SKILL.md references server build/bundle/
+	find build/bundle -name __pycache__ -prune -exec rm -rf {} +
+	rm -rf build/bundle/server/*.egg-info
+	$(MCPB) validate build/bundle/manifest.json
+	$(MCPB) pack build/bundle dist/flux-klein-mcp.mcpb
 
 ## clean: remove the virtual environment and build files (output/ is yours and stays)
 clean:
-	rm -rf $(VENV) build *.egg-info server/*.egg-info
+	rm -rf $(VENV) build dist *.egg-info server/*.egg-info

@@ -113,3 +113,25 @@ def test_doctor_json_carries_the_key_credit_as_numbers_and_warns_when_it_cannot_
         assert "less than one image ($0.0140)" in report["warnings"][0]
         assert "https://openrouter.ai/settings/credits" in report["warnings"][0] and "Warning:" in table.stdout
     assert fake.completions == []
+
+
+def test_doctor_tells_an_unreachable_provider_from_nothing_configured_and_a_rejected_key(workdir):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens there once the probe closes
+    nothing = cli(["doctor", "--json"], workdir)
+    unreachable = cli(["doctor"], workdir, OPENROUTER_API_KEY=TEST_KEY,
+                      OPENROUTER_BASE_URL=f"http://127.0.0.1:{closed}/api/v1")
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    try:
+        rejected = cli(["doctor", "--json"], workdir, OPENROUTER_API_KEY="sk-or-v1-" + "f" * 64,
+                       OPENROUTER_BASE_URL=f"{server.url}/api/v1")
+    finally:
+        server.close()
+    assert json.loads(nothing.stdout)["state"] == "nothing configured" and nothing.returncode == 1
+    assert unreachable.returncode == 1 and "could not be reached: the key may well be fine" in unreachable.stdout
+    assert "Nothing is configured" not in unreachable.stdout
+    assert json.loads(rejected.stdout)["state"] == "key rejected" and rejected.returncode == 1

@@ -53,6 +53,7 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         folder_note = runtime.store.note or "writable"
     except FluxKleinError as exc:
         folder, folder_note = None, str(exc)
+    state = "ready"
     try:
         chosen = runtime.providers.choose()
         choice, usable = chosen.name, checks[chosen.name].status == "ok"
@@ -60,11 +61,16 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         choice_note = f"{chosen.name} (chosen by {why})"
         if not usable:
             status = checks[chosen.name].status
+            state = "unreachable" if status == "unreachable" else "key rejected"
             choice_note += (" - but it could not be reached (check the network and its base URL)"
                             if status == "unreachable" else f" - but its key is {status}")
     except FluxKleinError as exc:
         choice, usable, choice_note = None, False, redact(str(exc))
+        state = "nothing configured" if runtime.providers.auto_choice() is None else "misconfigured"
+    if usable and folder is None:
+        state = "output folder"
     return {
+        "state": state,
         "providers": [asdict(row) for row in rows],
         "output_dir": folder,
         "output_dir_status": folder_note,
@@ -98,9 +104,21 @@ def render(report: dict[str, Any]) -> str:
     ]
     lines += [f"Warning: {warning}" for warning in report["warnings"]]
     if not report["usable"]:
-        lines.append("Nothing usable is configured yet: fix what is shown above, or set "
-                     "FLUX_KLEIN_PROVIDER=sandbox to try the tools offline.")
+        lines.append(VERDICTS.get(report["state"], VERDICTS["misconfigured"]))
     return "\n".join(lines)
+
+
+#: The last line of the report when calls would not work, by what is wrong.
+VERDICTS = {
+    "nothing configured": "Nothing is configured yet: set a provider's key (above), or FLUX_KLEIN_PROVIDER=sandbox "
+                          "to try the tools offline.",
+    "unreachable": "A key is set, but its provider could not be reached: the key may well be fine. Check the "
+                   "network (a proxy or firewall) and the provider's base-URL variable, then run doctor again.",
+    "key rejected": "A key is set, but its provider rejected it: set the key variable shown to a valid key.",
+    "misconfigured": "The set-up has a problem: fix what is shown above, or set FLUX_KLEIN_PROVIDER=sandbox to try "
+                     "the tools offline.",
+    "output folder": "The provider is ready, but the output folder cannot take files: see above.",
+}
 
 
 async def run_doctor(as_json: bool, show: Callable[[str], None]) -> int:

@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = sub.add_parser("serve", help="run the MCP server on stdio (the default), or over HTTP")
+    serve = sub.add_parser("serve", help="run the MCP server on stdio (the default), or over HTTP",
+                           description="Run the MCP server. With no option it talks JSON-RPC on stdin/stdout, as "
+                           "MCP clients start it. --http serves streamable HTTP on /mcp (stateless) instead: "
+                           "127.0.0.1 by default; any other address needs FLUX_KLEIN_HTTP_TOKEN.")
     serve.add_argument("--http", action="store_true", help="serve streamable HTTP on /mcp (stateless) instead")
     serve.add_argument("--host", help="address to bind with --http (default 127.0.0.1; any other needs "
                        "FLUX_KLEIN_HTTP_TOKEN)")
@@ -71,13 +74,29 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--output-dir", type=Path, help="folder for the images (default: FLUX_KLEIN_OUTPUT_DIR "
                          "or ./output)")
     demo = sub.add_parser("demo", help="start the server on stdio and call generate_image through a real MCP "
-                          "client (the sandbox when no key is set)")
+                          "client (the sandbox when no key is set)",
+                          description="Start the server as an MCP client would (a subprocess on stdio), list its "
+                          "tools and call generate_image through the official MCP client, printing what the model "
+                          "would receive. Uses your provider key when one is set, the free offline sandbox "
+                          "otherwise.")
     demo.add_argument("prompt", nargs="?", default="A lighthouse on a rocky coast at dusk, warm light in the "
                       "window, watercolour style", help="what to draw (default: a lighthouse at dusk)")
     demo.add_argument("--aspect-ratio", choices=ASPECT_RATIOS, default="3:2", help="image shape (default 3:2)")
     doctor = sub.add_parser("doctor", help="check each provider's key (no spend), the output folder, and which "
-                            "provider a call would use; exits 1 when nothing usable is configured")
+                            "provider a call would use; exits 1 when nothing usable is configured",
+                            description="Check, without spending anything, each provider's key (OpenRouter GET "
+                            "/key with its remaining credit, the gateways GET /models), the output folder, and "
+                            "which provider a call would use. Tells a key that is not set, one that is rejected "
+                            "and a provider that cannot be reached apart. Exits 1 when calls would not work.")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    skill = sub.add_parser("skill", help="the Agent Skill this package carries (SKILL.md and references/)",
+                           description="The Agent Skill teaches an agent when and how to use these tools, and the "
+                           "command line when the server is not connected.")
+    skill_sub = skill.add_subparsers(dest="skill_command", metavar="ACTION", required=True)
+    install = skill_sub.add_parser("install", help="write the skill to DIR/generate-image-low-flux/",
+                                   description="Write the skill to DIR/generate-image-low-flux/ (default: Claude "
+                                   "Code's personal skills folder, ~/.claude/skills).")
+    install.add_argument("--dir", type=Path, help="the skills folder to write into (default: ~/.claude/skills)")
     spend = sub.add_parser("spend", help="what has been spent, from the ledger: today, this month, per day, by "
                            "provider and model (no network)")
     spend.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -100,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.exit(serving.serve_http(args.host or "127.0.0.1", args.port or 8000) if getattr(args, "http", False)
                  else serving.serve())
+    if command == "skill":
+        sys.exit(_install_skill(args.dir))
     if command == "doctor":
         from ..doctor import run_doctor
 
@@ -114,6 +135,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_report_errors(lambda: commands.spend(args.json, args.days)))
     else:
         sys.exit(anyio.run(commands.one_call, args))
+
+
+def _install_skill(parent: Path | None) -> int:
+    from .. import skill
+
+    try:
+        folder, files, replaced = skill.install(parent or skill.default_dir())
+    except skill.NotOurs as exc:
+        _to_stderr(f"flux-klein-mcp: {exc}; nothing was written. Move it away or choose another --dir.")
+        return 2
+    except OSError as exc:
+        _to_stderr(f"flux-klein-mcp: could not write the skill ({exc.strerror or exc}). Choose another --dir.")
+        return 1
+    print(f"{'Updated' if replaced else 'Installed'} the Agent Skill {skill.NAME} in {folder} "
+          f"({', '.join(files)}).")
+    print("Claude Code loads it in its next session; other agents: point them at that folder.")
+    return 0
 
 
 def _to_stderr(text: str) -> None:
