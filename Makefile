@@ -18,7 +18,7 @@ $(shell rm -rf $(VENV))
 endif
 endif
 
-.PHONY: help demo test bench bundle clean
+.PHONY: help demo test test-view bench bundle clean
 
 ## help: list these targets
 help:
@@ -49,6 +49,28 @@ test: $(TOOLS)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto
 
+## test-view: the MCP Apps view in headless Chromium under the official host bridge (needs Node.js and Chromium)
+test-view: $(TOOLS) $(VENV)/.installed-browser build/browser/host.js build/browser/host.html
+	$(BIN)/ruff check browser
+	FLUX_KLEIN_SCREENSHOTS=$(or $(SCREENSHOTS),build/browser) $(BIN)/python -m pytest browser -p no:xdist
+
+$(VENV)/.installed-browser: browser/requirements.txt $(SERVER)
+	$(BIN)/python -m pip install --quiet --progress-bar off -r browser/requirements.txt
+	touch $@
+
+# The host page: the official AppBridge (@modelcontextprotocol/ext-apps, pinned in package-lock.json) + our harness.
+browser/host/node_modules/.installed: browser/host/package.json browser/host/package-lock.json
+	cd browser/host && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+build/browser/host.js: browser/host/host.js browser/host/node_modules/.installed
+	mkdir -p build/browser
+	browser/host/node_modules/.bin/esbuild $< --bundle --minify --format=iife --target=es2022 --log-level=warning \
+	  --outfile=$@
+
+build/browser/host.html: browser/host/host.html
+	mkdir -p build/browser && cp $< $@
+
 ## bench: install, then time the server against its floors side by side (BENCH_ARGS="--quick", "--json out.json")
 bench: $(TOOLS)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -64,4 +86,4 @@ bundle:
 
 ## clean: remove the virtual environment and build files (output/ is yours and stays)
 clean:
-	rm -rf $(VENV) build dist *.egg-info server/*.egg-info
+	rm -rf $(VENV) build dist *.egg-info server/*.egg-info browser/host/node_modules

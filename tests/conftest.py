@@ -15,6 +15,8 @@ from typing import Any
 import anyio.lowlevel
 import pytest
 from mcp import Client
+from mcp.client import advertise
+from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from mcp.types import CallToolResult, Implementation, ListRootsResult, Root, TextContent
 
 from flux_klein_mcp.config import Settings
@@ -100,13 +102,14 @@ def connect(fake: FakeOpenRouter, make_settings: Callable[..., Settings], sleeps
 
     The fake (OpenRouter's unless one is given) is reached through MockTransport, or with `loopback=True` on a
     real socket; the provider's key and base URL are set for it, and `env` overrides anything. `roots` and
-    `elicit` (an elicitation callback) give the client those capabilities; `mode` picks the protocol era.
+    `elicit` (an elicitation callback) give the client those capabilities, `apps=True` declares the MCP Apps
+    extension (a host that shows the view); `mode` picks the protocol era.
     """
 
     @asynccontextmanager
     async def open_client(
         fake_provider: Any = None, *, loopback: bool = False, roots: list[Path] | None = None,
-        elicit: Any = None, mode: str = "auto", **env: str
+        elicit: Any = None, mode: str = "auto", apps: bool = False, **env: str
     ) -> AsyncIterator[Client]:
         provider = fake_provider or fake
         real = Loopback(provider) if loopback else None
@@ -120,8 +123,9 @@ def connect(fake: FakeOpenRouter, make_settings: Callable[..., Settings], sleeps
                     return ListRootsResult(roots=[Root(uri=root.as_uri(), name=root.name) for root in roots])
 
             server = create_server(settings, transport=transport, sleep=sleeps)
+            extensions = [advertise(EXTENSION_ID, {"mimeTypes": [APP_MIME_TYPE]})] if apps else None
             async with Client(server, list_roots_callback=list_roots, elicitation_callback=elicit, mode=mode,
-                              client_info=TEST_CLIENT) as client:  # type: ignore[arg-type]
+                              client_info=TEST_CLIENT, extensions=extensions) as client:  # type: ignore[arg-type]
                 yield client
         finally:
             if real:

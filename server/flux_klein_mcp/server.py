@@ -5,6 +5,7 @@ The descriptions are written for the model: they carry the skill's rules because
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -15,10 +16,20 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import anyio
 import anyio.lowlevel
 from mcp.server import MCPServer
+from mcp.server.apps import Apps, ResourcePermissions, client_supports_apps
+from mcp.server.context import ServerRequestContext
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
-from mcp.types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
+from mcp.types import (
+    CallToolResult,
+    ImageContent,
+    ListRootsResult,
+    ListToolsResult,
+    PaginatedRequestParams,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import BeforeValidator, Field, ValidationError
 
 from . import __version__, shutdown
@@ -26,12 +37,14 @@ from .arguments import explain
 from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
 from .config import Settings
 from .errors import ConfigError, FluxKleinError, InputError, StorageError
+from .gallery import Thumbnails, recent
 from .request import ImageRequest
 from .rules import (
     ASPECT_RATIO_BY_USE,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     OPENROUTER_CREDITS_URL,
+    OPENROUTER_SIZES,
     PROVIDER_NAMES,
     AspectRatio,
     ProviderName,
@@ -97,6 +110,32 @@ USAGE = (
     "whether the high tier asks the person first, and the provider's remaining credit where it can be read for "
     "free (OpenRouter). Use it before a large batch, or when the user asks what has been spent."
 )
+
+#: The MCP Apps view hosts show beside the three image tools (view.html, served as text/html;profile=mcp-app).
+VIEW_URI = "ui://flux-klein/view.html"
+VIEW = {"ui": {"resourceUri": VIEW_URI}}
+#: Tools only the view calls: hosts keep them from the model, and clients without the view do not list them.
+APP_ONLY = {"ui": {"resourceUri": VIEW_URI, "visibility": ["app"]}}
+RECENT = ("The newest images in the output folder with small thumbnails, for the image view's strip of recent work "
+          "(each with its prompt, seed, provider, cost and the arguments that would make it again).")
+
+
+def view_html() -> str:
+    """view.html, with the pixel size of each aspect ratio filled in (its placeholders take the images' shape)."""
+    from importlib import resources
+
+    html = resources.files("flux_klein_mcp").joinpath("view.html").read_text(encoding="utf-8")
+    return html.replace("{/*ASPECT_SIZES*/}", json.dumps(dict(OPENROUTER_SIZES), separators=(",", ":")))
+
+
+def _view() -> Apps:
+    apps = Apps()
+    apps.add_html_resource(VIEW_URI, view_html(),
+        name="flux-klein-view", title="FLUX.2 klein images",
+        description="The images of a call, with their details and next steps (variations, edit, compose, final).",
+        permissions=ResourcePermissions(clipboard_write={}), prefers_border=True)
+    return apps
+
 
 def _not_a_boolean(value: object) -> object:
     """JSON true/false would otherwise pass as 1/0 (and n=true be paid for): booleans are not numbers."""
@@ -205,6 +244,7 @@ def create_server(
         "high tier only for an explicitly requested final, and only with the person's approval. On a 402 (out of "
         "credits) or a reached budget, stop and tell the user. get_usage tells what has been spent.",
         lifespan=lifespan,
+        extensions=[_view()],
     )
     server.redact = lambda text: active.redact(text, shapes=False)
 
@@ -245,7 +285,7 @@ def create_server(
                             "user.") from None
 
     @server.tool(title="Generate image (FLUX.2 klein)", description=GENERATE, annotations=ANNOTATIONS,
-                 structured_output=False)
+                 structured_output=False, meta=VIEW)
     async def generate_image(
         prompt: Prompt,
         ctx: Context,
@@ -262,7 +302,8 @@ def create_server(
         return await run(ctx, roots, consent, lambda: ImageRequest(
             "generate", prompt, aspect_ratio, n, seed, tier, filename, provider))
 
-    @server.tool(title="Edit image (FLUX.2 klein)", description=EDIT, annotations=ANNOTATIONS, structured_output=False)
+    @server.tool(title="Edit image (FLUX.2 klein)", description=EDIT, annotations=ANNOTATIONS, structured_output=False,
+                 meta=VIEW)
     async def edit_image(
         prompt: Prompt,
         image: ImageRef,
@@ -279,7 +320,7 @@ def create_server(
             "edit", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=(image,)))
 
     @server.tool(title="Compose images (FLUX.2 klein)", description=COMPOSE, annotations=ANNOTATIONS,
-                 structured_output=False)
+                 structured_output=False, meta=VIEW)
     async def compose_images(
         prompt: Prompt,
         images: ImageRefs,
@@ -309,6 +350,21 @@ def create_server(
         text = json.dumps(runtime.settings.redact.value(usage, shapes=False), indent=2, allow_nan=False)
         return CallToolResult(content=[TextContent(text=text)])
 
+    @server.tool(title="Recent images (for the image view)", description=RECENT, annotations=READ_ONLY,
+                 structured_output=False, meta=APP_ONLY)
+    async def recent_images(
+        ctx: Context,
+        limit: Annotated[int, Field(ge=1, le=48, description="How many of the newest images, 1-48."),
+                         BeforeValidator(_not_a_boolean)] = 12,
+    ) -> CallToolResult:
+        runtime = _runtime(ctx)
+        found = await runtime.in_worker(recent, runtime.store.folder, limit, thumbnails)
+        summary = {"folder": str(runtime.store.folder), "images": [r.entry for r in found]}
+        text = json.dumps(runtime.settings.redact.value(summary, shapes=False), indent=2, allow_nan=False)
+        return CallToolResult(content=[TextContent(text=text), *(
+            ImageContent(data=base64.b64encode(r.thumbnail).decode(), mime_type="image/jpeg") for r in found)])
+
+    thumbnails = Thumbnails()
     _add_output_reader(server)
     return server
 
@@ -333,7 +389,15 @@ def wants_links(ctx: Context, mode: str) -> bool:
 
 
 class _Server(MCPServer[Runtime]):
-    """The SDK's server, except that arguments breaking a tool's schema are answered in our words."""
+    """The SDK's server, except that arguments breaking a tool's schema are answered in our words, and tools only
+    the view calls are listed only to clients that can show the view."""
+
+    async def _handle_list_tools(self, ctx: ServerRequestContext[Runtime],
+                                 params: PaginatedRequestParams | None) -> ListToolsResult:
+        listed = await super()._handle_list_tools(ctx, params)
+        if client_supports_apps(ctx):
+            return listed
+        return listed.model_copy(update={"tools": [t for t in listed.tools if not _app_only(t.meta)]})
 
     #: Removes secrets from what is quoted back (an argument may hold a key); `create_server` sets it.
     redact: Callable[[str], str] = staticmethod(lambda text: text)
@@ -347,6 +411,11 @@ class _Server(MCPServer[Runtime]):
             tool = next((t for t in await self.list_tools() if t.name == name), None)
             schema = tool.input_schema if tool is not None else {}
             raise ToolError(explain(name, schema, exc.__cause__, self.redact)) from exc.__cause__
+
+
+def _app_only(meta: Mapping[str, Any] | None) -> bool:
+    ui = (meta or {}).get("ui")
+    return isinstance(ui, Mapping) and list(ui.get("visibility") or ["model", "app"]) == ["app"]
 
 
 def _runtime(ctx: Context) -> Runtime:

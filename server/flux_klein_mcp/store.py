@@ -285,8 +285,9 @@ _TEMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{16}
 STALE_AFTER_S = 3600
 #: A name reservation lives for microseconds; an empty one this old was left by a save that died.
 RESERVATION_STALE_S = 10
-# What a save leaves when killed between its steps: a name reserved or claimed, but not both files complete.
-_SAVED_NAME = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+(?:_\d+)?\.(?:png|jpg|jpeg|webp|gif|json)$")
+#: The names saves give their files: the only ones the sweep may remove (what a save killed between its steps
+#: leaves: a name reserved or claimed, but not both files complete) and the only ones the view's strip lists.
+SAVED_NAME = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+(?:_\d+)?\.(?:png|jpg|jpeg|webp|gif|json)$")
 
 
 #: The room a call needs before it is sent: four images of a few MB and their sidecars, with a margin.
@@ -355,13 +356,13 @@ def sweep(folder: Path, now: float | None = None) -> list[Path]:
         if info.st_nlink > 1:  # killed between the links: a final name shares this file
             for other in named:
                 shared = _stat(other)
-                if shared is not None and shared.st_ino == info.st_ino and _SAVED_NAME.match(other.name) \
+                if shared is not None and shared.st_ino == info.st_ino and SAVED_NAME.match(other.name) \
                         and not other.name.endswith(".json") and not (folder / _sidecar_of(other.name)).exists():
                     removed += _remove(folder / other.name)
         removed += _remove(folder / entry.name)
     for entry in named:  # an empty sidecar: the rename fallback's save that never finished, with its image
         info = _stat(entry)
-        if _SAVED_NAME.match(entry.name) and entry.name.endswith(".json") and info is not None \
+        if SAVED_NAME.match(entry.name) and entry.name.endswith(".json") and info is not None \
                 and info.st_size == 0 and now - info.st_mtime > RESERVATION_STALE_S:
             stem = entry.name[: -len(".json")]
             removed += _remove(folder / entry.name)

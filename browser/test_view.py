@@ -1,0 +1,281 @@
+"""The view as a person meets it: rendered by the official AppBridge in headless Chromium, fed with the real
+server's results; every button sends its tools/call through the host to the real server, and what comes back is
+shown. See conftest.py for the host."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from playwright.async_api import Locator, expect
+
+from browser.conftest import SCREENSHOTS, Host, Person
+
+pytestmark = pytest.mark.anyio
+CRANE = {"prompt": "a paper crane, studio light", "n": 2, "seed": 7, "aspect_ratio": "4:5"}
+
+
+def images_of(result: Any) -> list[dict[str, Any]]:
+    return list(json.loads(result.content[0].text)["images"])
+
+
+def batch(host: Host, index: int = 0) -> Locator:
+    """A section of the view, newest first."""
+    return host.view.locator(".batch").nth(index)
+
+
+async def fact(card: Locator, term: str) -> str:
+    return await card.locator(".facts div").filter(has=card.page.locator(f"dt:text-is('{term}')")).locator(
+        "dd").inner_text()
+
+
+async def loaded(image: Locator) -> int:
+    """The natural width of an image once decoded (0 while it is not)."""
+    await expect(image).to_have_js_property("complete", True)
+    return int(await image.evaluate("i => i.naturalWidth"))
+
+
+async def screenshot(host: Host, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await host.page.locator("#view").screenshot(path=str(SCREENSHOTS / name))
+
+
+async def test_every_image_of_the_call_is_shown_with_its_details(open_host):
+    async with open_host() as host:
+        made = images_of(await host.show("generate_image", CRANE))
+        cards = batch(host).locator(".card")
+        await expect(cards).to_have_count(2)
+        await expect(host.view.locator("#status")).to_have_text("2 images ready.")
+        await expect(batch(host).locator("h2")).to_have_text("Generated: “a paper crane, studio light”")
+        for i, image in enumerate(made):
+            card = cards.nth(i)
+            picture = card.locator(".frame img")
+            await expect(picture).to_have_attribute("alt", CRANE["prompt"])
+            scale = 512 / max(image["width"], image["height"])  # the thumbnail in the result, not the file
+            assert abs(await loaded(picture) - image["width"] * scale) <= 1
+            assert (await picture.bounding_box())["width"] >= 240  # large enough to judge
+            await expect(card.locator(".prompt")).to_have_text(CRANE["prompt"])
+            await expect(card.locator(".path code")).to_have_text(image["path"])
+            assert await fact(card, "Seed") == str(7 + i)
+            assert await fact(card, "Size") == f"{image['width']}×{image['height']}"
+            assert image["width"] / image["height"] == pytest.approx(4 / 5, abs=0.03)
+            assert await fact(card, "Provider") == "sandbox · low"
+            assert await fact(card, "Cost") == "$0.000"
+            for name in ("Variations", "Edit…", "Use as reference", "Final (high tier)", "Copy the path of"):
+                await expect(card.get_by_role("button", name=name)).to_be_visible()
+        sizes = await host.page.evaluate("() => host.sizes")
+        assert sizes and sizes[-1]["height"] > 400  # the host was told the view's height
+        await screenshot(host, "view.png")
+        assert host.console_errors == []  # no script error, no CSP violation
+        assert all(u.startswith(("file:", "data:")) for u in host.requests), host.requests  # no network at all
+
+
+async def test_placeholders_keep_the_images_shape_so_nothing_jumps(open_host):
+    async with open_host() as host:
+        tool = host.tools["generate_image"]
+        content = (await host.mcp.read_resource(tool.meta["ui"]["resourceUri"])).contents[0]
+        await host.page.evaluate("html => host.mount(html, {})", content.text)
+        await host.page.evaluate("args => host.toolInput(args)", {"prompt": "a dune", "aspect_ratio": "16:9"})
+        pending = batch(host).locator(".frame.pending")
+        await expect(pending).to_have_count(1)
+        await expect(host.view.locator("#status")).to_have_text("Making 1 image…")
+        before = await pending.bounding_box()
+        result = await host.mcp.call_tool("generate_image", {"prompt": "a dune", "aspect_ratio": "16:9"})
+        await host.page.evaluate("r => host.toolResult(r)", result.model_dump(by_alias=True, exclude_none=True,
+                                                                              mode="json"))
+        frame = batch(host).locator(".frame").first
+        await expect(frame.locator("img")).to_have_count(1)
+        after = await frame.bounding_box()
+        assert abs(after["height"] - before["height"]) < 1 and abs(after["width"] - before["width"]) < 1
+
+
+async def test_variations_call_generate_with_the_same_prompt_and_the_next_seeds(open_host):
+    async with open_host() as host:
+        await host.show("generate_image", CRANE)
+        await batch(host).locator(".card").first.get_by_role("button", name="Variations").click()
+        await expect(host.view.locator(".batch")).to_have_count(2)
+        await expect(batch(host).locator(".frame img")).to_have_count(2)
+        assert await host.calls_of("generate_image") == [
+            {"prompt": CRANE["prompt"], "aspect_ratio": "4:5", "n": 2, "seed": 9}]
+        seeds = [await fact(batch(host).locator(".card").nth(i), "Seed") for i in range(2)]
+        assert seeds == ["9", "10"]
+        await expect(batch(host).locator("h2")).to_contain_text("seeds 9–10")
+        await expect(host.view.locator("#status")).to_contain_text("2 images ready")
+        new_paths = [await c.inner_text() for c in await batch(host).locator(".path code").all()]
+        context = await host.page.evaluate("() => host.modelContext")
+        assert all(p in context["content"][0]["text"] for p in new_paths)  # the model hears what was made
+
+
+async def test_edit_asks_for_the_change_then_edits_that_file(open_host):
+    async with open_host() as host:
+        source = images_of(await host.show("generate_image", {"prompt": "a teapot"}))[0]["path"]
+        card = batch(host).locator(".card").first
+        edit = card.get_by_role("button", name="Edit…")
+        await edit.click()
+        await expect(edit).to_have_attribute("aria-expanded", "true")
+        field = card.get_by_label("Describe the change")
+        await expect(field).to_be_focused()
+        await field.press("Escape")  # closes, back on the button
+        await expect(field).to_be_hidden()
+        await expect(edit).to_be_focused()
+        await edit.press("Enter")  # the keyboard alone
+        await field.fill("make the teapot cobalt blue")
+        await field.press("Enter")
+        await expect(host.view.locator(".batch")).to_have_count(2)
+        await expect(batch(host).locator("h2")).to_have_text("Edit: “make the teapot cobalt blue”")
+        assert await loaded(batch(host).locator(".frame img")) > 0
+        assert await host.calls_of("edit_image") == [{"prompt": "make the teapot cobalt blue", "image": source}]
+
+
+async def test_references_collect_two_to_four_images_then_compose(open_host):
+    async with open_host() as host:
+        made = images_of(await host.show("generate_image", {**CRANE, "n": 4}))
+        await batch(host).locator(".card").first.get_by_role("button", name="Variations").click()
+        await expect(host.view.locator(".batch")).to_have_count(2)
+        cards = batch(host, 1).locator(".card")
+        tray = host.view.locator("#tray")
+        await expect(tray).to_be_hidden()
+        await cards.nth(2).get_by_role("button", name="Use as reference").click()
+        await cards.nth(0).get_by_role("button", name="Use as reference").click()
+        await expect(cards.nth(2).get_by_role("button", name="Reference 1 ✓")).to_have_attribute("aria-pressed",
+                                                                                                  "true")
+        await expect(tray).to_be_visible()
+        compose = tray.get_by_role("button", name="Compose")
+        await expect(compose).to_be_disabled()  # no prompt yet
+        await cards.nth(1).get_by_role("button", name="Use as reference").click()
+        await cards.nth(3).get_by_role("button", name="Use as reference").click()
+        await expect(tray.locator("#tray-hint")).to_have_text("4 references: the most compose_images takes.")
+        spare = batch(host).locator(".card").first.get_by_role("button", name="Use as reference")
+        await expect(spare).to_be_disabled()  # a fifth is refused
+        await tray.get_by_role("button", name="Remove image 4 from the references").click()
+        await expect(spare).to_be_enabled()
+        await tray.get_by_label("What should the new image show?").fill("the crane from image 1 on image 2")
+        await compose.click()
+        await expect(host.view.locator(".batch")).to_have_count(3)
+        await expect(batch(host).locator("h2")).to_contain_text("Composed from 3 references")
+        assert await loaded(batch(host).locator(".frame img")) > 0
+        picked = [made[2]["path"], made[0]["path"], made[1]["path"]]
+        assert await host.calls_of("compose_images") == [{"prompt": "the crane from image 1 on image 2",
+                                                          "images": picked}]
+        await expect(tray).to_be_hidden()
+
+
+@pytest.mark.parametrize("approve", [False, True])
+async def test_final_goes_through_the_persons_approval(open_host, approve):
+    person = Person(approve)
+    async with open_host(provider="openrouter", person=person) as host:
+        made = images_of(await host.show("generate_image", {"prompt": "the launch poster", "seed": 3}))
+        card = host.view.locator(f'.card[data-path="{made[0]["path"]}"]')
+        await card.get_by_role("button", name="Final (high tier)").click()
+        await expect(host.view.locator(".batch")).to_have_count(2)
+        assert await host.calls_of("generate_image") == [{"prompt": "the launch poster", "tier": "high", "seed": 3}]
+        assert len(person.asked) == 1 and "$" in person.asked[0]  # the server asked, with the price
+        models = [r.json["model"] for r in host.fake.completions]
+        if approve:
+            assert models == ["black-forest-labs/flux.2-klein-4b", "bytedance-seed/seedream-4.5"]
+            await expect(batch(host).locator(".badge")).to_have_text("final")
+            assert await fact(batch(host).locator(".card"), "Provider") == "openrouter · high"
+        else:
+            assert models == ["black-forest-labs/flux.2-klein-4b"]  # nothing was sent, nothing spent
+            await expect(card.get_by_role("alert")).to_contain_text("declined the high-tier spend")
+            await expect(batch(host).get_by_role("alert")).to_contain_text("declined")
+
+
+async def test_final_from_a_host_that_cannot_ask_is_refused_not_bypassed(open_host):
+    async with open_host(provider="openrouter") as host:  # no elicitation: the server cannot ask the person
+        made = images_of(await host.show("generate_image", {"prompt": "the launch poster"}))
+        card = host.view.locator(f'.card[data-path="{made[0]["path"]}"]')
+        await card.get_by_role("button", name="Final (high tier)").click()
+        await expect(card.get_by_role("alert")).to_contain_text("FLUX_KLEIN_HIGH_TIER")
+        assert [r.json["model"] for r in host.fake.completions] == ["black-forest-labs/flux.2-klein-4b"]
+
+
+async def test_full_size_comes_through_the_host(open_host):
+    async with open_host() as host:
+        made = images_of(await host.show("generate_image", {"prompt": "a harbour at noon"}))
+        card = batch(host).locator(".card").first
+        picture = card.locator(".frame img")
+        assert await loaded(picture) == 512
+        zoom = card.get_by_role("button", name="Show full size: a harbour at noon")
+        await zoom.click()
+        await expect(card).to_have_class("card expanded")
+        await expect(zoom).to_have_attribute("aria-expanded", "true")
+        await expect(picture).to_have_js_property("naturalWidth", 1024)
+        assert await host.page.evaluate("() => host.reads") == [{"uri": made[0]["uri"]}]
+        await zoom.click()
+        await expect(card).to_have_class("card")
+
+
+@pytest.mark.parametrize("granted", [True, False])
+async def test_the_path_is_copied_or_selected_for_the_person(open_host, granted):
+    """The view asks for clipboard-write; a host that grants it gets the path copied, one that does not gets it
+    selected, ready for the person's own Ctrl+C."""
+    async with open_host() as host:
+        if granted:
+            await host.page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        made = images_of(await host.show("generate_image", {"prompt": "a harbour at noon"}, clipboard=granted))
+        card = batch(host).locator(".card").first
+        await card.get_by_role("button", name="Copy the path of a harbour at noon").click()
+        if granted:
+            await expect(card.locator(".copy")).to_have_text("Copied")
+            assert await host.page.evaluate("() => navigator.clipboard.readText()") == made[0]["path"]
+        else:
+            await expect(card.locator(".copy")).to_have_text("Selected: press Ctrl+C (⌘C on a Mac)")
+            assert await card.locator(".path code").evaluate("c => getSelection().toString()") == made[0]["path"]
+
+
+async def test_recent_images_pick_up_earlier_work(open_host):
+    async with open_host() as host:
+        earlier = images_of(await host.mcp.call_tool("generate_image", {"prompt": "an old lighthouse", "seed": 40}))
+        await host.show("generate_image", {"prompt": "a new boat"})
+        strip = host.view.get_by_role("region", name="Recent images").or_(host.view.locator("#recent"))
+        items = host.view.locator("#recent-list button")
+        await expect(items).to_have_count(2)
+        assert await host.calls_of("recent_images") == [{"limit": 12}]  # app-only, called by the view
+        await expect(strip).to_be_visible()
+        await host.view.get_by_role("button", name="Work on: an old lighthouse").click()
+        await expect(batch(host).locator("h2")).to_have_text("From the output folder")
+        await expect(batch(host).locator(".path code")).to_have_text(earlier[0]["path"])
+        assert await fact(batch(host).locator(".card"), "Seed") == "40"
+        await batch(host).get_by_role("button", name="Variations").click()
+        await expect(host.view.locator(".batch")).to_have_count(3)
+        assert (await host.calls_of("generate_image"))[-1] == {"prompt": "an old lighthouse", "n": 2, "seed": 41}
+        await expect(items).to_have_count(4)  # the strip refreshed after the action
+
+
+async def test_a_failed_call_is_shown_in_the_servers_words(open_host, tmp_path):
+    async with open_host() as host:
+        await host.show("edit_image", {"prompt": "brighter", "image": str(tmp_path / "missing.png")})
+        alert = batch(host).get_by_role("alert")
+        await expect(alert).to_contain_text("missing.png")
+        await expect(host.view.locator("#status")).to_have_text("The call failed: nothing to show.")
+
+
+async def test_the_hosts_theme_and_colours_are_followed(open_host):
+    async with open_host() as host:
+        await host.show("generate_image", CRANE, theme="dark")
+        colour = "() => getComputedStyle(document.querySelector('.card')).backgroundColor"
+        root = host.view.locator("html")
+        await expect(root).to_have_attribute("data-theme", "dark")
+        frame = host.page.frame(url="about:srcdoc")
+        assert await frame.evaluate(colour) == "rgb(38, 38, 36)"  # the host's dark #262624
+        await screenshot(host, "view-dark.png")
+        await host.page.evaluate("() => host.theme('light')")
+        await expect(root).to_have_attribute("data-theme", "light")
+        assert await frame.evaluate(colour) == "rgb(250, 249, 245)"  # the host's light #faf9f5
+        font = await frame.evaluate("() => getComputedStyle(document.body).fontFamily")
+        assert "DejaVu Sans" in font
+
+
+async def test_every_control_has_a_name_and_every_image_a_description(open_host):
+    async with open_host() as host:
+        await host.show("generate_image", CRANE)
+        await expect(batch(host).locator(".frame img")).to_have_count(2)
+        frame = host.page.frame(url="about:srcdoc")
+        unnamed = await frame.evaluate("""() => [...document.querySelectorAll('button, input, textarea')]
+            .filter(e => e.offsetParent !== null)
+            .filter(e => !(e.getAttribute('aria-label') || e.textContent.trim() || e.labels?.length))
+            .map(e => e.outerHTML)""")
+        assert unnamed == []
+        assert await frame.evaluate("() => [...document.images].every(i => i.alt || i.closest('button[aria-label]'))")

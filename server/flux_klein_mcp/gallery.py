@@ -1,0 +1,156 @@
+"""The recent images in the output folder, for the view's strip (the app-only `recent_images` tool).
+
+Each image is described from its sidecar (prompt, operation, seed, provider, cost) together with the arguments
+that would make it again, and shown as a small JPEG. Thumbnails are kept in memory by file identity, so a view
+that refreshes its strip after every action decodes each image once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .store import FORMATS, SAVED_NAME
+
+THUMBNAIL_PX = 160
+THUMBNAIL_QUALITY = 70
+MAX_LIMIT = 48
+#: Files larger than this are not decoded for a strip thumbnail (nothing the tools save comes near it).
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_SIDECAR_BYTES = 1024 * 1024
+_SUFFIXES = {f".{ext}" for _, ext in FORMATS.values()} | {".jpeg"}
+
+
+@dataclass(frozen=True)
+class Recent:
+    entry: dict[str, Any]  # what the JSON block says about the image
+    thumbnail: bytes  # a JPEG of at most THUMBNAIL_PX on its long side
+
+
+class Thumbnails:
+    """Small JPEGs by (path, size, mtime): a changed or replaced file is decoded again."""
+
+    def __init__(self, capacity: int = 128) -> None:
+        self._cache: OrderedDict[tuple[str, int, int], tuple[bytes, int, int]] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, stat: os.stat_result) -> tuple[bytes, int, int]:
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        from . import images  # Pillow: loaded on first use, not at start-up
+
+        data = path.read_bytes()
+        info, thumbnail = images.inspect(data, THUMBNAIL_PX, THUMBNAIL_QUALITY)
+        assert thumbnail is not None
+        value = (thumbnail, info.width, info.height)
+        with self._lock:
+            self._cache[key] = value
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        return value
+
+
+def recent(folder: Path, limit: int, thumbnails: Thumbnails) -> list[Recent]:
+    """The newest `limit` images the tools saved in `folder` (by modification time), skipping what cannot be
+    shown: a damaged or oversized file, a name the tools do not write, a link pointing elsewhere."""
+    try:
+        entries = [e for e in os.scandir(folder) if _is_saved_image(e)]
+    except OSError:  # no folder yet, or not readable: nothing to show
+        return []
+    stats = []
+    for entry in entries:
+        try:
+            stats.append((entry.stat(follow_symlinks=False), Path(entry.path)))
+        except OSError:
+            continue
+    stats.sort(key=lambda pair: (pair[0].st_mtime_ns, pair[1].name), reverse=True)
+    from .images import NotAnImage
+
+    found: list[Recent] = []
+    for stat, path in stats:
+        if len(found) >= limit:
+            break
+        if stat.st_size > MAX_IMAGE_BYTES:
+            continue
+        try:
+            thumbnail, width, height = thumbnails.get(path, stat)
+        except (OSError, NotAnImage):
+            continue
+        found.append(Recent(_describe(path, stat, width, height, _sidecar(path)), thumbnail))
+    return found
+
+
+def _is_saved_image(entry: os.DirEntry[str]) -> bool:
+    name = entry.name
+    return (Path(name).suffix.lower() in _SUFFIXES and SAVED_NAME.match(name) is not None
+            and entry.is_file(follow_symlinks=False))
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    sidecar = path.with_suffix(".json")
+    try:
+        if sidecar.is_symlink() or sidecar.stat().st_size > MAX_SIDECAR_BYTES:
+            return {}
+        value = json.loads(sidecar.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _describe(path: Path, stat: os.stat_result, width: int, height: int, sidecar: Mapping[str, Any]) -> dict[str, Any]:
+    operation = sidecar.get("operation") if sidecar.get("operation") in ("generate", "edit", "compose") else None
+    prompt = _text(sidecar.get("prompt"))
+    seed = sidecar.get("seed")
+    cost = sidecar.get("cost_usd")
+    entry: dict[str, Any] = {
+        "path": str(path),
+        "uri": path.as_uri(),
+        "width": width,
+        "height": height,
+        "format": path.suffix.lstrip(".").lower(),
+        "bytes": stat.st_size,
+        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None,
+        "prompt": prompt,
+        "operation": operation,
+        "provider": _text(sidecar.get("provider")),
+        "tier": sidecar.get("tier") if sidecar.get("tier") in ("low", "high") else None,
+        "model": _text(sidecar.get("model")),
+        "cost_usd": cost if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0 else None,
+        "timestamp": _text(sidecar.get("timestamp")),
+        "args": _replay(operation, prompt, sidecar),
+    }
+    return entry
+
+
+def _replay(operation: str | None, prompt: str | None, sidecar: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The tool arguments that make this image again (another seed aside), or None when they cannot be known: no
+    sidecar, or inputs that were data URLs (kept only as a description)."""
+    if operation is None or not prompt:
+        return None
+    args: dict[str, Any] = {"prompt": prompt}
+    ratio = sidecar.get("aspect_ratio")
+    if isinstance(ratio, str) and operation != "edit":  # an edit keeps its input's shape unless told otherwise
+        args["aspect_ratio"] = ratio
+    if operation == "generate":
+        return args
+    inputs = sidecar.get("inputs")
+    sources = [i.get("source") for i in inputs if isinstance(i, dict)] if isinstance(inputs, list) else []
+    if not sources or not all(isinstance(s, str) and s and not s.startswith("data:") for s in sources):
+        return None
+    if operation == "edit":
+        return {**args, "image": sources[0]} if len(sources) == 1 else None
+    return {**args, "images": sources} if 2 <= len(sources) <= 4 else None
+
+
+def _text(value: object) -> str | None:
+    return value[:4000] if isinstance(value, str) else None
