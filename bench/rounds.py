@@ -147,10 +147,12 @@ async def cold_and_warm(setup: Setup, samples: Samples, flip: bool) -> None:
             for i in range(setup.timed_calls):
                 if flip:
                     samples.add("warm.floor", _timed_floor_call(http, base, folder / f"floor-{i}.png"))
+                    samples.add("warm.thumb", _timed_floor_call(http, base, folder / f"thumb-{i}.png", True))
                 wall, _ = await timed_call(session.client, "generate_image", {"prompt": PROMPT})
                 samples.add("warm.server", wall)
                 if not flip:
                     samples.add("warm.floor", _timed_floor_call(http, base, folder / f"floor-{i}.png"))
+                    samples.add("warm.thumb", _timed_floor_call(http, base, folder / f"thumb-{i}.png", True))
     if flip:
         await floor_cold_start(setup, samples)
     for pair in range(1, setup.cold_pairs):  # more cold starts: the noisiest figure gets the most samples
@@ -164,9 +166,9 @@ async def cold_and_warm(setup: Setup, samples: Samples, flip: bool) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _timed_floor_call(http: httpx.Client, base: str, path: Path) -> float:
+def _timed_floor_call(http: httpx.Client, base: str, path: Path, thumbnail: bool = False) -> float:
     start = time.perf_counter()
-    fetch_one(http, base, BENCH_KEY, path)
+    fetch_one(http, base, BENCH_KEY, path, thumbnail)
     return time.perf_counter() - start
 
 

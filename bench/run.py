@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(report.as_json(result_rows, info, fake_info, samples, settings) + "\n")
     if args.save_baseline:
         _save_baseline(samples, info)
-    failed = [r.figure for r in result_rows if r.verdict != "PASS"]
+    failed = [r.figure for r in result_rows if r.verdict not in ("PASS", "")]
     return 1 if args.check and failed else 0
 
 
