@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` (the server, end to end) and `make test`.
+# Two commands on a fresh machine: `make demo` (the server, end to end) and `make test`;
+# `make test-clients` then runs the installed server under real MCP clients (clients/).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -18,7 +19,10 @@ $(shell rm -rf $(VENV))
 endif
 endif
 
-.PHONY: help demo test test-view bench bundle clean
+# The clients' own environments: the agent frameworks (and uv), langchain-mcp-adapters (it pins mcp<2), npm tools.
+CLIENT_TOOLS := .venv-clients/.installed .venv-langchain/.installed clients/npm/node_modules/.installed
+
+.PHONY: help demo test test-view test-clients bench bundle clean
 
 ## help: list these targets
 help:
@@ -71,6 +75,28 @@ build/browser/host.js: browser/host/host.js browser/host/node_modules/.installed
 build/browser/host.html: browser/host/host.html
 	mkdir -p build/browser && cp $< $@
 
+## test-clients: after `make test`, the installed server under real MCP clients, each in its own venv (clients/)
+test-clients: $(TOOLS) $(CLIENT_TOOLS)
+	$(BIN)/ruff check clients
+	$(BIN)/mypy --strict --cache-dir .mypy_cache/clients clients/common.py clients/run.py clients/check_sdk.py \
+	  clients/check_fastmcp.py clients/check_inspector.py clients/check_packaging.py
+	$(BIN)/mypy --strict --cache-dir .mypy_cache/agents --python-executable .venv-clients/bin/python \
+	  clients/check_openai_agents.py clients/check_pydantic_ai.py
+	$(BIN)/mypy --strict --cache-dir .mypy_cache/langchain --python-executable .venv-langchain/bin/python \
+	  clients/check_langchain.py
+	$(BIN)/python -m clients.run
+
+# One pinned requirements file per venv; a changed file rebuilds its venv from scratch.
+.venv-%/.installed: clients/requirements-%.txt
+	rm -rf .venv-$*
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+clients/npm/node_modules/.installed: clients/npm/package.json clients/npm/package-lock.json
+	cd clients/npm && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ## bench: install, then time the server against its floors side by side (BENCH_ARGS="--quick", "--json out.json")
 bench: $(TOOLS)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -84,6 +110,7 @@ bundle:
 	$(MCPB) validate build/bundle/manifest.json
 	$(MCPB) pack build/bundle dist/flux-klein-mcp.mcpb
 
-## clean: remove the virtual environment and build files (output/ is yours and stays)
+## clean: remove the virtual environments and build files (output/ is yours and stays)
 clean:
-	rm -rf $(VENV) build dist *.egg-info server/*.egg-info browser/host/node_modules
+	rm -rf $(VENV) .venv-clients .venv-langchain clients/npm/node_modules browser/host/node_modules build dist \
+	  *.egg-info server/*.egg-info
