@@ -9,7 +9,7 @@ from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 from mcp.types import TextContent
 
-from clients.common import BAD_ARGS, PROMPT, SERVER, Sandbox, expect_tools, run_checks, saved_paths
+from clients.common import BAD_ARGS, PROMPT, SERVER, Sandbox, expect_tools, in_our_words, run_checks, saved_paths
 
 
 async def stdio(sandbox: Sandbox) -> str:
@@ -25,7 +25,7 @@ async def stdio(sandbox: Sandbox) -> str:
     # fastmcp names itself "fastmcp", as the frameworks built on it do: no resource_link (the server's gate).
     assert "resource_link" not in kinds, kinds
     message = refused.content[0]
-    assert refused.is_error and isinstance(message, TextContent) and "aspect_ratio" in message.text, refused
+    assert refused.is_error and isinstance(message, TextContent) and in_our_words(message.text), refused
     return f"4 tools; saved {paths[0].name}; blocks: {kinds}; a bad aspect_ratio is a tool error"
 
 

@@ -29,6 +29,7 @@ from clients.common import (
     Sandbox,
     expect_tools,
     fetch_urls,
+    in_our_words,
     media,
     run_checks,
     saved_paths,
@@ -85,7 +86,7 @@ async def conversion(sandbox: Sandbox) -> str:
         assert any(url.startswith("data:image/jpeg") for url in media(payload)), f"{name}: no inline thumbnail"
         assert any(str(path) in text for text in text_parts(payload)), f"{name}: the path is not in any text part"
     refused = await call(tools["generate_image"], BAD_ARGS, "call_2")
-    assert refused.status == "error" and "aspect_ratio" in json.dumps(refused.content), refused
+    assert refused.status == "error" and in_our_words(json.dumps(refused.content, ensure_ascii=False)), refused
     blocks = [block.get("type", "?") for block in message.content if isinstance(block, dict)]
     return (f"4 tools; saved {path.name}; ToolMessage blocks [{', '.join(blocks)}]; the OpenAI chat, OpenAI "
             "responses and Anthropic requests carry no URL to fetch, the thumbnail inline and the path as text; "

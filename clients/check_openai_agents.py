@@ -25,6 +25,7 @@ from clients.common import (
     Sandbox,
     expect_tools,
     fetch_urls,
+    in_our_words,
     media,
     run_checks,
     saved_paths,
@@ -85,7 +86,7 @@ async def agent_run(sandbox: Sandbox) -> str:
     assert any(url.startswith("data:image/jpeg") for url in media(output)), f"no inline thumbnail: {output}"
     assert str(paths[0]) in texts[0], texts[0]
     refused = json.dumps(tool_output(model.inputs[-1], "call_2"))
-    assert "aspect_ratio" in refused, f"the model was not told what was wrong: {refused[:300]}"
+    assert in_our_words(refused), f"the model was not told what was wrong: {refused[:300]}"
     kinds = ", ".join(part.get("type", "?") for part in output) if isinstance(output, list) else type(output).__name__
     return (f"4 tools; saved {paths[0].name}; the model got [{kinds}] (images as data: URLs, the path as text); "
             "a bad aspect_ratio reached the model as the tool's error text")

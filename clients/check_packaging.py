@@ -1,17 +1,23 @@
 """How hosts install the server rather than how they talk to it: `uvx --from <source>` (the command users put in a
-client's configuration) and, once the repository has one, the MCPB bundle manifest.
+client's configuration), the MCPB bundle manifest, and the bundle `make bundle` packs, started the way its
+manifest tells a host to.
 
 Run: `.venv/bin/python -m clients.check_packaging` (needs .venv-clients for uv and clients/npm for mcpb)
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import tomllib
+import zipfile
 from pathlib import Path
 
-from clients.common import ROOT, Sandbox, Skip, run_checks
+from mcp import Client, StdioServerParameters
+
+from clients.common import PROMPT, ROOT, Sandbox, Skip, expect_tools, run_checks, saved_paths
 
 UVX = ROOT / ".venv-clients" / "bin" / "uvx"
 MANIFEST = ROOT / "manifest.json"
@@ -47,5 +53,49 @@ async def mcpb(sandbox: Sandbox) -> str:
     return f"mcpb validate manifest.json: {done.stdout.strip().splitlines()[-1]}"
 
 
+async def bundle(sandbox: Sandbox) -> str:
+    """`make bundle`, unpacked and started as its manifest's mcp_config says, with what Claude Desktop substitutes:
+    the folder for ${__dirname}, the person's answers for the fields they filled in (Provider: sandbox), the
+    defaults, and the template itself for optional fields left empty with no default (what hosts do today). uv comes from .venv-clients."""
+    made = run(["make", "--no-print-directory", "bundle"])
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    packed = ROOT / "dist" / "flux-klein-mcp.mcpb"
+    folder = sandbox.root / "unpacked"
+    with zipfile.ZipFile(packed) as archive:
+        names = archive.namelist()
+        archive.extractall(folder)
+    assert not [n for n in names if re.search(r"(^|/)(\.venv|__pycache__|\.git|node_modules|output)/", n)], names
+    manifest = json.loads((folder / "manifest.json").read_text())
+    defaults = {key: str(field["default"]) for key, field in manifest["user_config"].items() if "default" in field}
+    answers = defaults | {"provider": "sandbox", "output_dir": str(sandbox.out)}
+
+    def substitute(text: str) -> str:
+        text = text.replace("${__dirname}", str(folder))
+        return re.sub(r"\$\{user_config\.(\w+)\}", lambda m: answers.get(m.group(1), m.group(0)), text)
+
+    config = manifest["server"]["mcp_config"]
+    assert config["command"] == "uv", config
+    # The machine's environment (its proxy and certificate settings reach uv, as they would from a host), without
+    # anything of ours: the bundle's own env must be enough.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUX_KLEIN_") and not k.endswith("_API_KEY")}
+    env |= {key: substitute(value) for key, value in config["env"].items()}
+    env |= {"PATH": f"{UVX.parent}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(sandbox.root),
+            "UV_CACHE_DIR": str(sandbox.root / "uv-cache"), "UV_PYTHON_DOWNLOADS": "never",
+            "FLUX_KLEIN_LEDGER": str(sandbox.root / "ledger.jsonl")}
+    params = StdioServerParameters(command=str(UVX.parent / "uv"), args=[substitute(a) for a in config["args"]],
+                                   env=env, cwd=sandbox.root)
+    async with Client(params) as client:
+        expect_tools(tool.name for tool in (await client.list_tools()).tools)
+        result = await client.call_tool("generate_image", {"prompt": PROMPT})
+    first = result.content[0]
+    assert not result.is_error and first.type == "text", result.content
+    paths = saved_paths(first.text, sandbox)
+    left_empty = sorted(k for k, v in env.items() if "${user_config." in v)
+    return (f"{packed.name} ({packed.stat().st_size // 1024} KB, {len(names)} files) started with uv as its "
+            f"manifest says; 4 tools; saved {paths[0].name}; fields left empty ({', '.join(left_empty)}) were "
+            "taken as unset")
+
+
 if __name__ == "__main__":
-    run_checks(("uvx --from a fresh copy of the source", uvx), ("mcpb validate manifest.json", mcpb), timeout_s=300)
+    run_checks(("uvx --from a fresh copy of the source", uvx), ("mcpb validate manifest.json", mcpb),
+               ("the MCP bundle, as a host starts it", bundle), timeout_s=300)

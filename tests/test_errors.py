@@ -14,6 +14,7 @@ from flux_klein_mcp.server import create_server
 from tests.conftest import error_text, output_files, summary
 from tests.fakes.core import Answer, Fault, mock_transport
 from tests.fakes.openrouter import TEST_KEY, error, prompt_of, success_with
+from tests.test_cli import cli
 
 pytestmark = pytest.mark.anyio
 
@@ -332,6 +333,38 @@ async def test_a_key_with_a_copy_paste_artefact_is_named_before_any_request(conn
     result = await call(connect, OPENROUTER_API_KEY=key)
     text = assert_failed(result, "OPENROUTER_API_KEY contains a space, line break, invisible")
     assert "could not understand" not in text and fake.requests == []
+
+
+@pytest.mark.parametrize("key", ["${OPENROUTER_API_KEY}", "${env:OPENROUTER_API_KEY}", "$OPENROUTER_API_KEY",
+                                 "%OPENROUTER_API_KEY%"])
+async def test_a_placeholder_the_client_left_unfilled_is_named_not_sent(connect, fake, key):
+    """Claude Desktop's config expands no variables (people write them anyway): the text is not a key, and sending
+    it would only earn a 401."""
+    result = await call(connect, OPENROUTER_API_KEY=key)
+    text = assert_failed(result, "OPENROUTER_API_KEY holds a placeholder that was never filled in")
+    assert "restart" in text and fake.requests == []
+
+
+async def test_an_empty_bundle_field_is_an_unset_variable(connect, fake):
+    """An MCP bundle host passes an optional field left empty as its template: unset, not a value (a budget of
+    "${user_config.budget_usd}" would otherwise stop every call)."""
+    async with connect(OPENROUTER_API_KEY=TEST_KEY, EMPIRIOLABS_API_KEY="${user_config.empiriolabs_api_key}",
+                       FLUX_KLEIN_BUDGET_USD="${user_config.budget_usd}", FLUX_KLEIN_PROVIDER=" ${user_config.p} ",
+                       FLUX_KLEIN_HIGH_TIER="${user_config.high_tier}") as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        usage = json.loads((await client.call_tool("get_usage", {})).content[0].text)
+    assert data["provider"] == "openrouter" and "budget_left_usd" not in data
+    assert usage["high_tier"] == "ask"
+    async with connect(OPENROUTER_API_KEY="${user_config.openrouter_api_key}") as client:
+        text = error_text(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert "No image provider is configured" in text and fake.completions[1:] == []
+
+
+def test_doctor_calls_an_unfilled_placeholder_a_misconfiguration(workdir):
+    done = cli(["doctor", "--json"], workdir, OPENROUTER_API_KEY="${OPENROUTER_API_KEY}",
+               OPENROUTER_BASE_URL="http://127.0.0.1:9/api/v1")
+    report = json.loads(done.stdout)
+    assert report["state"] == "misconfigured" and "placeholder" in report["provider_note"]
 
 
 @pytest.mark.parametrize("mutate", [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -65,7 +66,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
+        # An MCP bundle host passes an optional field the person left empty as its template, "${user_config.x}":
+        # that is an unset variable, not a value.
+        env = {k: v for k, v in (os.environ if env is None else env).items() if not BUNDLE_UNSET.fullmatch(v.strip())}
         cwd = (cwd or Path.cwd()).resolve()
         raw_output = _get(env, "FLUX_KLEIN_OUTPUT_DIR")
         output_dir = _expand(raw_output, "FLUX_KLEIN_OUTPUT_DIR") if raw_output else Path("output")
@@ -106,9 +109,18 @@ class Settings:
         return redactor_for(self.env)
 
 
+BUNDLE_UNSET = re.compile(r"\$\{user_config\.[^{}]*\}")
+#: A reference to a variable that a client passed on unexpanded (`${OPENROUTER_API_KEY}`, `${env:X}`, `%X%`,
+#: `$X` in capitals): no key looks like this, and the error that names it must be able
+#: to quote the variable's name, which redacting the reference would blot out.
+UNFILLED = re.compile(r"\$\{(?:env:)?[A-Za-z_]\w*\}|%[A-Za-z_]\w*%|\$[A-Z_][A-Z0-9_]*")
+
+
 def redactor_for(env: Mapping[str, str]) -> Redactor:
-    """A `Redactor` for the secrets in `env`: every `*_API_KEY`, `*_TOKEN` and `*_SECRET` variable's value."""
-    return Redactor({k: v for k, v in env.items() if v.strip() and k.endswith(("_API_KEY", "_TOKEN", "_SECRET"))})
+    """A `Redactor` for the secrets in `env`: every `*_API_KEY`, `*_TOKEN` and `*_SECRET` variable's value (but not
+    an unfilled reference to a variable, which is no secret)."""
+    return Redactor({k: v for k, v in env.items() if v.strip() and k.endswith(("_API_KEY", "_TOKEN", "_SECRET"))
+                     and not UNFILLED.fullmatch(v)})
 
 
 def _get(env: Mapping[str, str], name: str) -> str:

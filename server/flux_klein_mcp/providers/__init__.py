@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ..config import Settings
+from ..config import UNFILLED, Settings
 from ..errors import ConfigError, InputError
 from ..rules import PROVIDER_NAMES, ProviderName
 from .aigateway import AIGateway
@@ -103,6 +103,13 @@ class Providers:
         if provider.base_url_variable and provider.base_url:
             check_base_url(provider.base_url, provider.base_url_variable)
         key = self._settings.get(provider.key_variable) if provider.key_variable else ""
+        if UNFILLED.fullmatch(key):
+            raise ConfigError(
+                f"{provider.key_variable} holds a placeholder that was never filled in (like ${{VAR}}, $VAR or "
+                "%VAR%), not a key: this client passes such text on as it is. Put the key "
+                "itself in the client's env for the server, or use the substitution syntax that client documents, "
+                "then restart it."
+            )
         if any(not " " < char <= "~" for char in key):  # a header would break on it: say so before any request
             raise ConfigError(
                 f"{provider.key_variable} contains a space, line break, invisible or non-ASCII character (often "
