@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.conftest import output_files, summary
+from tests.conftest import eventually, output_files, summary
 from tests.fakes.openrouter import FakeOpenRouter, check_payload
 
 pytestmark = pytest.mark.anyio
@@ -76,6 +76,8 @@ async def test_sixteen_concurrent_calls_of_four_images(connect, fake: FakeOpenRo
                 for i in range(CALLS):
                     group.start_soon(one, i)
             fds_during = open_fds()
+    # The loopback fake's thread closes its ends of the sockets a moment after the client's: wait for it.
+    await eventually(lambda: open_fds() - fds_before <= 2)
     fds_after = open_fds()
 
     images = [image for result in results for image in summary(result)["images"]]
