@@ -56,7 +56,8 @@ async def mcpb(sandbox: Sandbox) -> str:
 async def bundle(sandbox: Sandbox) -> str:
     """`make bundle`, unpacked and started as its manifest's mcp_config says, with what Claude Desktop substitutes:
     the folder for ${__dirname}, the person's answers for the fields they filled in (Provider: sandbox), the
-    defaults, and the template itself for optional fields left empty with no default (what hosts do today). uv comes from .venv-clients."""
+    defaults, and the template itself for optional fields left empty with no default (what hosts do today).
+    uv comes from .venv-clients."""
     made = run(["make", "--no-print-directory", "bundle"])
     assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
     packed = ROOT / "dist" / "flux-klein-mcp.mcpb"
