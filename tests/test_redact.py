@@ -1,12 +1,15 @@
-"""Secrets never survive redaction, in whatever form a provider echoes them: verbatim, upper-cased, base64- or
-URL-encoded, split by whitespace or cut short by a clip (property tests), and a caller's text holding one is found."""
+"""Secrets never survive redaction, in whatever form a provider echoes them: verbatim, upper-cased, base64-, hex- or
+URL-encoded, escaped a character at a time, split by any separator or cut short by a clip (property tests), and a
+caller's text holding one is found."""
 
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
-from urllib.parse import quote
+import re
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given, settings
@@ -15,19 +18,22 @@ from hypothesis import strategies as st
 from flux_klein_mcp.redact import FRAGMENT_CHARS, REDACTED, RedactingFilter, Redactor, looks_secret
 
 TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-SECRETS = st.text(alphabet=TOKEN_CHARS, min_size=16, max_size=80)
+# Real keys are mostly letters and digits; a secret is compared by those alone (punctuation reveals nothing).
+SECRETS = st.text(alphabet=TOKEN_CHARS, min_size=16, max_size=80).filter(lambda s: sum(c.isalnum() for c in s) >= 12)
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
 MANY = settings(max_examples=300, deadline=None, database=None)
 
 
+def readable(text: str) -> str:
+    """What a reader can still put together: the letters and digits, in order, whatever sits between them (the
+    marker itself apart)."""
+    return re.sub(r"[^a-z0-9]", "", text.replace(REDACTED, " ").lower())
+
+
 def fragments(text: str, size: int = FRAGMENT_CHARS) -> set[str]:
-    """Every run of `size` characters, lower-cased: what must not be readable in the output."""
-    text = text.lower()
+    """Every run of `size` letters and digits, lower-cased: what must not be readable in the output."""
+    text = readable(text)
     return {text[i:i + size] for i in range(len(text) - size + 1)}
-
-
-def readable(output: str) -> str:
-    return "".join(output.split()).lower()
 
 
 def leaks(secret: str, output: str) -> bool:
@@ -77,6 +83,63 @@ def test_a_base64_encoded_secret_never_survives(secret, prefix, suffix, urlsafe)
     start, end = -(-len(prefix) * 8 // 6), (len(prefix) + len(secret)) * 8 // 6
     core = encoded[start:end]
     assert not any(piece in readable(output) for piece in fragments(core))
+
+
+# What a provider may put between a key's characters: whitespace, invisible, filler, control and punctuation.
+SEPARATORS = [" ", "\n", "\u200b", "\u00ad", "\u3164", "\uffa0", "\u2800", "\x00", "\x07", "\x7f", "-", ".", "_",
+              "\ufe0f"]
+# One character spelled as an escape, as URL, HTML, JSON, JavaScript and C texts do.
+ESCAPES = [lambda c: f"%{ord(c):02X}", lambda c: f"%{ord(c):02x}", lambda c: f"&#{ord(c)};",
+           lambda c: f"&#{ord(c):05d};", lambda c: f"&#x{ord(c):X};", lambda c: f"&#X{ord(c):04x};",
+           lambda c: f"\\u{ord(c):04x}", lambda c: f"\\u{ord(c):04X}", lambda c: f"\\x{ord(c):02x}",
+           lambda c: f"\\u{{{ord(c):x}}}"]
+
+
+def unescaped(text: str) -> str:
+    """`text` with every escape read back (independently of the redactor's own decoding)."""
+    text = html.unescape(unquote(text))
+    return re.sub(r"\\(?:u\{([0-9a-fA-F]+)\}|u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2}))",
+                  lambda m: chr(int(next(g for g in m.groups() if g), 16)), text)
+
+
+@MANY
+@given(secret=SECRETS, before=TEXT, after=TEXT, cuts=st.lists(st.integers(1, 79), min_size=1, max_size=30),
+       gap=st.sampled_from(SEPARATORS))
+def test_a_secret_split_by_any_separator_never_survives(secret, before, after, cuts, gap):
+    pieces, last = [], 0
+    for cut in sorted({c for c in cuts if c < len(secret)}):
+        pieces.append(secret[last:cut])
+        last = cut
+    pieces.append(secret[last:])
+    redact = Redactor({"X_API_KEY": secret})
+    shown = gap.join(pieces)
+    assert not leaks(secret, redact(before + shown + after)) and redact.find(before + shown + after) == "X_API_KEY"
+
+
+@MANY
+@given(secret=SECRETS, before=TEXT, after=TEXT, which=st.lists(st.booleans(), min_size=80, max_size=80),
+       escape=st.sampled_from(ESCAPES), upper=st.booleans())
+def test_a_secret_escaped_a_character_at_a_time_never_survives(secret, before, after, which, escape, upper):
+    shown = "".join(escape(c) if flag else c for c, flag in zip(secret.upper() if upper else secret, which,
+                                                                           strict=False))
+    redact = Redactor({"X_API_KEY": secret})
+    assert not leaks(secret, unescaped(redact(before + shown + after)))
+    assert redact.find(before + shown + after) == "X_API_KEY"
+
+
+@MANY
+@given(secret=SECRETS, case=st.sampled_from(["same", "upper", "lower"]),
+       encoding=st.sampled_from(["utf-8", "utf-16-le", "utf-16-be"]), hex_upper=st.booleans(),
+       prefix=st.binary(max_size=5))
+def test_a_hex_or_wide_base64_encoded_secret_never_survives(secret, case, encoding, hex_upper, prefix):
+    shown_secret = {"same": secret, "upper": secret.upper(), "lower": secret.lower()}[case]
+    raw = shown_secret.encode(encoding)
+    hexed = raw.hex().upper() if hex_upper else raw.hex()
+    redact = Redactor({"X_API_KEY": secret})
+    assert not any(piece in readable(redact(f"id={hexed};")) for piece in fragments(hexed))
+    encoded = base64.b64encode(prefix + raw).decode()
+    start, end = -(-len(prefix) * 8 // 6), (len(prefix) + len(raw)) * 8 // 6
+    assert not any(piece in readable(redact(f"auth {encoded} failed")) for piece in fragments(encoded[start:end]))
 
 
 @MANY

@@ -5,10 +5,13 @@ refused before anything is sent or saved. Each case was found by the adversarial
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import tempfile
+import unicodedata
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -23,14 +26,24 @@ from tests.test_cli import BASE_ENV, COMMAND, cli
 pytestmark = pytest.mark.anyio
 
 
+def readable(text: str) -> str:
+    """What a reader can put together from `text`: escapes read back, folded to ASCII, the letters and digits in
+    order whatever sits between them (the redaction marker apart)."""
+    text = html.unescape(unquote(text.replace("[redacted]", " ")))
+    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    return re.sub(r"[^a-z0-9]", "", unicodedata.normalize("NFKD", text).lower())
+
+
 def fragments(secret: str, size: int = 10) -> set[str]:
-    secret = secret.lower()
+    secret = readable(secret)
     return {secret[i:i + size] for i in range(len(secret) - size + 1)}
 
 
 def assert_no_key(text: str, key: str = TEST_KEY) -> None:
-    """Not the key, nor any ten characters of it, in any case, whatever whitespace was put in."""
-    flat = "".join(text.split()).lower()
+    """Not the key, nor any ten of its letters and digits, in any case, escaped or not, whatever was put between
+    them; nor its hex."""
+    flat = readable(text)
+    assert key.encode().hex() not in flat and key.upper().encode().hex() not in flat, "the key's hex leaked"
     leaked = sorted(piece for piece in fragments(key) if piece in flat)
     assert not leaked, f"key fragments leaked: {leaked[:3]}"
 
@@ -134,6 +147,19 @@ ECHOES = {
     "combining-joiner": "\u034f".join(TEST_KEY),
     "fullwidth": "".join(chr(ord(c) + 0xFEE0) for c in TEST_KEY),
     "base64-of-upper": base64.b64encode(TEST_KEY.upper().encode()).decode(),
+    # Found by the third (fresh) adversarial pass:
+    "hangul-filler-split": "\u3164".join(TEST_KEY),
+    "braille-blank-split": "\u2800".join(TEST_KEY),
+    "halfwidth-filler-split": "\uffa0".join(TEST_KEY),
+    "control-split": "\x07".join(TEST_KEY[:30]) + "\x00" + "\x7f".join(TEST_KEY[30:]),
+    "percent-every-other": "".join(f"%{ord(c):02X}" if i % 2 else c for i, c in enumerate(TEST_KEY)),
+    "entities-zero-padded-mixed": "".join(f"&#{ord(c):05d};" if i % 3 == 0 else c for i, c in enumerate(TEST_KEY)),
+    "hex-entities-mixed": "".join(f"&#X{ord(c):X};" if i % 3 == 1 else c for i, c in enumerate(TEST_KEY)),
+    "hex-of-upper": TEST_KEY.upper().encode().hex(),
+    "unicode-escapes-every-other": "".join(f"\\u{ord(c):04x}" if i % 2 else c for i, c in enumerate(TEST_KEY)),
+    "base64-of-utf16": base64.b64encode(TEST_KEY.encode("utf-16-le")).decode(),
+    "dash-groups": "-".join(TEST_KEY[i:i + 4] for i in range(0, len(TEST_KEY), 4)),
+    "dot-groups-of-nine": ".".join(TEST_KEY[i:i + 9] for i in range(0, len(TEST_KEY), 9)),
 }
 
 
@@ -154,6 +180,24 @@ async def test_a_transformed_key_in_a_provider_error_never_shows(connect, fake, 
     assert result.is_error
     assert_no_key(error_text(result))
     assert output_files(workdir) == []
+
+
+@pytest.mark.parametrize("echo", [pytest.param(echo, id=name) for name, echo in ECHOES.items()])
+async def test_a_transformed_key_echoed_in_a_successful_reply_reaches_no_result_sidecar_or_ledger(
+        connect, fake, workdir, ledger, echo):
+    def echoing(body):
+        body["id"] = echo
+        body["model"] = echo
+        body["choices"][0]["message"]["content"] = echo
+
+    fake.then(success_with(echoing))
+    async with connect() as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox"})
+    data = summary(result)
+    assert_no_key(json.dumps(data))
+    assert_no_key(everything_written(workdir))
+    assert ledger.exists() and data["spent_session_usd"] > 0
+    assert_no_key(ledger.read_text())
 
 
 async def test_a_transformed_key_quoted_by_a_failed_variation_is_not_in_the_partial_result(connect, fake):
@@ -181,6 +225,14 @@ CALLER_CASES = {
     "prompt-with-accents": ("generate_image", {"prompt": "".join(c + "\u0301" for c in TEST_KEY)}, "prompt"),
     "filename-fullwidth": ("generate_image", {"prompt": "a fox", "filename": "".join(
         chr(ord(c) + 0xFEE0) for c in TEST_KEY)}, "filename"),
+    # Found by the third (fresh) adversarial pass: the file name would spell these out too.
+    "filename-underscore-groups": ("generate_image", {"prompt": "a fox", "filename": "_".join(
+        TEST_KEY[i:i + 9] for i in range(0, len(TEST_KEY), 9))}, "filename"),
+    "prompt-hex": ("generate_image", {"prompt": f"print {TEST_KEY.encode().hex()}"}, "prompt"),
+    "prompt-percent-every-other": ("generate_image", {"prompt": ECHOES["percent-every-other"]}, "prompt"),
+    "prompt-dot-groups": ("generate_image", {"prompt": ECHOES["dot-groups-of-nine"]}, "prompt"),
+    "image-url-percent-every-other": ("edit_image", {
+        "prompt": "blue", "image": f"https://example.com/a.png?k={ECHOES['percent-every-other']}"}, "image"),
 }
 
 

@@ -1,12 +1,14 @@
 """Keeping secrets out of everything this server writes: results, sidecars, log lines and the CLI's output.
 
 A provider may echo a key back in any string it sends (an error body, a generation id, a model name), and not
-always verbatim: upper-cased, base64-, hex-, URL- or HTML-encoded, escaped, split by whitespace or invisible
-characters, in fullwidth letters, or cut short by a clip. So a secret is searched for in all those forms,
-case-insensitively, after folding compatibility characters (NFKC) and dropping whitespace, invisible and combining
-characters; any run of `FRAGMENT_CHARS` or more of its characters counts as the secret. In a provider's own words
-(`shapes=True`, the default) anything shaped like a provider key is removed too, even when it is not one of ours;
-our own output (paths, file names) is not searched for shapes, which would mangle a folder named like a key.
+always verbatim: upper-cased, base64- or hex-encoded (of UTF-8 or UTF-16), URL-, HTML- or backslash-escaped a
+character at a time, split by whitespace, punctuation, controls, fillers or invisible characters, in fullwidth
+letters, or cut short by a clip. So texts and secrets are compared folded: escapes read as their characters,
+everything folded to ASCII and lower-cased, only letters and digits kept; any run of `FRAGMENT_CHARS` or more
+characters of a secret's forms counts as the secret, and the whole stretch of the original text it came from is
+removed. In a provider's own words (`shapes=True`, the default) anything shaped like a provider key is removed too,
+even when it is not one of ours; our own output (paths, file names) is not searched for shapes, which would mangle
+a folder named like a key.
 
 The same search tells whether a caller's own text (a prompt, a file name) holds a configured secret, so it can be
 refused before it is sent anywhere.
@@ -15,13 +17,11 @@ refused before it is sent anywhere.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 REDACTED = "[redacted]"
 #: Values shorter than this are not treated as secrets: they would match ordinary words.
@@ -33,9 +33,13 @@ _BLOCK = 4
 
 # Key shapes the providers hand out; removed even when we do not know the exact key (a provider may echo one).
 _KEY_PATTERN = re.compile(r"\b(?:sk|pk|rk|key|fx|el|ag)[-_](?:[A-Za-z0-9]+[-_])*[A-Za-z0-9]{16,}\b")
-# Characters a provider (or a clip) may insert into an echoed key without changing what it reveals (the ASCII fast
-# path; other text is folded character by character, see `_fold`).
-_GAPS = re.compile(r"\s")
+# Only these characters are compared: everything else a provider (or a clip) may put between a key's characters -
+# whitespace, punctuation, separators, controls, fillers, invisible or combining marks - reveals nothing by itself.
+_NOT_KEPT = re.compile(r"[^a-z0-9]")
+# One character spelled as an escape: %XX, &#DDD; or &#xHH;, \uXXXX (\u{...}, \UXXXXXXXX) or \xHH.
+_ESCAPE = re.compile(r"%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));?"
+                     r"|\\u\{([0-9a-fA-F]{1,8})\}|\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\x([0-9a-fA-F]{2})")
+_ESCAPE_STARTS = frozenset("%&\\")
 
 
 def looks_secret(value: str) -> bool:
@@ -46,57 +50,69 @@ def looks_secret(value: str) -> bool:
 
 
 def _base64_cores(secret: bytes) -> set[str]:
-    """The part of the base64 text that encodes `secret` whatever precedes it (three alignments, two alphabets)."""
+    """The part of the base64 text that encodes `secret` whatever precedes it (three alignments)."""
     cores = set()
     for offset in range(3):
         encoded = base64.b64encode(b"\0" * offset + secret).decode().rstrip("=")
         start = -(-offset * 8 // 6)  # the characters that carry bits of the bytes before the secret
-        core = encoded[start:-1]  # the last character may carry bits of whatever follows
-        cores |= {core, core.replace("+", "-").replace("/", "_")}
+        cores.add(encoded[start:-1])  # the last character may carry bits of whatever follows
     return cores
 
 
 def _forms(secret: str) -> set[str]:
-    """Every spelling of a secret we look for, lower-cased and without whitespace."""
-    raw = secret.encode()
-    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1], raw.hex(),
-             "".join(f"%{b:02x}" for b in raw), "".join(f"\\u{ord(c):04x}" for c in secret),
-             "".join(f"\\x{b:02x}" for b in raw), "".join(f"&#{ord(c)};" for c in secret),
-             "".join(f"&#x{ord(c):x};" for c in secret)}
-    for variant in {raw, secret.upper().encode(), secret.lower().encode()}:
-        forms |= _base64_cores(variant)
-    return {_squeeze(form)[0] for form in forms if len(form) >= MIN_SECRET_CHARS}
+    """Every spelling of a secret we look for, as `_squeeze` leaves it. Escaped spellings (%XX, entities, \\u)
+    need no form of their own: `_squeeze` reads them as the characters they stand for."""
+    forms = set()
+    for variant in {secret, secret.upper(), secret.lower()}:
+        forms.add(variant)
+        for encoding in ("utf-8", "utf-16-le", "utf-16-be"):
+            raw = variant.encode(encoding)
+            forms.add(raw.hex())
+            forms |= _base64_cores(raw)
+    squeezed = {_squeeze(form)[0] for form in forms}
+    return {form for form in squeezed if len(form) >= MIN_SECRET_CHARS}
 
 
-def _squeeze(text: str) -> tuple[str, list[int] | None]:
-    """`text` folded for matching, and where each kept character came from (None: see `_origins`).
+def _squeeze(text: str) -> tuple[str, list[tuple[int, int]] | None]:
+    """`text` as secrets are compared, and the span of `text` each of its characters came from (None: one
+    character each, see `_origins`).
 
-    ASCII text (nearly all of it) takes a fast path: whitespace dropped, lower-cased. Other text is folded one
-    character at a time: whitespace, format (Cf, e.g. zero-width and direction marks) and combining (Mn)
-    characters dropped; compatibility forms (fullwidth letters) folded to theirs (NFKC); lower-cased.
+    Escapes are read as the characters they spell, then every character is folded to ASCII (compatibility forms
+    such as fullwidth letters, accents dropped) and lower-cased, and only letters and digits are kept. ASCII text
+    without escapes (nearly all of it) takes a fast path.
     """
-    if text.isascii():
-        return _GAPS.sub("", text).lower(), None
+    if text.isascii() and _ESCAPE_STARTS.isdisjoint(text):
+        return _NOT_KEPT.sub("", text.lower()), None
     kept: list[str] = []
-    where: list[int] = []
-    for i, char in enumerate(text):
-        folded = _fold(char)
-        if folded:
+    spans: list[tuple[int, int]] = []
+    i, length = 0, len(text)
+    while i < length:
+        char, end = text[i], i + 1
+        if char in _ESCAPE_STARTS and (escape := _ESCAPE.match(text, i)):
+            char, end = _unescape(escape), escape.end()
+        for folded in _fold(char):
             kept.append(folded)
-            where.append(i)
-    return "".join(kept), where
+            spans.append((i, end))
+        i = end
+    return "".join(kept), spans
+
+
+def _unescape(escape: re.Match[str]) -> str:
+    digits = next(group for group in escape.groups() if group is not None)
+    code = int(digits, 10 if escape.group(3) is not None else 16)
+    return chr(code) if code < 0x110000 else ""
 
 
 def _fold(char: str) -> str:
-    if char.isspace() or unicodedata.category(char) in ("Cf", "Mn", "Me"):
-        return ""
-    folded = unicodedata.normalize("NFKC", char).lower()
-    return folded if len(folded) == 1 else char
+    if char.isascii():
+        return _NOT_KEPT.sub("", char.lower())
+    folded = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode("ascii")
+    return _NOT_KEPT.sub("", folded.lower())
 
 
-def _origins(text: str) -> list[int]:
-    """For each character of the ASCII fast path's `_squeeze(text)`, its index in `text`."""
-    return [i for i, char in enumerate(text) if not _GAPS.match(char)]
+def _origins(text: str) -> list[tuple[int, int]]:
+    """For each character of the fast path's `_squeeze(text)`, where it is in `text`."""
+    return [(i, i + 1) for i, char in enumerate(text.lower()) if not _NOT_KEPT.match(char)]
 
 
 class Redactor:
@@ -118,7 +134,7 @@ class Redactor:
             found = list(self._matches(squeezed))
             if found:
                 origin = where if where is not None else _origins(text)
-                for start, end in reversed(_merge((origin[s], origin[e - 1] + 1) for _, s, e in found)):
+                for start, end in reversed(_merge((origin[s][0], origin[e - 1][1]) for _, s, e in found)):
                     text = text[:start] + REDACTED + text[end:]
         return _KEY_PATTERN.sub(REDACTED, text) if shapes else text
 
