@@ -21,19 +21,20 @@ from tests.test_cli import BASE_ENV, COMMAND
 pytestmark = pytest.mark.anyio
 
 FINAL = {"prompt": "the final poster", "tier": "high", "n": 2}
+MISSING = object()
 
 
 class Person:
     """An elicitation callback: records what the person was asked and answers as told."""
 
-    def __init__(self, action: str = "accept", approve: bool = True) -> None:
+    def __init__(self, action: str = "accept", approve: object = True) -> None:
         self.action, self.approve = action, approve
         self.asked: list[str] = []
 
     async def __call__(self, context, params):
         self.asked.append(params.message)
         assert params.requested_schema["properties"]["approve"]["type"] == "boolean"
-        content = {"approve": self.approve} if self.action == "accept" else None
+        content = ({} if self.approve is MISSING else {"approve": self.approve}) if self.action == "accept" else None
         return ElicitResult(action=self.action, content=content)
 
 
@@ -51,8 +52,13 @@ async def test_an_approved_high_tier_call_proceeds_after_the_person_saw_the_pric
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 @pytest.mark.parametrize(("answer", "word"), [(Person("decline"), "declined"), (Person("cancel"), "cancelled"),
-                                               (Person("accept", approve=False), "declined")],
-                         ids=["decline", "cancel", "unchecked"])
+                                               (Person("accept", approve=False), "declined"),
+                                               # An accepted form that does not carry the box checked is no consent
+                                               # (found by the third adversarial pass).
+                                               (Person("accept", approve=MISSING), "declined"),
+                                               (Person("accept", approve=None), "declined"),
+                                               (Person("accept", approve="maybe"), "declined")],
+                         ids=["decline", "cancel", "unchecked", "accept-without-answer", "accept-null", "accept-maybe"])
 async def test_a_declined_high_tier_call_sends_nothing_and_says_not_to_retry(connect, fake, workdir, mode, answer,
                                                                              word):
     async with connect(elicit=answer, mode=mode) as client:

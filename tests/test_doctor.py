@@ -135,3 +135,23 @@ def test_doctor_tells_an_unreachable_provider_from_nothing_configured_and_a_reje
     assert unreachable.returncode == 1 and "could not be reached: the key may well be fine" in unreachable.stdout
     assert "Nothing is configured" not in unreachable.stdout
     assert json.loads(rejected.stdout)["state"] == "key rejected" and rejected.returncode == 1
+
+
+def test_doctor_reports_a_ledger_that_cannot_record_and_is_not_ready(workdir):
+    """Found by the third adversarial pass: with the ledger a folder every paid call is refused, so doctor says so."""
+    (workdir / "ledger-folder").mkdir()
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    try:
+        env = {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": f"{server.url}/api/v1",
+               "FLUX_KLEIN_LEDGER": str(workdir / "ledger-folder")}
+        as_json = cli(["doctor", "--json"], workdir, **env)
+        table = cli(["doctor"], workdir, **env)
+        sandbox = cli(["doctor", "--json"], workdir, **{**env, "FLUX_KLEIN_PROVIDER": "sandbox"})
+    finally:
+        server.close()
+    report = json.loads(as_json.stdout)
+    assert report["state"] == "ledger" and not report["usable"] and as_json.returncode == 1
+    assert "cannot be written" in report["ledger_status"] and "FLUX_KLEIN_LEDGER" in report["ledger_status"]
+    assert "Spend ledger:" in table.stdout and "every paid call is refused" in table.stdout
+    assert json.loads(sandbox.stdout)["usable"]  # the sandbox spends nothing, so needs no ledger

@@ -256,17 +256,39 @@ async def test_get_usage_with_an_unlimited_key_and_no_budgets(connect, fake):
 
 # --- found by the adversarial pass ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["folder", "fifo"])
-@pytest.mark.parametrize("budget", [{}, {"FLUX_KLEIN_BUDGET_USD": "0.03"}], ids=["no-budget", "session-budget"])
+def full_file_system_at(folder: Path, monkeypatch, *, space: bool = True, files: bool = False) -> None:
+    """`os.statvfs` says the file system of `folder` (only) is out of space or of files (inodes): a file there
+    still opens for appending, as on a real full disk."""
+    import os
+    import types
+
+    real = os.statvfs
+
+    def statvfs(path):
+        found = real(path)
+        if Path(path).resolve() != folder.resolve():
+            return found
+        return types.SimpleNamespace(f_frsize=found.f_frsize, f_bavail=0 if space else found.f_bavail,
+                                     f_files=1000, f_favail=1 if files else 900)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "full-disk", "out-of-inodes"])
+@pytest.mark.parametrize("budget", [{}, {"FLUX_KLEIN_BUDGET_USD": "0.03"}, {"FLUX_KLEIN_DAILY_BUDGET_USD": "1"}],
+                         ids=["no-budget", "session-budget", "daily-budget"])
 async def test_a_ledger_that_cannot_record_refuses_the_call_before_any_request(connect, fake, workdir, ledger, kind,
-                                                                              budget):
+                                                                              budget, monkeypatch):
     import os
 
     ledger.parent.mkdir(parents=True)
     if kind == "folder":
         ledger.mkdir()
-    else:
+    elif kind == "fifo":
         os.mkfifo(ledger)  # opened the plain way for writing, it would hang the server holding the lock
+    else:  # an O_APPEND open succeeds on a full disk (found by the third adversarial pass)
+        ledger.write_text("")
+        full_file_system_at(ledger.parent, monkeypatch, space=kind == "full-disk", files=kind == "out-of-inodes")
     async with connect(**budget) as client:
         with anyio.fail_after(20):
             result = await client.call_tool("generate_image", {"prompt": "a fox"})
@@ -378,3 +400,48 @@ async def test_a_long_ledger_is_read_from_its_end(connect, fake, ledger, caplog)
         data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
     assert data["spent_today_usd"] == pytest.approx(KLEIN)
     assert "damaged at the start" not in caplog.text  # only the end of the file was read
+
+
+# --- found by the third adversarial pass ---------------------------------------------------------------------
+
+def test_every_spelling_of_one_ledger_shares_its_lock_and_reservations(tmp_path):
+    from flux_klein_mcp.spend.ledger import Ledger
+
+    real = tmp_path / "state" / "ledger.jsonl"
+    real.parent.mkdir()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    through_link, direct = Ledger(link), Ledger(real)
+    with through_link.locked():
+        through_link.set_pending("call-1", 0.03)
+    with direct.locked():
+        assert direct.pending_total() == pytest.approx(0.03)  # a daily budget sees the other spelling's call
+
+
+async def test_an_image_without_a_cost_is_booked_at_the_estimate_not_the_highest_charge_seen(connect, ledger):
+    from tests.fakes.images_api import FLUXROUTER
+
+    gateway = FakeImagesAPI(FLUXROUTER, cost_usd="0.05")
+    async with connect(gateway) as client:
+        summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        gateway.cost_usd = "nan"  # a cost the server cannot read
+        second = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    first_line, second_line = ledger_lines(ledger)
+    assert first_line["cost_usd"] == 0.05 and first_line["cost_source"] == "provider"
+    # Quoted at the $0.05 seen (the worst case), but booked at the klein estimate, as an estimate.
+    assert second_line["cost_usd"] == KLEIN and second_line["cost_source"] == "estimate"
+    assert second["spent_session_usd"] == pytest.approx(0.05 + KLEIN)
+
+
+async def test_a_ledger_that_cannot_be_read_is_named_by_get_usage_and_spend(connect, workdir, ledger):
+    from tests.test_cli import cli
+
+    ledger.mkdir(parents=True)  # a folder where the ledger should be
+    async with connect() as client:
+        result = await client.call_tool("get_usage", {})
+    text = error_text(result)
+    assert result.is_error and "The spend ledger" in text and "FLUX_KLEIN_LEDGER" in text
+    for arguments in (["spend"], ["spend", "--json"]):
+        done = cli(arguments, workdir, FLUX_KLEIN_LEDGER=str(ledger))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "FLUX_KLEIN_LEDGER" in done.stderr and "is not a regular file" in done.stderr and done.stdout == ""

@@ -232,6 +232,19 @@ def test_a_folder_replaced_by_a_file_is_refused_before_the_call(tmp_path):
         target.ready()
 
 
+def test_a_folder_out_of_files_is_refused_before_the_call(tmp_path, monkeypatch):
+    """Free bytes but no free inodes: a save needs new files, so the call is refused before it is paid for (found by
+    the third adversarial pass)."""
+    from tests.test_spend import full_file_system_at
+
+    target = Store(tmp_path / "out", explicit=True, fallback=tmp_path / "never")
+    folder = target.ready()
+    full_file_system_at(folder, monkeypatch, space=False, files=True)
+    with pytest.raises(StorageError, match="room for only 1 more file") as refused:
+        target.ready()
+    assert "out of inodes" in str(refused.value) and "Nothing was sent" in str(refused.value)
+
+
 def test_a_save_into_a_vanished_folder_says_so_not_free_some_space(tmp_path):
     target = store(tmp_path / "out")
     folder = target.folder

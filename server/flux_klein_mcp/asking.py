@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 from mcp.server.elicitation import AcceptedElicitation, DeclinedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .errors import BudgetExceeded, FluxKleinError
 from .spend import Consent, question
@@ -23,11 +23,22 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 
+# The box comes checked (the default a client shows), but only an answer that carries it checked is consent: an
+# accepted form without it, or with anything but true, is a decline - no money on a missing or unclear answer.
 class Approval(BaseModel):
     """The form the person sees (MCP elicitation)."""
 
     approve: bool = Field(default=True, title="Approve this spend",
                           description="Leave checked and accept to make the images; decline to spend nothing.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_true_is_consent(cls, data: Any) -> Any:
+        if isinstance(data, BaseModel):
+            return data
+        answer = data.get("approve") if isinstance(data, dict) else None
+        consent = answer is True or (isinstance(answer, str) and answer.strip().lower() == "true")
+        return {**(data if isinstance(data, dict) else {}), "approve": consent}
 
 
 async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[Approval] | Consent | None:

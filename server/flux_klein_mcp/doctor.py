@@ -53,9 +53,17 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         folder_note = runtime.store.note or "writable"
     except FluxKleinError as exc:
         folder, folder_note = None, str(exc)
+    ledger = runtime.spend.ledger
+    try:
+        await anyio.to_thread.run_sync(ledger.check_writable)
+        ledger_note, ledger_ok = "writable", True
+    except OSError as exc:
+        ledger_note, ledger_ok = f"cannot be written: {exc.strerror or exc}; set FLUX_KLEIN_LEDGER", False
     state = "ready"
+    paid = False
     try:
         chosen = runtime.providers.choose()
+        paid = chosen.name != "sandbox"
         choice, usable = chosen.name, checks[chosen.name].status == "ok"
         why = "FLUX_KLEIN_PROVIDER" if runtime.settings.provider else f"the first key set, {chosen.key_variable}"
         choice_note = f"{chosen.name} (chosen by {why})"
@@ -69,11 +77,15 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         state = "nothing configured" if runtime.providers.auto_choice() is None else "misconfigured"
     if usable and folder is None:
         state = "output folder"
+    elif usable and paid and not ledger_ok:  # every paid call is refused before it is sent
+        state, usable = "ledger", False
     return {
         "state": state,
         "providers": [asdict(row) for row in rows],
         "output_dir": folder,
         "output_dir_status": folder_note,
+        "ledger": str(ledger.path),
+        "ledger_status": ledger_note,
         "provider_for_calls": choice,
         "provider_note": choice_note,
         "usable": usable and folder is not None,
@@ -100,6 +112,7 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Output folder:  {report['output_dir'] or '-'} ({report['output_dir_status']})",
+        f"Spend ledger:   {report['ledger']} ({report['ledger_status']})",
         f"Calls would use: {report['provider_note']}",
     ]
     lines += [f"Warning: {warning}" for warning in report["warnings"]]
@@ -118,6 +131,8 @@ VERDICTS = {
     "misconfigured": "The set-up has a problem: fix what is shown above, or set FLUX_KLEIN_PROVIDER=sandbox to try "
                      "the tools offline.",
     "output folder": "The provider is ready, but the output folder cannot take files: see above.",
+    "ledger": "The provider is ready, but the spend ledger cannot record charges, so every paid call is refused "
+              "before it is sent: see above.",
 }
 
 

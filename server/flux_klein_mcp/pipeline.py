@@ -213,17 +213,19 @@ class Bill:
     def charges(self, kept: list[GeneratedImage], quote: Quote, when: str) -> list[Charge]:
         """The ledger's lines: each image's own cost (the provider's figure, else the list price), else the quote's
         per-image price (an estimate where the provider publishes none). The sandbox is never charged."""
+        booked_usd, booked_source = quote.booked
+
         def line(usd: float, source: str, generation_id: str | None, path: str | None) -> Charge:
             return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6), source, generation_id, path)
 
-        lines = [line(image.cost_usd if image.cost_usd is not None else quote.per_image_usd,
-                      image.cost_source or quote.source, image.generation_id, str(image.saved.path))
+        lines = [line(image.cost_usd if image.cost_usd is not None else booked_usd,
+                      image.cost_source or booked_source, image.generation_id, str(image.saved.path))
                  for image in kept + self.discarded if image.cost_source != "sandbox"]
         for reply, count in self.unsaved:
             if not reply.simulated:
                 reported = reply.reported_cost_usd
-                usd = reported / max(1, len(reply.images)) if reported is not None else quote.per_image_usd
-                lines += [line(usd, "provider" if reported is not None else quote.source, reply.generation_id, None)
+                usd = reported / max(1, len(reply.images)) if reported is not None else booked_usd
+                lines += [line(usd, "provider" if reported is not None else booked_source, reply.generation_id, None)
                           for _ in range(count)]
         lines += [line(usd, source, None, None) for usd, count, source in self.failed for _ in range(count)]
         return lines if quote.usd > 0 else []

@@ -342,7 +342,10 @@ def create_server(
         runtime = _runtime(ctx)
         if config_error is not None:
             raise ToolError(runtime.settings.redact(str(config_error), shapes=False))
-        usage = await runtime.in_worker(runtime.spend.usage)
+        try:
+            usage = await runtime.in_worker(runtime.spend.usage)
+        except FluxKleinError as exc:  # a ledger that cannot be read, named
+            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
         usage["high_tier"] = runtime.settings.high_tier
         from .spend.report import provider_credit
 

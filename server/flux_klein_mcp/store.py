@@ -133,14 +133,14 @@ class Store:
                 )
             try:
                 _probe(folder)
-                room = _room(folder)
+                too_small = room(folder)
             except OSError as exc:
                 raise StorageError(
                     f"The output folder {folder} does not take files ({_why(exc)}). Nothing was sent. Free some "
                     "space or set FLUX_KLEIN_OUTPUT_DIR to a folder you can write to."
                 ) from exc
-            if room is not None:
-                raise StorageError(f"The output folder {folder} {room}, too little to save images. Nothing was "
+            if too_small is not None:
+                raise StorageError(f"The output folder {folder} {too_small}, too little to save images. Nothing was "
                                    "sent. Free some space or set FLUX_KLEIN_OUTPUT_DIR to another folder.")
         return folder
 
@@ -292,24 +292,33 @@ SAVED_NAME = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+(?:_\d+)?\.(?:png|jpg|jpeg|webp
 
 #: The room a call needs before it is sent: four images of a few MB and their sidecars, with a margin.
 MIN_ROOM_BYTES = 64 * 1024 * 1024
+#: Files a call's save may need at once (a temporary image and sidecar per image, up to 4 images), with some to spare.
+MIN_FREE_FILES = 16
 
 
-def _room(folder: Path) -> str | None:
-    """What makes the folder too small for a call's images, or None: the free space on its file system, and a
-    per-process file-size limit (`ulimit -f`). Creating an empty file succeeds on a full disk, so both are read."""
+def room(folder: Path, min_bytes: int = MIN_ROOM_BYTES, min_files: int = MIN_FREE_FILES) -> str | None:
+    """What makes `folder` too small for what is about to be written there, or None: the free space and free
+    files (inodes) on its file system, and a per-process file-size limit (`ulimit -f`). Creating or opening a file
+    succeeds on a full disk, so these are read."""
     if hasattr(os, "statvfs"):
         fs = os.statvfs(folder)
         free = fs.f_bavail * fs.f_frsize
-        if free < MIN_ROOM_BYTES:
-            return f"has only {free / 1048576:.1f} MB free"
+        if free < min_bytes:
+            return f"has only {_amount(free)} free"
+        if fs.f_files and fs.f_favail < min_files:  # (file systems without a fixed number of files report 0)
+            return f"has room for only {fs.f_favail} more file(s) (its file system is out of inodes)"
     try:
         import resource
     except ImportError:  # Windows
         return None
     limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    if limit != resource.RLIM_INFINITY and limit < MIN_ROOM_BYTES:
-        return f"cannot take files over {limit / 1024:.0f} KB (a file-size limit, ulimit -f, on this process)"
+    if limit != resource.RLIM_INFINITY and limit < min_bytes:
+        return f"cannot take files over {_amount(limit)} (a file-size limit, ulimit -f, on this process)"
     return None
+
+
+def _amount(size: int) -> str:
+    return f"{size / 1048576:.1f} MB" if size >= 1048576 else f"{size / 1024:.0f} KB"
 
 
 def _probe(folder: Path) -> None:

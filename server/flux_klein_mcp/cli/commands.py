@@ -107,8 +107,12 @@ async def _ask_on_the_terminal(request: ImageRequest, runtime: Runtime, given: b
 
 def spend(as_json: bool, days: int) -> int:
     log_to_stderr(logging.WARNING, "%(levelname)s %(message)s")  # a damaged ledger line is worth a warning
-    settings = Settings.from_env()
-    report = ledger_report(Ledger(settings.ledger), datetime.now().astimezone().date(), days)
+    try:
+        settings = Settings.from_env()
+        report = ledger_report(Ledger(settings.ledger), datetime.now().astimezone().date(), days)
+    except FluxKleinError as exc:
+        print(f"flux-klein-mcp: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(json.dumps(report, indent=2, allow_nan=False) if as_json else render_spend(report))
     return 0
 

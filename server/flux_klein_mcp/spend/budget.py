@@ -20,7 +20,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ..errors import BudgetExceeded, ConfigError
-from .ledger import Charge, DayTotal, Ledger
+from .ledger import Charge, DayTotal, Ledger, unusable
 
 log = logging.getLogger("flux_klein_mcp")
 
@@ -41,10 +41,21 @@ class Quote:
     #: "price list" when the provider publishes a price, "estimate" when the klein list price stands in, "highest
     #: charge seen" when the provider charged more than either.
     source: str
+    #: With "highest charge seen": the price and source an image is booked at when the provider reports no cost
+    #: (a worst case learned from one odd charge must not become every image's price).
+    book_usd: float | None = None
+    book_source: str | None = None
 
     @property
     def usd(self) -> float:
         return round(self.per_image_usd * self.images, 6)
+
+    @property
+    def booked(self) -> tuple[float, str]:
+        """What one image with no cost of its own is recorded at, and the source named for it."""
+        if self.book_usd is not None and self.book_source is not None:
+            return self.book_usd, self.book_source
+        return self.per_image_usd, self.source
 
 
 @dataclass
@@ -103,7 +114,8 @@ class Accountant:
         seen = max((total.by[key][2] for total in totals if key in total.by), default=0.0)
         if seen <= quote.per_image_usd:
             return quote
-        return replace(quote, per_image_usd=seen, source="highest charge seen")
+        return replace(quote, per_image_usd=seen, source="highest charge seen", book_usd=quote.per_image_usd,
+                       book_source=quote.source)
 
     def _check_both(self, quote: Quote) -> None:
         """Both budgets against the quote (hold `_lock` and the ledger's lock)."""
@@ -174,7 +186,10 @@ class Accountant:
     def usage(self) -> dict[str, Any]:
         """Everything `get_usage` reports from the ledger and this process."""
         with self._lock:
-            today = self.ledger.days(since=self._today()).get(self._today(), DayTotal())
+            try:
+                today = self.ledger.days(since=self._today()).get(self._today(), DayTotal())
+            except OSError as exc:
+                raise unusable(exc, self.ledger.path) from None
             return {
                 "session": _summary(self._session),
                 "today": _summary(today),

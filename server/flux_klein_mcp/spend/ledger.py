@@ -28,6 +28,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..store import room
+
 log = logging.getLogger("flux_klein_mcp")
 
 #: A pending reservation this old counts no more, whoever made it (a call never runs this long).
@@ -92,7 +95,13 @@ class DayTotal:
 
 
 class LedgerError(OSError):
-    """The ledger cannot be written (a folder, a FIFO, no permission): found before any spend."""
+    """The ledger cannot be read or written (a folder, a FIFO, no permission, a full disk)."""
+
+
+def unusable(exc: OSError, path: Path) -> ConfigError:
+    """A ledger that cannot be read, in words that name the variable to fix."""
+    return ConfigError(f"The spend ledger {path} cannot be read ({exc.strerror or exc}). Set FLUX_KLEIN_LEDGER to "
+                       "a file you can write (a regular file, or a path where one can be made), or fix the one named.")
 
 
 #: Reading starts this far back from a day asked about (clocks of processes sharing a ledger may disagree).
@@ -102,7 +111,9 @@ _CHUNK = 1 << 20
 
 class Ledger:
     def __init__(self, path: Path) -> None:
-        self.path = path
+        # Resolved, so that every spelling of one ledger (a symlink, a relative path) shares one lock and one
+        # record of reservations.
+        self.path = path = Path(os.path.realpath(path))
         self._lock_path = path.with_name(path.name + ".lock")
         self._pending_path = path.with_name(path.name + ".pending")
         self._days: dict[date, DayTotal] = {}
@@ -121,6 +132,10 @@ class Ledger:
         except FileNotFoundError:
             self._days, self._read_to, self._identity, self._since = {}, 0, None, None
             return self._days
+        except OSError as exc:
+            raise LedgerError(exc.errno, f"{self.path}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(info.st_mode):  # a folder, or a FIFO that would block the reader
+            raise LedgerError(errno.EINVAL, f"{self.path} is not a regular file")
         identity = (info.st_dev, info.st_ino)
         wider = self._since is not None and (since is None or since < self._since)
         if identity != self._identity or info.st_size < self._read_to or wider:  # replaced, cut, or more wanted
@@ -196,7 +211,8 @@ class Ledger:
             os.close(fd)
 
     def check_writable(self) -> None:
-        """Raise `LedgerError` unless a charge could be appended now (before any spend)."""
+        """Raise `LedgerError` unless a charge could be appended now (before any spend): the file opens for
+        appending and its file system has room for a few lines (opening succeeds on a full disk)."""
         try:
             os.close(_open_regular(self.path, os.O_WRONLY | os.O_APPEND))
         except LedgerError as exc:
@@ -204,6 +220,9 @@ class Ledger:
                 raise
             self.path.parent.mkdir(parents=True, exist_ok=True)  # a first run, or a state folder cleaned up
             os.close(_open_regular(self.path, os.O_WRONLY | os.O_APPEND))
+        too_small = room(self.path.parent, MIN_ROOM_BYTES, MIN_FREE_FILES)
+        if too_small is not None:
+            raise LedgerError(errno.ENOSPC, f"the ledger's folder {self.path.parent} {too_small}")
 
     def append(self, charges: list[Charge]) -> None:
         """Add charged images (call under `locked()`)."""
@@ -243,6 +262,10 @@ class Ledger:
         return {key: entry for key, entry in pending.items()
                 if isinstance(entry, dict) and _alive(entry, now)}
 
+
+#: What the ledger's file system must have free before a call: room for many lines, the lock and the reservations.
+MIN_ROOM_BYTES = 64 * 1024
+MIN_FREE_FILES = 4
 
 #: A ledger line above this is damaged (no image costs a thousand dollars).
 MAX_LINE_USD = 1000.0

@@ -13,7 +13,7 @@ import httpx
 
 from ..providers import Provider
 from .budget import _summary
-from .ledger import DayTotal, Ledger
+from .ledger import DayTotal, Ledger, unusable
 
 
 async def provider_credit(providers: Iterable[Provider], http: httpx.AsyncClient) -> dict[str, Any]:
@@ -44,7 +44,10 @@ async def provider_credit(providers: Iterable[Provider], http: httpx.AsyncClient
 
 def ledger_report(ledger: Ledger, today: date, days: int) -> dict[str, Any]:
     """Today, this month, and each of the last `days` days (with what was spent on each, by provider and model)."""
-    totals = ledger.days()
+    try:
+        totals = ledger.days()
+    except OSError as exc:
+        raise unusable(exc, ledger.path) from None
     month = _merge(total for day, total in totals.items() if (day.year, day.month) == (today.year, today.month))
     recent = [today - timedelta(days=back) for back in range(days)]
     return {
