@@ -124,6 +124,10 @@ async def test_the_output_folder_is_allowed_so_results_can_be_edited(connect, fa
         ("https://ex\x7fample.com/a.png", "not a valid https:// URL"),
         ("https://xn--a.com/a.png", "its host is not valid"),
         ("https://[fe80::1%25eth0]/a.png", "not a public name"),
+        # Found by the third adversarial pass: hosts no resolver takes.
+        ("https://a..b/x.png", "an empty part"),
+        ("https://" + "a" * 64 + ".com/x.png", "over 63 characters"),
+        ("https://.example.com/x.png", "an empty part"),
     ],
 )
 async def test_bad_references_are_refused_before_any_request(connect, fake, workdir, ref, phrase):

@@ -245,6 +245,30 @@ def test_a_folder_out_of_files_is_refused_before_the_call(tmp_path, monkeypatch)
     assert "out of inodes" in str(refused.value) and "Nothing was sent" in str(refused.value)
 
 
+def test_a_folder_replaced_by_a_link_elsewhere_is_refused_before_the_call(tmp_path):
+    """Its files are readable inputs (and the view lists them): a link swapped in while the server runs must not
+    open another folder to them (found by the third adversarial pass)."""
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "20261121-120000-passport.png").write_bytes(b"x")
+    target = Store(tmp_path / "out", explicit=True, fallback=tmp_path / "never")
+    folder = target.ready()
+    folder.rmdir()
+    folder.symlink_to(private)
+    for check in (target.ready, target.present):
+        with pytest.raises(StorageError, match="now leads to") as refused:
+            check()
+        assert str(private) in str(refused.value) and "FLUX_KLEIN_OUTPUT_DIR" in str(refused.value)
+
+
+def test_a_folder_that_was_a_link_from_the_start_is_fine(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "pictures").symlink_to(real)
+    target = Store(tmp_path / "pictures", explicit=True, fallback=tmp_path / "never")
+    assert target.ready() == target.present()
+
+
 def test_a_save_into_a_vanished_folder_says_so_not_free_some_space(tmp_path):
     target = store(tmp_path / "out")
     folder = target.folder

@@ -125,6 +125,8 @@ def _https_url(ref: str, parameter: str) -> str:
             problem = f"it is {len(ref)} characters long; the limit is {MAX_URL_CHARS}"
         elif "%" in parts.hostname:
             problem = "its host is not a public name or address"
+        elif not _host_shaped(parts.hostname):
+            problem = "its host has an empty part or a part over 63 characters"
         else:
             try:
                 httpx.Request("GET", ref)  # the host must encode (IDNA), as the provider will need it to
@@ -134,6 +136,15 @@ def _https_url(ref: str, parameter: str) -> str:
         raise InputError(f"{parameter}: {shown(ref)} is not a valid https:// URL ({problem}). Check the URL, or pass "
                          "a local file path instead.")
     return ref
+
+
+def _host_shaped(host: str) -> bool:
+    """A name every resolver takes: dot-separated parts of 1 to 63 characters (one trailing dot allowed), 253 in
+    all; an IP literal passes."""
+    if host.startswith("[") or host.replace(".", "").isdigit() or ":" in host:
+        return True
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return len(host) <= 253 and all(0 < len(label) <= 63 for label in labels)
 
 
 def shown(ref: str, limit: int = 120) -> str:

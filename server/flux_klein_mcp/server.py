@@ -361,8 +361,12 @@ def create_server(
                          BeforeValidator(_not_a_boolean)] = 12,
     ) -> CallToolResult:
         runtime = _runtime(ctx)
-        found = await runtime.in_worker(recent, runtime.store.folder, limit, thumbnails)
-        summary = {"folder": str(runtime.store.folder), "images": [r.entry for r in found]}
+        try:
+            folder = await runtime.in_worker(runtime.store.present)
+        except FluxKleinError as exc:
+            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+        found = await runtime.in_worker(recent, folder, limit, thumbnails)
+        summary = {"folder": str(folder), "images": [r.entry for r in found]}
         text = json.dumps(runtime.settings.redact.value(summary, shapes=False), indent=2, allow_nan=False)
         return CallToolResult(content=[TextContent(text=text), *(
             ImageContent(data=base64.b64encode(r.thumbnail).decode(), mime_type="image/jpeg") for r in found)])

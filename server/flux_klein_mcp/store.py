@@ -102,6 +102,7 @@ class Store:
         self._explicit = explicit
         self._fallback = fallback if fallback is not None else user_output_dir()
         self._folder: Path | None = None
+        self._real = ""  # where the folder led when first used
         #: Whether this process may recreate the folder if it vanishes: it made it, or it is the default one.
         self._ours = False
         #: False once the file system has refused a hard link: names are then claimed by reserve-and-rename.
@@ -115,22 +116,15 @@ class Store:
         with self._lock:
             if self._folder is None:
                 self._folder = self._resolve()
+                self._real = os.path.realpath(self._folder)
                 sweep(self._folder)
             return self._folder
 
     def ready(self) -> Path:
-        """The folder, checked to exist and take files: run before any spend, since a save that is bound to fail
-        must not be paid for. A folder that vanished is made again when it is ours to make."""
-        folder = self.folder
+        """The folder, checked to be there (see `present`) and to take files: run before any spend, since a save
+        that is bound to fail must not be paid for."""
+        folder = self.present()
         with self._lock:
-            if not folder.is_dir() and self._ours:
-                with contextlib.suppress(OSError):
-                    folder.mkdir(parents=True, exist_ok=True)
-            if not folder.is_dir():
-                raise StorageError(
-                    f"The output folder {folder} has disappeared (moved or deleted while the server ran). Create "
-                    "it again, or set FLUX_KLEIN_OUTPUT_DIR to another folder and restart the server."
-                )
             try:
                 _probe(folder)
                 too_small = room(folder)
@@ -142,6 +136,28 @@ class Store:
             if too_small is not None:
                 raise StorageError(f"The output folder {folder} {too_small}, too little to save images. Nothing was "
                                    "sent. Free some space or set FLUX_KLEIN_OUTPUT_DIR to another folder.")
+        return folder
+
+    def present(self) -> Path:
+        """The folder, checked to be there and to be the one first used, not since replaced by a link to somewhere
+        else (its files are readable inputs, and the view lists them). A folder that vanished is made again when
+        it is ours to make."""
+        folder = self.folder
+        with self._lock:
+            if not folder.is_dir() and self._ours:
+                with contextlib.suppress(OSError):
+                    folder.mkdir(parents=True, exist_ok=True)
+            if not folder.is_dir():
+                raise StorageError(
+                    f"The output folder {folder} has disappeared (moved or deleted while the server ran). Create "
+                    "it again, or set FLUX_KLEIN_OUTPUT_DIR to another folder and restart the server."
+                )
+            if os.path.realpath(folder) != self._real:
+                raise StorageError(
+                    f"The output folder {folder} now leads to {os.path.realpath(folder)} (replaced by a link while "
+                    "the server ran). Nothing was sent. Put the folder back, or set FLUX_KLEIN_OUTPUT_DIR and "
+                    "restart the server."
+                )
         return folder
 
     def _resolve(self) -> Path:
