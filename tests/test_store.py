@@ -334,6 +334,31 @@ def test_the_sweep_removes_stale_empty_reservations_with_the_image_they_name(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["20261121-090508-owl.json", "20261121-090508-owl.png"]
 
 
+def test_a_dead_processs_reservations_are_swept_at_once_a_live_ones_kept(tmp_path, no_hard_links, monkeypatch):
+    """Found by the third adversarial pass: without hard links, a kill right after the image's rename left the image
+    and a reserved sidecar through a restart within RESERVATION_STALE_S. Reservations now name their process."""
+    real_replace = os.replace
+    seen: list[bytes] = []
+
+    def look_at_the_reservation(src, dst):
+        if str(dst).endswith(".json"):
+            seen.append(Path(dst).read_bytes())  # what a kill at this moment would leave under the sidecar's name
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", look_at_the_reservation)
+    saved = store(tmp_path).save(b"PNGDATA", "png", "fox", {"prompt": "p"})
+    assert seen == [f"reserved {HOST} {os.getpid()}\n".encode()]
+    assert json.loads(saved.sidecar.read_text()) == {"prompt": "p"}
+
+    pid = dead_pid()
+    for name, owner in (("20261121-090507-fox", pid), ("20261121-090508-owl", os.getpid())):
+        (tmp_path / f"{name}.png").write_bytes(b"PNGDATA")
+        (tmp_path / f"{name}.json").write_bytes(seen[0].replace(str(os.getpid()).encode(), str(owner).encode()))
+    removed = sweep(tmp_path)
+    assert {p.name for p in removed} == {"20261121-090507-fox.json", "20261121-090507-fox.png"}
+    assert (tmp_path / "20261121-090508-owl.json").exists()  # this process is alive: its save may be running
+
+
 def test_the_sweep_never_touches_files_it_did_not_make(tmp_path):
     """Found by the adversarial pass: an empty image of the user's took every file of its stem with it."""
     stale = time.time() - 3600

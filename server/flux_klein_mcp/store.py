@@ -264,14 +264,19 @@ def _rename_all(temps: list[Path], finals: list[Path]) -> bool:
     """Reserve every name (an empty file, created only if absent), then rename each finished file onto its
     reservation: no second copy of the data is written, and any failure removes the reservations.
 
-    The sidecar's name is reserved first and filled last: an empty sidecar (a real one never is) marks a save that
-    did not finish, which is what `sweep` looks for after a kill.
+    The sidecar's name is reserved first and filled last: a reservation (a few bytes naming this host and process;
+    a real sidecar is JSON) marks a save that did not finish, which is what `sweep` looks for after a kill.
     """
     reserved: list[Path] = []
+    marker = _RESERVED + f"{_HOST} {os.getpid()}\n".encode()
     try:
         for final in reversed(finals):
-            os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             reserved.append(final)
+            try:
+                os.write(fd, marker)
+            finally:
+                os.close(fd)
         for tmp, final in zip(temps, finals, strict=True):
             os.replace(tmp, final)
         return True
@@ -297,9 +302,14 @@ def json_bytes(value: Mapping[str, Any]) -> bytes:
 # Temporary files are named `.tmp-<host>-<pid>-<random>`, so a later start can tell which ones a dead process left.
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _TEMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{16}$")
+# A name the rename fallback reserved holds `reserved <host> <pid>` until the finished file is renamed onto it.
+_RESERVED = b"reserved "
+_OWNER = re.compile(rb"^reserved (?P<host>[0-9a-f]{8}) (?P<pid>\d{1,10})\n$")
+_RESERVATION_MAX_BYTES = 40
 #: A temporary file this old is stale whoever left it (another host on a shared folder, a recycled pid).
 STALE_AFTER_S = 3600
-#: A name reservation lives for microseconds; an empty one this old was left by a save that died.
+#: A name reservation lives for microseconds; one this old was left by a save that died (a reservation of a dead
+#: process on this host is removed at once, whatever its age).
 RESERVATION_STALE_S = 10
 #: The names saves give their files: the only ones the sweep may remove (what a save killed between its steps
 #: leaves: a name reserved or claimed, but not both files complete) and the only ones the view's strip lists.
@@ -362,9 +372,9 @@ def sweep(folder: Path, now: float | None = None) -> list[Path]:
     """Remove what saves killed mid-way (kill -9, power loss) left in `folder`: their temporary files, an image
     whose sidecar was never linked, and the names the rename fallback reserved. Returns what was removed.
 
-    Only leftovers that cannot belong to a save still running are touched (temporary files of dead processes on
-    this host, or older than STALE_AFTER_S; reservations older than RESERVATION_STALE_S), and nothing but our own
-    files: a name this server would give, an image extension or its empty `.json` sidecar.
+    Only leftovers that cannot belong to a save still running are touched (temporary files and reservations of
+    dead processes on this host; others once older than STALE_AFTER_S and RESERVATION_STALE_S), and nothing but
+    our own files: a name this server would give, an image extension or its reserved `.json` sidecar.
     """
     now = time.time() if now is None else now
     removed: list[Path] = []
@@ -376,7 +386,8 @@ def sweep(folder: Path, now: float | None = None) -> list[Path]:
     for entry in entries:
         match = _TEMP.match(entry.name)
         info = _stat(entry) if match else None
-        if match is None or info is None or not (_dead_here(match) or now - info.st_mtime > STALE_AFTER_S):
+        if match is None or info is None or not (_dead_here(match["host"], match["pid"])
+                                                 or now - info.st_mtime > STALE_AFTER_S):
             continue
         if info.st_nlink > 1:  # killed between the links: a final name shares this file
             for other in named:
@@ -385,10 +396,13 @@ def sweep(folder: Path, now: float | None = None) -> list[Path]:
                         and not other.name.endswith(".json") and not (folder / _sidecar_of(other.name)).exists():
                     removed += _remove(folder / other.name)
         removed += _remove(folder / entry.name)
-    for entry in named:  # an empty sidecar: the rename fallback's save that never finished, with its image
+    for entry in named:  # a reserved sidecar: the rename fallback's save that never finished, with its image
         info = _stat(entry)
-        if SAVED_NAME.match(entry.name) and entry.name.endswith(".json") and info is not None \
-                and info.st_size == 0 and now - info.st_mtime > RESERVATION_STALE_S:
+        if not (SAVED_NAME.match(entry.name) and entry.name.endswith(".json") and info is not None
+                and info.st_size <= _RESERVATION_MAX_BYTES):
+            continue
+        owner = _reservation_owner(folder / entry.name)
+        if owner is not None and (_dead_here(*owner) or now - info.st_mtime > RESERVATION_STALE_S):
             stem = entry.name[: -len(".json")]
             removed += _remove(folder / entry.name)
             removed += [p for suffix in _IMAGE_SUFFIXES for p in _remove_if_exists(folder / f"{stem}{suffix}")]
@@ -419,11 +433,24 @@ def _remove(path: Path) -> list[Path]:
     return [path]
 
 
-def _dead_here(match: re.Match[str]) -> bool:
-    """The temp file's process ran on this host and is gone (never probed on Windows, where signal 0 is Ctrl-C)."""
-    if match["host"] != _HOST or match["pid"] is None or sys.platform == "win32":
+def _reservation_owner(path: Path) -> tuple[str | None, str | None] | None:
+    """(host, pid) of the save that reserved this name, (None, None) for an empty reservation (one made before
+    reservations named their owner), or None when the file is not a reservation."""
+    try:
+        data = path.read_bytes()[: _RESERVATION_MAX_BYTES + 1]
+    except OSError:
+        return None
+    if not data:
+        return None, None
+    owner = _OWNER.match(data)
+    return (owner["host"].decode(), owner["pid"].decode()) if owner else None
+
+
+def _dead_here(host: str | None, pid_text: str | None) -> bool:
+    """The process ran on this host and is gone (never probed on Windows, where signal 0 is Ctrl-C)."""
+    if host != _HOST or pid_text is None or sys.platform == "win32":
         return False
-    pid = int(match["pid"])
+    pid = int(pid_text)
     if pid == os.getpid():
         return False
     try:
