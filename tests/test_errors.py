@@ -360,6 +360,35 @@ async def test_an_empty_bundle_field_is_an_unset_variable(connect, fake):
     assert "No image provider is configured" in text and fake.completions[1:] == []
 
 
+@pytest.mark.parametrize(("variable", "value"), [("FLUX_KLEIN_OUTPUT_DIR", "${HOME}/Pictures/flux"),
+                                                 ("FLUX_KLEIN_OUTPUT_DIR", "$HOME/x"),
+                                                 ("FLUX_KLEIN_LEDGER", "%LOCALAPPDATA%\\flux\\ledger.jsonl"),
+                                                 ("FLUX_KLEIN_INPUT_DIRS", "${workspaceFolder}")])
+async def test_an_unexpanded_reference_in_a_path_is_named_not_made_a_folder(fake, workdir, variable, value):
+    """Found by the fourth adversarial pass: it became a literal folder under the working directory."""
+    server = create_server(env={"OPENROUTER_API_KEY": TEST_KEY, variable: value}, transport=mock_transport(fake))
+    async with Client(server) as client:
+        assert_failed(await client.call_tool("generate_image", {"prompt": "a fox"}), variable, "passed on unexpanded")
+    assert fake.requests == [] and not any("$" in p.name or "%" in p.name for p in workdir.rglob("*"))
+
+
+@pytest.mark.parametrize("variable", ["FLUX_KLEIN_PROVIDER", "FLUX_KLEIN_HIGH_TIER", "FLUX_KLEIN_BUDGET_USD"])
+async def test_a_key_pasted_into_another_setting_is_not_quoted_back(fake, variable):
+    """Found by the fourth adversarial pass: the message naming the bad value reached the model with the key."""
+    key = "sk-or-v1-" + "deadbeef" * 8
+    server = create_server(env={"OPENROUTER_API_KEY": TEST_KEY, variable: key}, transport=mock_transport(fake))
+    async with Client(server) as client:
+        text = assert_failed(await client.call_tool("generate_image", {"prompt": "a fox"}), variable)
+    assert "deadbeefdeadbeef" not in text.lower() and fake.requests == []
+
+
+def test_the_clis_messages_keep_bundle_templates_readable(workdir):
+    """Found by the fourth adversarial pass: a `${user_config.x}` value counted as a secret in the CLI's own
+    messages, blotting out variable names."""
+    done = cli(["generate", "a fox"], workdir, OPENROUTER_API_KEY="${user_config.openrouter_api_key}")
+    assert done.returncode == 2 and "OPENROUTER_API_KEY" in done.stderr and "[redacted]" not in done.stderr
+
+
 def test_doctor_calls_an_unfilled_placeholder_a_misconfiguration(workdir):
     done = cli(["doctor", "--json"], workdir, OPENROUTER_API_KEY="${OPENROUTER_API_KEY}",
                OPENROUTER_BASE_URL="http://127.0.0.1:9/api/v1")

@@ -174,6 +174,17 @@ def test_a_non_loopback_address_without_a_token_refuses_to_start(workdir):
     assert "FLUX_KLEIN_HTTP_TOKEN" in done.stderr and "Refusing to serve on 0.0.0.0" in done.stderr
 
 
+@pytest.mark.parametrize("token", ["${FLUX_KLEIN_HTTP_TOKEN}", "$FLUX_KLEIN_HTTP_TOKEN", "%FLUX_KLEIN_HTTP_TOKEN%",
+                                   "${env:FLUX_KLEIN_HTTP_TOKEN}"])
+def test_an_unexpanded_reference_is_no_token(workdir, token):
+    """Found by the fourth adversarial pass: long enough to pass the length check, and guessable by anyone."""
+    done = subprocess.run([COMMAND, "serve", "--http", "--host", "0.0.0.0", "--port", str(free_port())],
+                          cwd=workdir, capture_output=True,
+                          env={**BASE_ENV, "FLUX_KLEIN_PROVIDER": "sandbox", "FLUX_KLEIN_HTTP_TOKEN": token},
+                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "passed on unexpanded, not a secret" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
                                                 ("127.0.0.2", True), ("0.0.0.0", False), ("192.168.1.5", False),
                                                 ("example.com", False)])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from .errors import ConfigError
-from .redact import Redactor
+from .redact import Redactor, quoted
 from .spend import HIGH_TIER_MODES, HighTierMode, default_ledger
 
 DEFAULT_THUMBNAIL_PX = 512
@@ -120,7 +120,7 @@ def redactor_for(env: Mapping[str, str]) -> Redactor:
     """A `Redactor` for the secrets in `env`: every `*_API_KEY`, `*_TOKEN` and `*_SECRET` variable's value (but not
     an unfilled reference to a variable, which is no secret)."""
     return Redactor({k: v for k, v in env.items() if v.strip() and k.endswith(("_API_KEY", "_TOKEN", "_SECRET"))
-                     and not UNFILLED.fullmatch(v)})
+                     and not UNFILLED.fullmatch(v.strip()) and not BUNDLE_UNSET.fullmatch(v.strip())})
 
 
 def _get(env: Mapping[str, str], name: str) -> str:
@@ -143,10 +143,13 @@ def _expand(raw: str, name: str) -> Path:
     """A path from a variable, `~` expanded; a home folder that cannot be found, or a NUL, is a bad value."""
     if "\x00" in raw:
         raise ConfigError(f"{name} contains a NUL character. Fix or unset it.")
+    if (reference := UNFILLED.search(raw)) is not None:  # the client passed it on unexpanded
+        raise ConfigError(f"{name}={quoted(raw)} holds {reference.group(0)}, a reference to another variable that "
+                          "was passed on unexpanded (MCP clients do not expand them). Write the path itself.")
     try:
         return Path(raw.strip()).expanduser()
     except RuntimeError:
-        raise ConfigError(f"{name}={raw!r} starts with the home folder of a user this machine does not know (or "
+        raise ConfigError(f"{name}={quoted(raw)} starts with the home folder of a user this machine does not know (or "
                           "there is no home folder). Use an absolute path.") from None
 
 
@@ -158,7 +161,8 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> Any:
     """One of `choices` (the first is the default), case-insensitive."""
     raw = _get(env, name).lower() or choices[0]
     if raw not in choices:
-        raise ConfigError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}. Fix or unset it.")
+        raise ConfigError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {quoted(raw)}. "
+                          "Fix or unset it.")
     return raw
 
 
@@ -180,5 +184,5 @@ def _number(
         value = None
     if value is None or not math.isfinite(value) or not minimum <= value <= maximum:
         what = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"{name} must be {what} from {minimum:g} to {maximum:g}, got {raw!r}. Fix or unset it.")
+        raise ConfigError(f"{name} must be {what} from {minimum:g} to {maximum:g}, got {quoted(raw)}. Fix or unset it.")
     return value

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .config import Settings
+from .config import UNFILLED, Settings
 from .errors import ConfigError
 from .runtime import Runtime
 
@@ -52,6 +52,11 @@ _MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 def check_exposure(host: str, settings: Settings) -> None:
     """Refuse to listen beyond this machine without a token, and refuse a token anyone could guess."""
     token = settings.http_token
+    if token is not None and UNFILLED.fullmatch(token):  # guessable by anyone who reads the client's config
+        raise ConfigError(
+            f"FLUX_KLEIN_HTTP_TOKEN is {token}, a reference to a variable that was passed on unexpanded, not a "
+            f"secret. Set it to a long random value (the output of: {_MAKE_TOKEN})."
+        )
     if token is not None and len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(
             f"FLUX_KLEIN_HTTP_TOKEN is {len(token)} characters; use at least {MIN_TOKEN_CHARS} random ones, e.g. "

@@ -42,6 +42,13 @@ _ESCAPE = re.compile(r"%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10
 _ESCAPE_STARTS = frozenset("%&\\")
 
 
+def quoted(value: str, limit: int = 80) -> str:
+    """A setting's value as a message quotes it back: clipped, and a key pasted into the wrong variable (anything
+    shaped like a provider key) removed, since the message reaches the model."""
+    value = _KEY_PATTERN.sub(REDACTED, value)
+    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
+
+
 def looks_secret(value: str) -> bool:
     """A value worth guarding: long enough, one word, and not a file path (some `*_TOKEN` variables hold paths)."""
     value = value.strip()

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 from ..config import UNFILLED, Settings
 from ..errors import ConfigError, InputError
+from ..redact import quoted
 from ..rules import PROVIDER_NAMES, ProviderName
 from .aigateway import AIGateway
 from .base import Call, Capabilities, KeyCheck, Link, Progress, Provider, Reply, Sleep
@@ -61,7 +62,7 @@ class Providers:
         try:
             return self._by_name[name]
         except KeyError:
-            raise InputError(f"provider {name!r} is unknown. Use one of: {', '.join(PROVIDER_NAMES)}.") from None
+            raise InputError(f"provider {quoted(name)} is unknown. Use one of: {', '.join(PROVIDER_NAMES)}.") from None
 
     def choose(self, requested: str | None = None) -> Provider:
         """The provider for a call: `requested`, else FLUX_KLEIN_PROVIDER, else the first whose key is set."""
@@ -70,7 +71,7 @@ class Providers:
         if self._settings.provider:
             if self._settings.provider not in self._by_name:
                 raise ConfigError(
-                    f"FLUX_KLEIN_PROVIDER={self._settings.provider!r} is not a provider. "
+                    f"FLUX_KLEIN_PROVIDER={quoted(self._settings.provider)} is not a provider. "
                     f"Use one of: {', '.join(PROVIDER_NAMES)}, or unset it."
                 )
             return self._ready(self._by_name[self._settings.provider], "FLUX_KLEIN_PROVIDER")

@@ -17,6 +17,7 @@ import httpx
 
 from ..errors import BadReply, ConfigError, ConnectionFailed
 from ..images import b64decode, split_data_url
+from ..redact import quoted
 
 # A 4 MP PNG in base64 inside JSON stays far below this; anything bigger is not a reply we want in memory.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -139,7 +140,7 @@ def check_base_url(url: str, variable: str) -> None:
         elif parsed.scheme == "http" and not _loopback(parsed.hostname):
             problem = "plain http:// would send the API key unencrypted; use https:// (http:// is for localhost only)"
     if problem:
-        raise ConfigError(f"{variable}={url[:200]!r} is not a usable base URL: {problem}. Fix it (e.g. "
+        raise ConfigError(f"{variable}={quoted(url, 200)} is not a usable base URL: {problem}. Fix it (e.g. "
                           "https://api.example.com/v1) or unset it to use the default, then restart the server.")
 
 
