@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from mcp.types import ImageContent, TextContent
@@ -146,6 +147,91 @@ async def test_recent_images_decodes_each_file_once_until_it_changes(connect, mo
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
         await recent(client)
     assert len(decoded) == 2
+
+
+# --- found by the fourth adversarial pass -----------------------------------------------------------------------
+
+async def test_recent_images_is_refused_to_clients_without_the_view(connect):
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox") as plain:
+        result = await plain.call_tool("recent_images", {"limit": 5})
+    text = " ".join(b.text for b in result.content if isinstance(b, TextContent))
+    assert result.is_error and "image view (MCP Apps) only" in text
+    assert not any(isinstance(b, ImageContent) for b in result.content)
+
+
+async def test_hostile_sidecars_neither_hang_nor_break_the_strip(connect, workdir):
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", apps=True) as client:
+        made = summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 4, "seed": 1}))
+        fifo, deep, infinite, huge_seed = (Path(i["path"]) for i in made["images"])
+        fifo.with_suffix(".json").unlink()
+        os.mkfifo(fifo.with_suffix(".json"))  # read the plain way, it would block a worker for ever
+        deep.with_suffix(".json").write_text("[" * 100_000 + "]" * 100_000)
+        infinite.with_suffix(".json").write_text('{"prompt": "x", "cost_usd": Infinity, "seed": 3}')
+        huge_seed.with_suffix(".json").write_text('{"prompt": "x", "cost_usd": 1e400, "seed": ' + "9" * 30 + "}")
+        with anyio.fail_after(30):
+            data, thumbs = await recent(client)
+    by_path = {i["path"]: i for i in data["images"]}
+    assert len(by_path) == len(thumbs) == 4
+    assert by_path[str(fifo)]["prompt"] is None and by_path[str(deep)]["prompt"] is None
+    assert by_path[str(infinite)]["cost_usd"] is None and by_path[str(infinite)]["seed"] == 3
+    assert by_path[str(huge_seed)]["cost_usd"] is None and by_path[str(huge_seed)]["seed"] is None
+
+
+async def test_a_sidecar_cannot_make_a_click_send_a_file_from_outside_the_output_folder(connect, workdir):
+    private = workdir / "private"
+    private.mkdir()
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", apps=True) as client:
+        made = summary(await client.call_tool("generate_image", {"prompt": "a cute cat", "n": 3}))
+        outside, url, inside = (Path(i["path"]) for i in made["images"])
+        shutil.copy(outside, private / "passport.png")
+        for image, source in ((outside, str(private / "passport.png")), (url, "https://example.com/x.png"),
+                              (inside, str(inside))):
+            image.with_suffix(".json").write_text(json.dumps(
+                {"prompt": "a cute cat", "operation": "edit", "inputs": [{"source": source}]}))
+        data, _ = await recent(client)
+    args = {i["path"]: i["args"] for i in data["images"]}
+    assert args[str(outside)] is None and args[str(url)] is None  # nothing a click could send unseen
+    assert args[str(inside)] == {"prompt": "a cute cat", "image": str(inside)}
+
+
+async def test_a_replaced_image_is_shown_anew_and_a_broken_one_is_decoded_once(connect, monkeypatch):
+    decoded = []
+    inspect = images.inspect
+    monkeypatch.setattr(images, "inspect", lambda data, *a: decoded.append(len(data)) or inspect(data, *a))
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", apps=True) as client:
+        made = summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 2, "seed": 1}))
+        one, two = (Path(i["path"]) for i in made["images"])
+        before, _ = await recent(client)
+        # Same size and modification time, other pixels (a copy put in place by rename: a new inode).
+        stat = one.stat()
+        swap = one.with_name(".swap")
+        Image.new("RGB", Image.open(one).size, "white").save(swap, "PNG")
+        swap.write_bytes(swap.read_bytes().ljust(stat.st_size, b"\0")[: stat.st_size])
+        os.utime(swap, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        os.replace(swap, one)
+        two.write_bytes(two.read_bytes()[:300])  # broken: skipped, and not decoded on every refresh
+        decoded.clear()
+        after, _ = await recent(client)
+        await recent(client)
+    assert decoded.count(300) == 1
+    assert decoded.count(stat.st_size) == 1  # the replacement was decoded, not served from the cache
+    assert [i["path"] for i in after["images"]] == [str(one)]
+    assert len(before["images"]) == 2
+
+
+async def test_resources_read_serves_jpeg_names_and_refuses_huge_files(connect, workdir, monkeypatch):
+    from flux_klein_mcp import store
+
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", apps=True) as client:
+        made = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        folder = Path(made["images"][0]["path"]).parent
+        jpeg = folder / "20261121-120000-a-fox.jpeg"
+        Image.new("RGB", (8, 8), "red").save(jpeg, "JPEG")
+        read = await client.read_resource(jpeg.as_uri())
+        assert read.contents[0].mime_type == "image/jpeg"
+        monkeypatch.setattr(store, "MAX_READ_BYTES", 100)
+        with pytest.raises(Exception, match="open the file by its path"):
+            await client.read_resource(Path(made["images"][0]["path"]).as_uri())
 
 
 @pytest.mark.parametrize("limit", [0, 49, True, -1])

@@ -8,14 +8,17 @@ that refreshes its strip after every action decodes each image once.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
+from .rules import MAX_SEED
 from .store import FORMATS, SAVED_NAME
 
 THUMBNAIL_PX = 160
@@ -24,6 +27,8 @@ MAX_LIMIT = 48
 #: Files larger than this are not decoded for a strip thumbnail (nothing the tools save comes near it).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_SIDECAR_BYTES = 1024 * 1024
+#: A cost above this in a sidecar is not believed (the ledger draws the same line).
+MAX_COST_USD = 1000.0
 _SUFFIXES = {f".{ext}" for _, ext in FORMATS.values()} | {".jpeg"}
 
 
@@ -34,30 +39,41 @@ class Recent:
 
 
 class Thumbnails:
-    """Small JPEGs by (path, size, mtime): a changed or replaced file is decoded again."""
+    """Small JPEGs by file identity (path, inode, size, modification and change times): a changed or replaced file
+    is decoded again, one that could not be decoded is not tried again until it changes."""
 
     def __init__(self, capacity: int = 128) -> None:
-        self._cache: OrderedDict[tuple[str, int, int], tuple[bytes, int, int]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, int, int, int], tuple[bytes, int, int] | None] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
     def get(self, path: Path, stat: os.stat_result) -> tuple[bytes, int, int]:
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        """The thumbnail and the image's size; raises `NotAnImage` (or OSError) for a file that cannot be shown."""
+        from . import images  # Pillow: loaded on first use, not at start-up
+
+        key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key]
-        from . import images  # Pillow: loaded on first use, not at start-up
+                cached = self._cache[key]
+                if cached is None:
+                    raise images.NotAnImage(f"{path.name} could not be shown")
+                return cached
+        value: tuple[bytes, int, int] | None = None
+        try:
+            data = path.read_bytes()
+            info, thumbnail = images.inspect(data, THUMBNAIL_PX, THUMBNAIL_QUALITY)
+            assert thumbnail is not None
+            value = (thumbnail, info.width, info.height)
+        finally:
+            self._remember(key, value)
+        return value
 
-        data = path.read_bytes()
-        info, thumbnail = images.inspect(data, THUMBNAIL_PX, THUMBNAIL_QUALITY)
-        assert thumbnail is not None
-        value = (thumbnail, info.width, info.height)
+    def _remember(self, key: tuple[str, int, int, int, int], value: tuple[bytes, int, int] | None) -> None:
         with self._lock:
             self._cache[key] = value
             while len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
-        return value
 
 
 def recent(folder: Path, limit: int, thumbnails: Thumbnails) -> list[Recent]:
@@ -97,13 +113,23 @@ def _is_saved_image(entry: os.DirEntry[str]) -> bool:
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
-    sidecar = path.with_suffix(".json")
+    """The image's sidecar, or {} for anything but a small regular file of JSON (never blocking on a named pipe,
+    never following a link)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        if sidecar.is_symlink() or sidecar.stat().st_size > MAX_SIDECAR_BYTES:
-            return {}
-        value = json.loads(sidecar.read_bytes())
-    except (OSError, ValueError):
+        fd = os.open(path.with_suffix(".json"), flags)
+    except OSError:
         return {}
+    try:
+        info = os.fstat(fd)
+        if not S_ISREG(info.st_mode) or info.st_size > MAX_SIDECAR_BYTES:
+            return {}
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            value = json.loads(fh.read(MAX_SIDECAR_BYTES + 1))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    finally:
+        os.close(fd)
     return value if isinstance(value, dict) else {}
 
 
@@ -119,22 +145,26 @@ def _describe(path: Path, stat: os.stat_result, width: int, height: int, sidecar
         "height": height,
         "format": path.suffix.lstrip(".").lower(),
         "bytes": stat.st_size,
-        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None,
+        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED else None,
         "prompt": prompt,
         "operation": operation,
         "provider": _text(sidecar.get("provider")),
         "tier": sidecar.get("tier") if sidecar.get("tier") in ("low", "high") else None,
         "model": _text(sidecar.get("model")),
-        "cost_usd": cost if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0 else None,
+        "cost_usd": cost if isinstance(cost, int | float) and not isinstance(cost, bool)
+        and math.isfinite(cost) and 0 <= cost <= MAX_COST_USD else None,
         "timestamp": _text(sidecar.get("timestamp")),
-        "args": _replay(operation, prompt, sidecar),
+        "args": _replay(operation, prompt, sidecar, path.parent),
     }
     return entry
 
 
-def _replay(operation: str | None, prompt: str | None, sidecar: Mapping[str, Any]) -> dict[str, Any] | None:
+def _replay(operation: str | None, prompt: str | None, sidecar: Mapping[str, Any],
+            folder: Path) -> dict[str, Any] | None:
     """The tool arguments that make this image again (another seed aside), or None when they cannot be known: no
-    sidecar, or inputs that were data URLs (kept only as a description)."""
+    sidecar, or inputs that were data URLs (kept only as a description). Only inputs from the output folder itself
+    are replayed: a sidecar is a file anyone with access to the folder could write, and a click must not send a
+    file from elsewhere (or fetch a URL) that the card does not show."""
     if operation is None or not prompt:
         return None
     args: dict[str, Any] = {"prompt": prompt}
@@ -145,11 +175,22 @@ def _replay(operation: str | None, prompt: str | None, sidecar: Mapping[str, Any
         return args
     inputs = sidecar.get("inputs")
     sources = [i.get("source") for i in inputs if isinstance(i, dict)] if isinstance(inputs, list) else []
-    if not sources or not all(isinstance(s, str) and s and not s.startswith("data:") for s in sources):
+    if not sources or not all(isinstance(s, str) and _inside(s, folder) for s in sources):
         return None
     if operation == "edit":
         return {**args, "image": sources[0]} if len(sources) == 1 else None
     return {**args, "images": sources} if 2 <= len(sources) <= 4 else None
+
+
+def _inside(source: str, folder: Path) -> bool:
+    """A local path (not a URL) that leads into `folder`."""
+    if not source or "\x00" in source or "://" in source or source[:5].lower() == "data:":
+        return False
+    try:
+        real = Path(os.path.realpath(source))
+        return real.is_relative_to(os.path.realpath(folder)) and real.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _text(value: object) -> str | None:

@@ -361,6 +361,11 @@ def create_server(
                          BeforeValidator(_not_a_boolean)] = 12,
     ) -> CallToolResult:
         runtime = _runtime(ctx)
+        if config_error is not None:
+            raise ToolError(runtime.settings.redact(str(config_error), shapes=False))
+        if not client_supports_apps(ctx):  # hidden from tools/list for these clients, and refused if called anyway
+            raise ToolError("recent_images serves the image view (MCP Apps) only; this client did not declare it. "
+                            "Images are in the output folder, named in each image tool's result.")
         try:
             folder = await runtime.in_worker(runtime.store.present)
         except FluxKleinError as exc:
@@ -447,10 +452,12 @@ def _root_dirs(roots: ListRootsResult) -> list[Path]:
 
 def _add_output_reader(server: MCPServer[Runtime]) -> None:
     """Let a client read the files the tools link to, and nothing else: `file://` URIs inside the output folder."""
-    for fmt, (mime, ext) in FORMATS.items():
+    # (.jpeg too: the tools write .jpg, but the view's strip lists any JPEG name the folder holds.)
+    for name, mime, ext in [(fmt.lower(), mime, ext) for fmt, (mime, ext) in FORMATS.items()] + [
+            ("jpeg-long", "image/jpeg", "jpeg")]:
         server.resource(
             f"file://{{+path}}.{ext}",
-            name=f"output-{fmt.lower()}",
+            name=f"output-{name}",
             description="A generated image in the output folder.",
             mime_type=mime,
             security=ResourceSecurity(exempt_params={"path"}),

@@ -232,6 +232,10 @@ class Store:
         real = Path(os.path.realpath(path)) if "\x00" not in str(path) else None
         if real is None or not real.is_relative_to(folder) or not real.is_file():
             raise StorageError(f"Only images in the output folder {folder} can be read.")
+        size = real.stat().st_size
+        if size > MAX_READ_BYTES:
+            raise StorageError(f"{real} is {size / 1048576:.0f} MB, more than the {MAX_READ_BYTES // 1048576} MB a "
+                               "client may read through the server; open the file by its path instead.")
         return real.read_bytes()
 
     @staticmethod
@@ -318,6 +322,8 @@ SAVED_NAME = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+(?:_\d+)?\.(?:png|jpg|jpeg|webp
 
 #: The room a call needs before it is sent: four images of a few MB and their sidecars, with a margin.
 MIN_ROOM_BYTES = 64 * 1024 * 1024
+#: The largest file `resources/read` hands out (every image the tools save is far smaller).
+MAX_READ_BYTES = 64 * 1024 * 1024
 #: Files a call's save may need at once (a temporary image and sidecar per image, up to 4 images), with some to spare.
 MIN_FREE_FILES = 16
 
