@@ -102,11 +102,13 @@ bench: $(TOOLS)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## bundle: pack the MCP bundle for Claude Desktop, dist/flux-klein-mcp.mcpb (needs Node.js for npx)
+# Only files git tracks go in (never a .venv, output images, caches or what a link points to), and no links.
+BUNDLE_FILES = manifest.json pyproject.toml setup.py MANIFEST.in README.md SKILL.md references server
 bundle:
 	rm -rf build/bundle && mkdir -p build/bundle dist
-	cp -R manifest.json pyproject.toml setup.py MANIFEST.in README.md SKILL.md references server build/bundle/
-	find build/bundle -name __pycache__ -prune -exec rm -rf {} +
-	rm -rf build/bundle/server/*.egg-info
+	@git ls-files --error-unmatch $(BUNDLE_FILES) >/dev/null || { echo "make bundle: needs a git checkout"; exit 1; }
+	@! git ls-files -s -- $(BUNDLE_FILES) | grep '^120000' || { echo "make bundle: refusing tracked links"; exit 1; }
+	git ls-files -z -- $(BUNDLE_FILES) | xargs -0 tar -cf - | tar -xf - -C build/bundle
 	$(MCPB) validate build/bundle/manifest.json
 	$(MCPB) pack build/bundle dist/flux-klein-mcp.mcpb
 

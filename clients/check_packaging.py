@@ -66,6 +66,10 @@ async def bundle(sandbox: Sandbox) -> str:
         names = archive.namelist()
         archive.extractall(folder)
     assert not [n for n in names if re.search(r"(^|/)(\.venv|__pycache__|\.git|node_modules|output)/", n)], names
+    # Only what git tracks (never local files, caches or what a link points to), besides the packer's own files.
+    tracked = set(run(["git", "ls-files"]).stdout.splitlines())
+    strays = [n for n in names if not n.endswith("/") and n not in tracked]
+    assert not strays, f"the bundle holds files git does not track: {strays[:10]}"
     manifest = json.loads((folder / "manifest.json").read_text())
     defaults = {key: str(field["default"]) for key, field in manifest["user_config"].items() if "default" in field}
     answers = defaults | {"provider": "sandbox", "output_dir": str(sandbox.out)}
