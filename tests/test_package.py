@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -93,6 +94,45 @@ def test_skill_install_refuses_a_folder_that_is_not_this_skill_and_touches_nothi
     assert done.returncode == 2 and done.stdout == ""
     assert str(folder) in done.stderr and "nothing was written" in done.stderr and "--dir" in done.stderr
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("change", ["added a file", "edited SKILL.md", "a named pipe", "a link"])
+def test_skill_install_never_overwrites_what_the_person_changed(workdir, tmp_path, change):
+    """Found by the fourth adversarial pass: a second install deleted the person's notes and edits without a
+    word; a named pipe hung it; a linked SKILL.md let it delete the link's neighbours."""
+    skills = tmp_path / "skills"
+    assert cli(["skill", "install", "--dir", str(skills)], workdir).returncode == 0
+    folder = skills / "generate-image-low-flux"
+    if change == "added a file":
+        (folder / "my-notes.md").write_text("mine")
+    elif change == "edited SKILL.md":
+        (folder / "SKILL.md").write_text((folder / "SKILL.md").read_text() + "\nMy own rule.\n")
+    elif change == "a named pipe":
+        os.mkfifo(folder / "references" / "pipe.md")
+    else:
+        (tmp_path / "important.txt").write_text("---\nname: generate-image-low-flux\n---\n")
+        (folder / "SKILL.md").unlink()
+        (folder / "SKILL.md").symlink_to(tmp_path / "important.txt")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    done = cli(["skill", "install", "--dir", str(skills)], workdir)
+    assert done.returncode == 2 and "nothing was written" in done.stderr, done.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_skill_install_ignores_what_is_planted_beside_it(tmp_path):
+    """Found by the fourth adversarial pass: a link at the (once predictable) working folders' names redirected
+    the writes into the folder it pointed to."""
+    from flux_klein_mcp import skill
+
+    skills, victim = tmp_path / "skills", tmp_path / "victim"
+    skills.mkdir()
+    victim.mkdir()
+    for kind in ("new", "old"):
+        (skills / f".generate-image-low-flux.{kind}-{os.getpid()}").symlink_to(victim)
+    skill.install(skills)
+    folder, _, replaced = skill.install(skills)
+    assert replaced and list(victim.iterdir()) == [] and not folder.is_symlink()
+    assert (folder / "SKILL.md").read_bytes() == (ROOT / "SKILL.md").read_bytes()
 
 
 def test_skill_install_where_no_folder_can_be_made_says_so(workdir, tmp_path):

@@ -6,9 +6,13 @@ root, see setup.py). An editable install has no such copy: the skill is then rea
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
+import stat
+import tempfile
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -49,50 +53,105 @@ class NotOurs(Exception):
     """The target folder holds something other than this skill: install leaves it alone."""
 
 
+#: What an install wrote (each file's SHA-256), kept in the skill folder: a later install replaces only that.
+RECORD = ".flux-klein-mcp-install.json"
+
+
 def install(parent: Path) -> tuple[Path, list[str], bool]:
     """Write the skill into `parent/generate-image-low-flux/`; returns that folder, the files, and whether it
     replaced an earlier copy.
 
     An earlier copy of this skill is replaced whole (so a file the new version dropped does not linger), by
-    writing the new copy beside it and swapping the two; a folder of that name holding anything else is refused.
+    writing the new copy beside it and swapping the two. What a person changed or added there since it was
+    installed, and a folder of that name holding anything else, are refused and left untouched. The working
+    folders are made with unguessable names, so nothing planted beside the target can redirect the writes.
     """
     parent = parent.expanduser()
     folder = parent / NAME
     files = skill_files()
     existed = _check_replaceable(folder)
     parent.mkdir(parents=True, exist_ok=True)
-    fresh = parent / f".{NAME}.new-{os.getpid()}"
-    old = parent / f".{NAME}.old-{os.getpid()}"
+    fresh_dir = Path(tempfile.mkdtemp(prefix=f".{NAME}.new-", dir=parent))
+    old_dir: Path | None = None
+    fresh = fresh_dir / NAME
     try:
+        record = {}
         for relative, data in files.items():
             target = fresh / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+            record[relative] = hashlib.sha256(data).hexdigest()
+        (fresh / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         if existed:
-            folder.rename(old)
+            old_dir = Path(tempfile.mkdtemp(prefix=f".{NAME}.old-", dir=parent))
+            folder.rename(old_dir / NAME)
         elif folder.is_dir():
             folder.rmdir()  # empty (checked above)
         fresh.rename(folder)
     except BaseException:
-        if old.exists() and not folder.exists():
-            old.rename(folder)  # put the earlier copy back
+        if old_dir is not None and (old_dir / NAME).exists() and not folder.exists():
+            (old_dir / NAME).rename(folder)  # put the earlier copy back
         raise
     finally:
-        shutil.rmtree(fresh, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(fresh_dir, ignore_errors=True)
+        if old_dir is not None:
+            shutil.rmtree(old_dir, ignore_errors=True)
     return folder, sorted(files), existed
 
 
 def _check_replaceable(folder: Path) -> bool:
     """True if `folder` holds an earlier copy of this skill, False if it is absent or empty; NotOurs otherwise."""
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise NotOurs(f"{folder} exists and is not a folder")
-    if not folder.exists() or not any(folder.iterdir()):
+        raise NotOurs(f"{folder} exists and is not a folder" + (" (it is a link)" if folder.is_symlink() else ""))
+    if not folder.exists():
         return False
-    try:
-        head = (folder / "SKILL.md").read_text(encoding="utf-8", errors="replace")[:2000]
-    except OSError:
-        head = ""
+    contents = _contents(folder)
+    if not contents:
+        return False
+    head = contents.get("SKILL.md", b"")[:2000].decode("utf-8", errors="replace")
     if not re.search(rf"^name:\s*{re.escape(NAME)}\s*$", head, re.MULTILINE):
         raise NotOurs(f"{folder} holds files that are not this skill")
+    record = _record(contents.pop(RECORD, None))
+    if record is not None:
+        changed = sorted(name for name, data in contents.items()
+                         if record.get(name) != hashlib.sha256(data).hexdigest())
+        if changed:
+            raise NotOurs(f"{folder} holds files changed or added since the skill was installed "
+                          f"({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''})")
     return True
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` by relative path; NotOurs for anything but plain folders and regular files (a link
+    or a named pipe is not what an install leaves), or for more than a skill holds."""
+    found: dict[str, bytes] = {}
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = Path(root) / name
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            relative = path.relative_to(folder).as_posix()
+            if not stat.S_ISREG(info.st_mode):
+                raise NotOurs(f"{folder} holds {relative}, which is not a regular file")
+            if info.st_size > MAX_FILE_BYTES or len(found) >= MAX_FILES:
+                raise NotOurs(f"{folder} holds more than this skill does ({relative})")
+            found[relative] = path.read_bytes()
+    return found
+
+
+def _record(data: bytes | None) -> dict[str, str] | None:
+    if data is None:
+        return None  # a copy from before installs were recorded: replaced as it is
+    try:
+        record = json.loads(data)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise NotOurs(f"its {RECORD} is damaged")
+    return {str(k): str(v) for k, v in record.items()}
+
+
+#: More than this in the folder is not a copy of this skill.
+MAX_FILES = 64
+MAX_FILE_BYTES = 1024 * 1024
