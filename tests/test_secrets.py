@@ -5,6 +5,7 @@ refused before anything is sent or saved. Each case was found by the adversarial
 from __future__ import annotations
 
 import base64
+import codecs
 import html
 import json
 import re
@@ -160,6 +161,14 @@ ECHOES = {
     "base64-of-utf16": base64.b64encode(TEST_KEY.encode("utf-16-le")).decode(),
     "dash-groups": "-".join(TEST_KEY[i:i + 4] for i in range(0, len(TEST_KEY), 4)),
     "dot-groups-of-nine": ".".join(TEST_KEY[i:i + 9] for i in range(0, len(TEST_KEY), 9)),
+    # Found by the fourth adversarial pass:
+    "reversed": TEST_KEY[::-1],
+    "rot13": codecs.encode(TEST_KEY, "rot13"),
+    "base32": base64.b32encode(b"Bearer " + TEST_KEY.encode()).decode(),
+    "url-encoded-twice": quote(quote(TEST_KEY, safe=""), safe="").replace("s", "%2573"),
+    "base64-of-base64": base64.b64encode(base64.b64encode(TEST_KEY.encode())).decode(),
+    "colon-hex": ":".join(f"{b:02x}" for b in TEST_KEY.encode()),
+    "pieces-of-eight": " | ".join(TEST_KEY[i:i + 8] for i in range(0, len(TEST_KEY), 8)),
 }
 
 

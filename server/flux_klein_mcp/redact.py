@@ -1,14 +1,14 @@
 """Keeping secrets out of everything this server writes: results, sidecars, log lines and the CLI's output.
 
 A provider may echo a key back in any string it sends (an error body, a generation id, a model name), and not
-always verbatim: upper-cased, base64- or hex-encoded (of UTF-8 or UTF-16), URL-, HTML- or backslash-escaped a
-character at a time, split by whitespace, punctuation, controls, fillers or invisible characters, in fullwidth
-letters, or cut short by a clip. So texts and secrets are compared folded: escapes read as their characters,
-everything folded to ASCII and lower-cased, only letters and digits kept; any run of `FRAGMENT_CHARS` or more
-characters of a secret's forms counts as the secret, and the whole stretch of the original text it came from is
-removed. In a provider's own words (`shapes=True`, the default) anything shaped like a provider key is removed too,
-even when it is not one of ours; our own output (paths, file names) is not searched for shapes, which would mangle
-a folder named like a key.
+always verbatim: upper-cased, reversed, rot13, base64-, base32- or hex-encoded (of UTF-8 or UTF-16; base64 twice),
+URL- (once or twice), HTML- or backslash-escaped a character at a time, split by whitespace, punctuation, controls,
+fillers or invisible characters, in fullwidth letters, or cut short by a clip. So texts and secrets are compared
+folded: escapes read as their characters, everything folded to ASCII and lower-cased, only letters and digits kept;
+any run of `FRAGMENT_CHARS` or more characters of a secret's forms counts as the secret, and the whole stretch of
+the original text it came from is removed. In a provider's own words (`shapes=True`, the default) anything shaped
+like a provider key is removed too, even when it is not one of ours; our own output (paths, file names) is not
+searched for shapes, which would mangle a folder named like a key.
 
 The same search tells whether a caller's own text (a prompt, a file name) holds a configured secret, so it can be
 refused before it is sent anywhere.
@@ -17,10 +17,11 @@ refused before it is sent anywhere.
 from __future__ import annotations
 
 import base64
+import codecs
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -36,8 +37,9 @@ _KEY_PATTERN = re.compile(r"\b(?:sk|pk|rk|key|fx|el|ag)[-_](?:[A-Za-z0-9]+[-_])*
 # Only these characters are compared: everything else a provider (or a clip) may put between a key's characters -
 # whitespace, punctuation, separators, controls, fillers, invisible or combining marks - reveals nothing by itself.
 _NOT_KEPT = re.compile(r"[^a-z0-9]")
-# One character spelled as an escape: %XX, &#DDD; or &#xHH;, \uXXXX (\u{...}, \UXXXXXXXX) or \xHH.
-_ESCAPE = re.compile(r"%([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));?"
+# One character spelled as an escape: %XX (or %25XX, URL-encoded twice), &#DDD; or &#xHH;, \uXXXX (\u{...},
+# \UXXXXXXXX) or \xHH.
+_ESCAPE = re.compile(r"%(?:25)?([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));?"
                      r"|\\u\{([0-9a-fA-F]{1,8})\}|\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\x([0-9a-fA-F]{2})")
 _ESCAPE_STARTS = frozenset("%&\\")
 
@@ -56,12 +58,13 @@ def looks_secret(value: str) -> bool:
             and not value.startswith(("/", "~", "./", "../")) and ":\\" not in value)
 
 
-def _base64_cores(secret: bytes) -> set[str]:
-    """The part of the base64 text that encodes `secret` whatever precedes it (three alignments)."""
+def _encoded_cores(secret: bytes, encode: Callable[[bytes], bytes], block: int, bits: int) -> set[str]:
+    """The part of `encode(... + secret)` that encodes `secret` whatever precedes it (every alignment in a block
+    of `block` bytes; each character carries `bits` bits)."""
     cores = set()
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + secret).decode().rstrip("=")
-        start = -(-offset * 8 // 6)  # the characters that carry bits of the bytes before the secret
+    for offset in range(block):
+        encoded = encode(b"\0" * offset + secret).decode().rstrip("=")
+        start = -(-offset * 8 // bits)  # the characters that carry bits of the bytes before the secret
         cores.add(encoded[start:-1])  # the last character may carry bits of whatever follows
     return cores
 
@@ -70,12 +73,15 @@ def _forms(secret: str) -> set[str]:
     """Every spelling of a secret we look for, as `_squeeze` leaves it. Escaped spellings (%XX, entities, \\u)
     need no form of their own: `_squeeze` reads them as the characters they stand for."""
     forms = set()
-    for variant in {secret, secret.upper(), secret.lower()}:
+    for variant in {secret, secret.upper(), secret.lower(), secret[::-1], codecs.encode(secret, "rot13")}:
         forms.add(variant)
         for encoding in ("utf-8", "utf-16-le", "utf-16-be"):
             raw = variant.encode(encoding)
             forms.add(raw.hex())
-            forms |= _base64_cores(raw)
+            forms |= _encoded_cores(raw, base64.b64encode, 3, 6)
+            forms |= _encoded_cores(raw, base64.b32encode, 5, 5)
+    for once in list(_encoded_cores(secret.encode(), base64.b64encode, 3, 6)):  # base64 of base64
+        forms |= _encoded_cores(once.encode(), base64.b64encode, 3, 6)
     squeezed = {_squeeze(form)[0] for form in forms}
     return {form for form in squeezed if len(form) >= MIN_SECRET_CHARS}
 
