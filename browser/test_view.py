@@ -279,3 +279,19 @@ async def test_every_control_has_a_name_and_every_image_a_description(open_host)
             .map(e => e.outerHTML)""")
         assert unnamed == []
         assert await frame.evaluate("() => [...document.images].every(i => i.alt || i.closest('button[aria-label]'))")
+
+
+async def test_a_result_with_odd_field_types_is_still_shown(open_host):
+    """Found by the fourth adversarial pass: a numeric model stopped the view at "Making 2 images..." (only a bad
+    host could send it; the view must not care)."""
+    async with open_host() as host:
+        result = await host.show("generate_image", CRANE)
+        summary = json.loads(result.content[0].text)
+        summary.update(model=42, provider=None)
+        odd = {"content": [{"type": "text", "text": json.dumps(summary)},
+                           *[b.model_dump(by_alias=True, mode="json") for b in result.content[1:]]], "isError": False}
+        await host.page.evaluate("args => host.toolInput(args)", CRANE)
+        await host.page.evaluate("result => host.toolResult(result)", odd)
+        await expect(batch(host).locator(".card")).to_have_count(2)
+        await expect(batch(host).locator("header .muted")).to_contain_text("42 via")
+        assert not host.console_errors
