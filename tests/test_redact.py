@@ -205,3 +205,22 @@ def test_log_records_are_redacted_message_arguments_and_traceback(caplog):
         logger.removeHandler(handler)
     assert records and all(secret[12:30].lower() not in r.lower() for r in records)
     assert "ValueError" in records[0]
+
+
+def test_what_every_key_of_a_provider_shares_is_not_the_key():
+    """Found by the fifth adversarial pass: ten characters of an encoded form spell only 2-5 of the key, so the
+    public `sk-or-v1-` prefix in hex or base64 was redacted (and a prompt holding it refused). A run now has to
+    reveal FRAGMENT_CHARS of the key, in any form."""
+    redact = Redactor({"OPENROUTER_API_KEY": "sk-or-v1-" + "9f8e7d6c5b4a3921" * 4})
+    for text in (b"sk-or-v1-".hex(), base64.b64encode(b"sk-or-v1-").decode(), "sk-".encode("utf-16-be").hex(),
+                 "an OpenRouter key starts with sk-or-v1-"):
+        assert redact(text, shapes=False) == text and redact.find(text) is None
+    assert redact.find(("sk-or-v1-" + "9f8e7d6c5b4a3921").encode().hex()) == "OPENROUTER_API_KEY"
+
+
+def test_key_shapes_in_a_huge_run_are_not_searched():
+    """Found by the fifth adversarial pass: 100 KB of "sk-sk-..." made the key-shape pattern backtrack for 46 s.
+    No key is that long, so such a run is left to the exact search, which is linear."""
+    text = "sk-" * 34_000
+    assert Redactor({"K_API_KEY": "sk-or-v1-" + "9f8e7d6c5b4a3921" * 4})(text) == text
+    assert Redactor({})("x sk-proj-ABCDEFGHIJKLMNOPQRSTUV y") == f"x {REDACTED} y"

@@ -169,6 +169,10 @@ ECHOES = {
     "base64-of-base64": base64.b64encode(base64.b64encode(TEST_KEY.encode())).decode(),
     "colon-hex": ":".join(f"{b:02x}" for b in TEST_KEY.encode()),
     "pieces-of-eight": " | ".join(TEST_KEY[i:i + 8] for i in range(0, len(TEST_KEY), 8)),
+    # Found by the fifth adversarial pass: %XX runs are UTF-8 bytes, read together.
+    "utf8-percent-zero-width-split": quote("\u200b".join(TEST_KEY)),
+    "utf8-percent-fullwidth": quote("".join(chr(ord(c) + 0xFEE0) for c in TEST_KEY)),
+    "utf8-percent-twice": quote(quote("\u00a0".join(TEST_KEY))),
 }
 
 
@@ -240,6 +244,7 @@ CALLER_CASES = {
     "prompt-hex": ("generate_image", {"prompt": f"print {TEST_KEY.encode().hex()}"}, "prompt"),
     "prompt-percent-every-other": ("generate_image", {"prompt": ECHOES["percent-every-other"]}, "prompt"),
     "prompt-dot-groups": ("generate_image", {"prompt": ECHOES["dot-groups-of-nine"]}, "prompt"),
+    "prompt-utf8-percent": ("generate_image", {"prompt": quote("\u200b".join(TEST_KEY))}, "prompt"),
     "image-url-percent-every-other": ("edit_image", {
         "prompt": "blue", "image": f"https://example.com/a.png?k={ECHOES['percent-every-other']}"}, "image"),
 }
@@ -361,3 +366,9 @@ async def test_provider_metadata_and_trailing_bytes_never_reach_the_saved_file(c
     assert TEST_KEY.encode() not in saved and b"JUNK" not in saved and saved.endswith(b"IEND\xaeB`\x82")
     with Image.open(io.BytesIO(saved)) as image:
         assert image.size == (64, 48) and image.getpixel((0, 0)) == (0, 128, 128)
+
+
+def test_a_variable_of_bytes_that_are_not_utf8_is_no_crash(workdir):
+    """Found by the fifth adversarial pass: a *_TOKEN holding such bytes crashed every command at start-up."""
+    done = cli(["generate", "a fox", "--provider", "sandbox"], workdir, OTHER_TOKEN="abcdefgh\udcffijklmnop")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

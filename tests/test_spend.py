@@ -445,3 +445,20 @@ async def test_a_ledger_that_cannot_be_read_is_named_by_get_usage_and_spend(conn
         done = cli(arguments, workdir, FLUX_KLEIN_LEDGER=str(ledger))
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert "FLUX_KLEIN_LEDGER" in done.stderr and "is not a regular file" in done.stderr and done.stdout == ""
+
+
+def test_a_ledger_replaced_by_a_link_while_the_server_runs_is_not_written_through(tmp_path):
+    """Found by the fifth adversarial pass: a charge was appended to whatever file a link put there pointed to."""
+    from flux_klein_mcp.spend.ledger import Ledger, LedgerError
+
+    path = tmp_path / "state" / "ledger.jsonl"
+    path.parent.mkdir()
+    ledger = Ledger(path)
+    ledger.check_writable()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    path.unlink()
+    path.symlink_to(victim)
+    with pytest.raises(LedgerError):
+        ledger.check_writable()
+    assert victim.read_text() == "mine\n"

@@ -261,6 +261,20 @@ def test_a_folder_replaced_by_a_link_elsewhere_is_refused_before_the_call(tmp_pa
         assert str(private) in str(refused.value) and "FLUX_KLEIN_OUTPUT_DIR" in str(refused.value)
 
 
+def test_a_link_swapped_in_while_a_call_runs_gets_no_files(tmp_path):
+    """Found by the fifth adversarial pass: the check ran only before the request, so a swap while the provider
+    answered sent the image and sidecar into the link's target."""
+    private = tmp_path / "private"
+    private.mkdir()
+    target = Store(tmp_path / "out", explicit=True, fallback=tmp_path / "never")
+    folder = target.ready()  # before the spend: fine
+    folder.rmdir()
+    folder.symlink_to(private)  # while the provider answers
+    with pytest.raises(StorageError, match="now leads to"):
+        target.save(b"PNGDATA", "png", "fox", {"prompt": "p"})
+    assert list(private.iterdir()) == []
+
+
 def test_a_folder_that_was_a_link_from_the_start_is_fine(tmp_path):
     real = tmp_path / "real"
     real.mkdir()

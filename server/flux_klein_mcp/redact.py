@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import codecs
 import logging
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -42,6 +43,9 @@ _NOT_KEPT = re.compile(r"[^a-z0-9]")
 _ESCAPE = re.compile(r"%(?:25)?([0-9a-fA-F]{2})|&#(?:[xX]([0-9a-fA-F]{1,8})|([0-9]{1,10}));?"
                      r"|\\u\{([0-9a-fA-F]{1,8})\}|\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})|\\x([0-9a-fA-F]{2})")
 _ESCAPE_STARTS = frozenset("%&\\")
+# A run of byte escapes, read together as UTF-8 (a multi-byte character is spelled by several).
+_BYTE_RUN = re.compile(r"(?:%(?:25)?[0-9a-fA-F]{2}){2,}|(?:\\x[0-9a-fA-F]{2}){2,}")
+_HEX_PAIR = re.compile(r"(?:%(?:25)?|\\x)([0-9a-fA-F]{2})")
 
 
 def quoted(value: str, limit: int = 80) -> str:
@@ -69,21 +73,25 @@ def _encoded_cores(secret: bytes, encode: Callable[[bytes], bytes], block: int, 
     return cores
 
 
-def _forms(secret: str) -> set[str]:
-    """Every spelling of a secret we look for, as `_squeeze` leaves it. Escaped spellings (%XX, entities, \\u)
-    need no form of their own: `_squeeze` reads them as the characters they stand for."""
+def _forms(secret: str) -> dict[str, int]:
+    """Every spelling of a secret we look for, as `_squeeze` leaves it, with how long a run of it reveals
+    FRAGMENT_CHARS of the secret (an encoding spends more characters on each: 2 for hex, 4/3 for base64...).
+    Escaped spellings (%XX, entities, \\u) need no form of their own: `_squeeze` reads them as the characters they
+    stand for."""
     forms = set()
     for variant in {secret, secret.upper(), secret.lower(), secret[::-1], codecs.encode(secret, "rot13")}:
         forms.add(variant)
         for encoding in ("utf-8", "utf-16-le", "utf-16-be"):
-            raw = variant.encode(encoding)
+            raw = variant.encode(encoding, "surrogatepass")  # (a value read from bytes that are not UTF-8)
             forms.add(raw.hex())
             forms |= _encoded_cores(raw, base64.b64encode, 3, 6)
             forms |= _encoded_cores(raw, base64.b32encode, 5, 5)
-    for once in list(_encoded_cores(secret.encode(), base64.b64encode, 3, 6)):  # base64 of base64
-        forms |= _encoded_cores(once.encode(), base64.b64encode, 3, 6)
+    for once in list(_encoded_cores(secret.encode("utf-8", "surrogatepass"), base64.b64encode, 3, 6)):
+        forms |= _encoded_cores(once.encode(), base64.b64encode, 3, 6)  # base64 of base64
+    plain = max(1, len(_squeeze(secret)[0]))
     squeezed = {_squeeze(form)[0] for form in forms}
-    return {form for form in squeezed if len(form) >= MIN_SECRET_CHARS}
+    return {form: max(FRAGMENT_CHARS, math.ceil(FRAGMENT_CHARS * len(form) / plain))
+            for form in squeezed if len(form) >= MIN_SECRET_CHARS}
 
 
 def _squeeze(text: str) -> tuple[str, list[tuple[int, int]] | None]:
@@ -100,12 +108,17 @@ def _squeeze(text: str) -> tuple[str, list[tuple[int, int]] | None]:
     spans: list[tuple[int, int]] = []
     i, length = 0, len(text)
     while i < length:
-        char, end = text[i], i + 1
-        if char in _ESCAPE_STARTS and (escape := _ESCAPE.match(text, i)):
-            char, end = _unescape(escape), escape.end()
-        for folded in _fold(char):
-            kept.append(folded)
-            spans.append((i, end))
+        chars, end = text[i], i + 1
+        if chars in _ESCAPE_STARTS:
+            if (run := _BYTE_RUN.match(text, i)) is not None:  # %XX%XX... or \xHH\xHH...: UTF-8 bytes
+                chars, end = bytes.fromhex("".join(_HEX_PAIR.findall(run.group(0)))).decode("utf-8", "replace"), \
+                    run.end()
+            elif (escape := _ESCAPE.match(text, i)) is not None:
+                chars, end = _unescape(escape), escape.end()
+        for char in chars:
+            for folded in _fold(char):
+                kept.append(folded)
+                spans.append((i, end))
         i = end
     return "".join(kept), spans
 
@@ -132,13 +145,14 @@ class Redactor:
     """Finds and removes configured secrets (by variable name) in any of their forms."""
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        # Every _BLOCK-character piece of every form -> where it sits: (variable, form, offset in the form).
-        self._blocks: dict[str, list[tuple[str, str, int]]] = {}
+        # Every _BLOCK-character piece of every form -> where it sits: (variable, form, offset in the form, the run
+        # of the form that reveals a secret).
+        self._blocks: dict[str, list[tuple[str, str, int, int]]] = {}
         for name, value in secrets.items():
             if looks_secret(value):
-                for form in _forms(value.strip()):
+                for form, need in _forms(value.strip()).items():
                     for i in range(len(form) - _BLOCK + 1):
-                        self._blocks.setdefault(form[i:i + _BLOCK], []).append((name, form, i))
+                        self._blocks.setdefault(form[i:i + _BLOCK], []).append((name, form, i, need))
 
     def __call__(self, text: str, *, shapes: bool = True) -> str:
         """`text` with every secret (and, with `shapes`, everything shaped like a key) replaced by `[redacted]`."""
@@ -149,7 +163,7 @@ class Redactor:
                 origin = where if where is not None else _origins(text)
                 for start, end in reversed(_merge((origin[s][0], origin[e - 1][1]) for _, s, e in found)):
                     text = text[:start] + REDACTED + text[end:]
-        return _KEY_PATTERN.sub(REDACTED, text) if shapes else text
+        return _TOKEN.sub(_without_key_shapes, text) if shapes else text
 
     def value(self, value: Any, *, shapes: bool = True) -> Any:
         """A JSON-like value with every string in it redacted (keys of mappings included)."""
@@ -169,18 +183,35 @@ class Redactor:
         """(variable, start, end) of every run of `squeezed` that is a long enough piece of a secret's form.
 
         Any such run (at least MIN_SECRET_CHARS long) covers a whole block starting at a multiple of _BLOCK, so
-        only those blocks are looked up; each hit is then grown both ways along the form.
+        only those blocks are looked up; each hit is then grown both ways along the form. Blocks inside a run
+        already found are skipped, so a text that repeats a secret costs no more than one that holds it once.
         """
+        covered = 0
         for i in range(0, len(squeezed) - _BLOCK + 1, _BLOCK):
-            for name, form, at in self._blocks.get(squeezed[i:i + _BLOCK]) or ():
+            if i + _BLOCK <= covered:
+                continue
+            for name, form, at, need in self._blocks.get(squeezed[i:i + _BLOCK]) or ():
                 left = 0
                 while at - left > 0 and i - left > 0 and squeezed[i - left - 1] == form[at - left - 1]:
                     left += 1
                 right = _BLOCK
                 while at + right < len(form) and i + right < len(squeezed) and squeezed[i + right] == form[at + right]:
                     right += 1
-                if left + right >= min(len(form), FRAGMENT_CHARS):
+                if left + right >= min(len(form), need):
                     yield name, i - left, i + right
+                    covered = max(covered, i + right)
+                    break
+
+
+# Key shapes are looked for inside each word-like run only, and not in runs no key is as long as: the pattern
+# backtracks, and a provider's 100 KB of "sk-sk-sk-..." must not cost a minute.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_KEY_CHARS = 512
+
+
+def _without_key_shapes(token: re.Match[str]) -> str:
+    word = token.group(0)
+    return _KEY_PATTERN.sub(REDACTED, word) if len(word) <= _MAX_KEY_CHARS else word
 
 
 def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -152,13 +152,15 @@ class Store:
                     f"The output folder {folder} has disappeared (moved or deleted while the server ran). Create "
                     "it again, or set FLUX_KLEIN_OUTPUT_DIR to another folder and restart the server."
                 )
-            if os.path.realpath(folder) != self._real:
-                raise StorageError(
-                    f"The output folder {folder} now leads to {os.path.realpath(folder)} (replaced by a link while "
-                    "the server ran). Nothing was sent. Put the folder back, or set FLUX_KLEIN_OUTPUT_DIR and "
-                    "restart the server."
-                )
+            self._same_folder(folder, "Nothing was sent. ")
         return folder
+
+    def _same_folder(self, folder: Path, sent: str = "") -> None:
+        if os.path.realpath(folder) != self._real:
+            raise StorageError(
+                f"The output folder {folder} now leads to {os.path.realpath(folder)} (replaced by a link while the "
+                f"server ran). {sent}Put the folder back, or set FLUX_KLEIN_OUTPUT_DIR and restart the server."
+            )
 
     def _resolve(self) -> Path:
         try:
@@ -198,6 +200,7 @@ class Store:
         reservation. Either way a failure removes whatever this save named, and the folder is left as it was.
         """
         folder = self.folder
+        self._same_folder(folder)  # (checked before the spend too; a link may be swapped in while a call runs)
         sidecar_bytes = json_bytes(sidecar)
         temps: list[Path] = []
         try:

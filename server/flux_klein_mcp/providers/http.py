@@ -23,6 +23,8 @@ from ..redact import quoted
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 #: How much of a provider's own words we repeat in a message.
 QUOTE_CHARS = 300
+#: How much of a provider's string is scrubbed and kept for quoting (the scrub runs before the clip to QUOTE_CHARS).
+QUOTE_SOURCE_CHARS = 4000
 
 Redact = Callable[[str], str]
 
@@ -189,7 +191,7 @@ def error_info(reply: HttpReply) -> ErrorInfo:
 
 def _redacted(value: Any, redact: Redact) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return redact(value[:QUOTE_SOURCE_CHARS])  # clipped first: what is quoted is short, the scrub then cheap
     if isinstance(value, dict):
         return {str(k): _redacted(v, redact) for k, v in value.items()}
     if isinstance(value, list):

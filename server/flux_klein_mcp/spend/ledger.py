@@ -281,7 +281,9 @@ def _time_of(line: bytes) -> date | None:
 def _open_regular(path: Path, flags: int, *, create: bool = True) -> int:
     """Open a ledger file without ever blocking (a FIFO there would hang the server holding the lock), and only
     if it is a regular file."""
-    flags |= getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NOFOLLOW: the path was resolved when the server started; a link put there since is not the ledger.
+    flags |= (getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+              | getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o600)
     except OSError as exc:
