@@ -462,3 +462,24 @@ def test_a_ledger_replaced_by_a_link_while_the_server_runs_is_not_written_throug
     with pytest.raises(LedgerError):
         ledger.check_writable()
     assert victim.read_text() == "mine\n"
+
+
+async def test_a_charge_the_ledger_could_not_take_still_counts_today(connect, ledger, monkeypatch):
+    """Found by the fifth adversarial pass: after a failed ledger write, today's figure (and a refusal's words)
+    left the charge out."""
+    from flux_klein_mcp.spend.ledger import Ledger
+
+    real, writes = Ledger.append, []
+
+    def fails_once(self, charges):
+        writes.append(len(charges))
+        if len(writes) == 1:
+            raise OSError(28, "No space left on device")
+        return real(self, charges)
+
+    monkeypatch.setattr(Ledger, "append", fails_once)
+    async with connect(FLUX_KLEIN_DAILY_BUDGET_USD="1") as client:
+        first = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        second = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert any("could not be written to the ledger" in note for note in first["notes"])
+    assert second["spent_today_usd"] == pytest.approx(2 * KLEIN) and len(ledger_lines(ledger)) == 1

@@ -283,13 +283,17 @@ def test_a_folder_that_was_a_link_from_the_start_is_fine(tmp_path):
     assert target.ready() == target.present()
 
 
-def test_a_save_into_a_vanished_folder_says_so_not_free_some_space(tmp_path):
+@pytest.mark.parametrize("replaced_by_a_file", [False, True])
+def test_a_save_into_a_vanished_folder_says_so_not_free_some_space(tmp_path, replaced_by_a_file):
     target = store(tmp_path / "out")
     folder = target.folder
     shutil.rmtree(folder)
+    if replaced_by_a_file:  # found by the fifth adversarial pass
+        folder.write_text("not a folder")
     with pytest.raises(StorageError) as failure:
         target.save(b"x", "png", "stem", {})
     assert "folder disappeared" in str(failure.value) and "Free some space" not in str(failure.value)
+    assert ("a file is in its place" in str(failure.value)) is replaced_by_a_file
 
 
 # --- what a killed save leaves is swept at the next start ---------------------------------------------------

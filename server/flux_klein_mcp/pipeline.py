@@ -216,7 +216,8 @@ class Bill:
         booked_usd, booked_source = quote.booked
 
         def line(usd: float, source: str, generation_id: str | None, path: str | None) -> Charge:
-            return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6), source, generation_id, path)
+            return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6) + 0.0, source, generation_id,
+                          path)  # (+ 0.0: a charge of -0.0 is written as 0.0)
 
         lines = [line(image.cost_usd if image.cost_usd is not None else booked_usd,
                       image.cost_source or booked_source, image.generation_id, str(image.saved.path))

@@ -476,14 +476,17 @@ def _why(exc: OSError) -> str:
         return "the disk is full (or a file-size or quota limit was reached)"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "permission denied" + (" (a read-only file system)" if exc.errno == errno.EROFS else "")
-    if exc.errno == errno.ENOENT:
-        return "the folder disappeared"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "the folder disappeared" + (" (a file is in its place)" if exc.errno == errno.ENOTDIR else "")
     return exc.strerror or str(exc)
 
 
 def _storage_message(folder: Path, exc: OSError) -> str:
-    fix = ("Create the folder again, or set FLUX_KLEIN_OUTPUT_DIR to another folder" if exc.errno == errno.ENOENT
-           else "Free some space or set FLUX_KLEIN_OUTPUT_DIR to another folder")
+    fix = ("Create the folder again, or set FLUX_KLEIN_OUTPUT_DIR to another folder"
+           if exc.errno in (errno.ENOENT, errno.ENOTDIR) else
+           "Free some space or set FLUX_KLEIN_OUTPUT_DIR to another folder" if exc.errno in (errno.ENOSPC, errno.EDQUOT,
+                                                                                          errno.EFBIG)
+           else "Check the folder's permissions or set FLUX_KLEIN_OUTPUT_DIR to another folder")
     return f"The image was generated but could not be saved in {folder}: {_why(exc)}. Nothing was written. {fix}, " \
            "then try again."
 

@@ -78,6 +78,8 @@ class Accountant:
         self._session = DayTotal()
         self._reserved = 0.0
         self._keys = itertools.count(1)
+        #: Charges the ledger could not take, by day: still part of today's spend (and of what a refusal says).
+        self._unrecorded: dict[date, float] = {}
 
     # --- a call's life -------------------------------------------------------------------------------------
 
@@ -144,6 +146,8 @@ class Accountant:
                     if tab.key:
                         self.ledger.set_pending(tab.key, None)
             except OSError as exc:
+                today = self._today()
+                self._unrecorded[today] = self._unrecorded.get(today, 0.0) + sum(c.cost_usd for c in charges)
                 log.error("Could not record %d charge(s) in the ledger %s: %s", len(charges), self.ledger.path, exc)
                 return (f"The charge for this call could not be written to the ledger {self.ledger.path} ({exc}); "
                         "this session's budget still counts it. Check FLUX_KLEIN_LEDGER.")
@@ -208,7 +212,8 @@ class Accountant:
         return self._clock().astimezone().date()
 
     def _today_spent(self) -> float:
-        return self.ledger.spent_on(self._today())
+        today = self._today()
+        return self.ledger.spent_on(today) + self._unrecorded.get(today, 0.0)
 
     def _left(self) -> float | None:
         lefts = [x for x in (_left(self.session_budget, self._session.usd),
