@@ -3,8 +3,11 @@ from __future__ import annotations
 import os
 import tempfile
 
-# Before anything reads it: the default ledger (~/.local/state/...) must never be the user's during tests.
+# Before anything reads it: the default ledger (~/.local/state/...) and the per-user output folder must never be
+# the user's during tests. HOME too: a server the MCP SDK spawns over stdio gets HOME from this process but not
+# the XDG variables (its default environment is a short list), and would write the user's own ledger.
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="flux-klein-state-")
+os.environ["HOME"] = tempfile.mkdtemp(prefix="flux-klein-home-")
 
 import json
 from collections.abc import AsyncIterator, Callable
