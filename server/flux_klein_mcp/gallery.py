@@ -19,6 +19,7 @@ from stat import S_ISREG
 from typing import Any
 
 from .rules import MAX_SEED
+from .spend.ledger import MAX_LINE_USD
 from .store import FORMATS, SAVED_NAME
 
 THUMBNAIL_PX = 160
@@ -27,8 +28,6 @@ MAX_LIMIT = 48
 #: Files larger than this are not decoded for a strip thumbnail (nothing the tools save comes near it).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_SIDECAR_BYTES = 1024 * 1024
-#: A cost above this in a sidecar is not believed (the ledger draws the same line).
-MAX_COST_USD = 1000.0
 _SUFFIXES = {f".{ext}" for _, ext in FORMATS.values()} | {".jpeg"}
 
 
@@ -152,7 +151,7 @@ def _describe(path: Path, stat: os.stat_result, width: int, height: int, sidecar
         "tier": sidecar.get("tier") if sidecar.get("tier") in ("low", "high") else None,
         "model": _text(sidecar.get("model")),
         "cost_usd": cost if isinstance(cost, int | float) and not isinstance(cost, bool)
-        and math.isfinite(cost) and 0 <= cost <= MAX_COST_USD else None,
+        and math.isfinite(cost) and 0 <= cost <= MAX_LINE_USD else None,  # (a cost the ledger would not believe)
         "timestamp": _text(sidecar.get("timestamp")),
         "args": _replay(operation, prompt, sidecar, path.parent),
     }

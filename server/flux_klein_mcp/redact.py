@@ -51,7 +51,7 @@ _HEX_PAIR = re.compile(r"(?:%(?:25)?|\\x)([0-9a-fA-F]{2})")
 def quoted(value: str, limit: int = 80) -> str:
     """A setting's value as a message quotes it back: clipped, and a key pasted into the wrong variable (anything
     shaped like a provider key) removed, since the message reaches the model."""
-    value = _KEY_PATTERN.sub(REDACTED, value)
+    value = _without_key_shapes(value)
     return repr(value if len(value) <= limit else value[: limit - 1] + "…")
 
 
@@ -111,8 +111,8 @@ def _squeeze(text: str) -> tuple[str, list[tuple[int, int]] | None]:
         chars, end = text[i], i + 1
         if chars in _ESCAPE_STARTS:
             if (run := _BYTE_RUN.match(text, i)) is not None:  # %XX%XX... or \xHH\xHH...: UTF-8 bytes
-                chars, end = bytes.fromhex("".join(_HEX_PAIR.findall(run.group(0)))).decode("utf-8", "replace"), \
-                    run.end()
+                raw = bytes.fromhex("".join(_HEX_PAIR.findall(run.group(0))))
+                chars, end = raw.decode("utf-8", "replace"), run.end()
             elif (escape := _ESCAPE.match(text, i)) is not None:
                 chars, end = _unescape(escape), escape.end()
         for char in chars:
@@ -163,7 +163,7 @@ class Redactor:
                 origin = where if where is not None else _origins(text)
                 for start, end in reversed(_merge((origin[s][0], origin[e - 1][1]) for _, s, e in found)):
                     text = text[:start] + REDACTED + text[end:]
-        return _TOKEN.sub(_without_key_shapes, text) if shapes else text
+        return _without_key_shapes(text) if shapes else text
 
     def value(self, value: Any, *, shapes: bool = True) -> Any:
         """A JSON-like value with every string in it redacted (keys of mappings included)."""
@@ -209,7 +209,12 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_KEY_CHARS = 512
 
 
-def _without_key_shapes(token: re.Match[str]) -> str:
+def _without_key_shapes(text: str) -> str:
+    """`text` with everything shaped like a provider key replaced by `[redacted]`."""
+    return _TOKEN.sub(_shape_in_word, text)
+
+
+def _shape_in_word(token: re.Match[str]) -> str:
     word = token.group(0)
     return _KEY_PATTERN.sub(REDACTED, word) if len(word) <= _MAX_KEY_CHARS else word
 

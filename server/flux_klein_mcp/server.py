@@ -6,9 +6,10 @@ The descriptions are written for the model: they carry the skill's rules because
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -254,6 +255,17 @@ def create_server(
             return await call(ctx, roots, consent_of(consent), build)
         raise ToolError("The server is shutting down: this call was cancelled and nothing it made was kept.")
 
+    @contextlib.contextmanager
+    def in_our_words(runtime: Runtime) -> Iterator[None]:
+        """A configuration error, or any of our errors raised inside, as the tool error the client shows (secrets
+        removed)."""
+        try:
+            if config_error is not None:
+                raise config_error
+            yield
+        except FluxKleinError as exc:
+            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+
     async def call(ctx: Context, roots: ListRootsResult, consent: Consent | None,
                    build: Callable[[], ImageRequest]) -> CallToolResult:
         from . import pipeline
@@ -340,12 +352,8 @@ def create_server(
                  structured_output=False)
     async def get_usage(ctx: Context) -> CallToolResult:
         runtime = _runtime(ctx)
-        if config_error is not None:
-            raise ToolError(runtime.settings.redact(str(config_error), shapes=False))
-        try:
+        with in_our_words(runtime):  # (a ledger that cannot be read is named)
             usage = await runtime.in_worker(runtime.spend.usage)
-        except FluxKleinError as exc:  # a ledger that cannot be read, named
-            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
         usage["high_tier"] = runtime.settings.high_tier
         from .spend.report import provider_credit
 
@@ -361,15 +369,11 @@ def create_server(
                          BeforeValidator(_not_a_boolean)] = 12,
     ) -> CallToolResult:
         runtime = _runtime(ctx)
-        if config_error is not None:
-            raise ToolError(runtime.settings.redact(str(config_error), shapes=False))
-        if not client_supports_apps(ctx):  # hidden from tools/list for these clients, and refused if called anyway
-            raise ToolError("recent_images serves the image view (MCP Apps) only; this client did not declare it. "
-                            "Images are in the output folder, named in each image tool's result.")
-        try:
+        with in_our_words(runtime):
+            if not client_supports_apps(ctx):  # hidden from tools/list for these clients, refused if called anyway
+                raise ToolError("recent_images serves the image view (MCP Apps) only; this client did not declare "
+                                "it. Images are in the output folder, named in each image tool's result.")
             folder = await runtime.in_worker(runtime.store.present)
-        except FluxKleinError as exc:
-            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
         found = await runtime.in_worker(recent, folder, limit, thumbnails)
         summary = {"folder": str(folder), "images": [r.entry for r in found]}
         text = json.dumps(runtime.settings.redact.value(summary, shapes=False), indent=2, allow_nan=False)

@@ -73,14 +73,20 @@ def file_stem(now: datetime, stem: str, index: int | None) -> str:
 
 def user_output_dir() -> Path:
     """A per-user folder for when the working directory cannot take files (some hosts start servers in /)."""
+    return user_folder("XDG_DATA_HOME", ".local/share") / "output"
+
+
+def user_folder(xdg_variable: str, xdg_default: str) -> Path:
+    """This program's per-user folder: `$XDG_...` (or `~/<xdg_default>`) on Linux, the platform's equivalent
+    elsewhere."""
     home = Path.home()
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
     elif sys.platform == "darwin":
         base = home / "Library" / "Application Support"
     else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    return base / "flux-klein-mcp" / "output"
+        base = Path(os.environ.get(xdg_variable) or home / xdg_default)
+    return base / "flux-klein-mcp"
 
 
 @dataclass(frozen=True)
@@ -237,8 +243,8 @@ class Store:
             raise StorageError(f"Only images in the output folder {folder} can be read.")
         size = real.stat().st_size
         if size > MAX_READ_BYTES:
-            raise StorageError(f"{real} is {size / 1048576:.0f} MB, more than the {MAX_READ_BYTES // 1048576} MB a "
-                               "client may read through the server; open the file by its path instead.")
+            raise StorageError(f"{real} is {_amount(size)}, more than the {_amount(MAX_READ_BYTES)} a client may read "
+                               "through the server; open the file by its path instead.")
         return real.read_bytes()
 
     @staticmethod

@@ -43,8 +43,7 @@ class Quote:
     source: str
     #: With "highest charge seen": the price and source an image is booked at when the provider reports no cost
     #: (a worst case learned from one odd charge must not become every image's price).
-    book_usd: float | None = None
-    book_source: str | None = None
+    book: tuple[float, str] | None = None
 
     @property
     def usd(self) -> float:
@@ -53,9 +52,7 @@ class Quote:
     @property
     def booked(self) -> tuple[float, str]:
         """What one image with no cost of its own is recorded at, and the source named for it."""
-        if self.book_usd is not None and self.book_source is not None:
-            return self.book_usd, self.book_source
-        return self.per_image_usd, self.source
+        return self.book or (self.per_image_usd, self.source)
 
 
 @dataclass
@@ -116,8 +113,8 @@ class Accountant:
         seen = max((total.by[key][2] for total in totals if key in total.by), default=0.0)
         if seen <= quote.per_image_usd:
             return quote
-        return replace(quote, per_image_usd=seen, source="highest charge seen", book_usd=quote.per_image_usd,
-                       book_source=quote.source)
+        return replace(quote, per_image_usd=seen, source="highest charge seen",
+                       book=(quote.per_image_usd, quote.source))
 
     def _check_both(self, quote: Quote) -> None:
         """Both budgets against the quote (hold `_lock` and the ledger's lock)."""

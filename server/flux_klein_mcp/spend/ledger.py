@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..store import room
+from ..store import room, user_folder
 
 log = logging.getLogger("flux_klein_mcp")
 
@@ -50,14 +50,7 @@ _HOST = _host()
 
 def default_ledger() -> Path:
     """The per-user state folder's ledger: ~/.local/state on Linux, the platform's equivalent elsewhere."""
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_STATE_HOME") or home / ".local" / "state")
-    return base / "flux-klein-mcp" / "ledger.jsonl"
+    return user_folder("XDG_STATE_HOME", ".local/state") / "ledger.jsonl"
 
 
 @dataclass(frozen=True)
