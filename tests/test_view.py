@@ -19,7 +19,7 @@ from mcp.types import ImageContent, TextContent
 from PIL import Image
 
 from flux_klein_mcp import gallery, images
-from flux_klein_mcp.server import VIEW_URI, view_html
+from flux_klein_mcp.view import VIEW_URI, view_html
 from tests.conftest import summary
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +44,9 @@ async def test_the_view_is_served_as_an_mcp_app_small_and_self_contained(connect
     content = read.contents[0]
     assert content.mime_type == APP_MIME_TYPE and content.text == view_html()
     assert '"16:9":[1344,768]' in content.text and "ASPECT_SIZES" in VIEW_HTML.read_text()
-    assert content.meta == {"ui": {"permissions": {"clipboardWrite": {}}, "prefersBorder": True}}
+    # What it loads, declared: hosts derive the frame's CSP from it, and one that is told nothing may allow no image.
+    assert content.meta == {"ui": {"csp": {"resourceDomains": ["data:"]}, "permissions": {"clipboardWrite": {}},
+                                   "prefersBorder": True}}
     html = content.text
     assert len(html.encode()) <= 400 * 1024
     # Hosts' CSP allows no network: nothing may be fetched from anywhere (no URL at all in the file).
@@ -54,12 +56,20 @@ async def test_the_view_is_served_as_an_mcp_app_small_and_self_contained(connect
     assert "localStorage" not in html  # the sandboxed frame has an opaque origin: storage throws
 
 
-async def test_the_strip_tool_is_listed_only_to_clients_that_show_the_view(connect):
-    async with connect(FLUX_KLEIN_PROVIDER="sandbox") as plain:
-        assert "recent_images" not in {t.name for t in (await plain.list_tools()).tools}
-    async with connect(FLUX_KLEIN_PROVIDER="sandbox", apps=True) as host:
+APP_ONLY_TOOLS = {"recent_images", "pick_image", "hide_image", "restore_image", "final_price"}
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])  # the initialize handshake, and the stateless 2026 protocol
+async def test_the_strip_tool_is_listed_only_to_clients_that_show_the_view(connect, mode):
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", mode=mode) as plain:
+        assert {t.name for t in (await plain.list_tools()).tools} == IMAGE_TOOLS | {"get_usage"}
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", apps=True, mode=mode) as host:
         tools = {t.name: t for t in (await host.list_tools()).tools}
-    assert tools["recent_images"].meta == {"ui": {"resourceUri": VIEW_URI, "visibility": ["app"]}}
+    assert set(tools) == IMAGE_TOOLS | {"get_usage"} | APP_ONLY_TOOLS
+    for name in APP_ONLY_TOOLS:  # none names the view: hosts would list it as an app of its own
+        assert tools[name].meta == {"ui": {"visibility": ["app"]}}, name
+    # App-only, and no resourceUri: a host would list a tool that names a view as an app of its own.
+    assert tools["recent_images"].meta == {"ui": {"visibility": ["app"]}}
     assert tools["recent_images"].annotations.read_only_hint is True
     assert IMAGE_TOOLS <= set(tools)
 

@@ -1,8 +1,10 @@
-"""The recent images in the output folder, for the view's strip (the app-only `recent_images` tool).
+"""The images in the output folder (or its hidden folder), a page at a time, for the view's gallery (the app-only
+`recent_images` tool): newest first, filtered by prompt text and by pick, each page under 1 MB on the wire.
 
-Each image is described from its sidecar (prompt, operation, seed, provider, cost) together with the arguments
-that would make it again, and shown as a small JPEG. Thumbnails are kept in memory by file identity, so a view
-that refreshes its strip after every action decodes each image once.
+Each image is described from its sidecar (prompt, operation, seed, provider, cost, picked) together with the
+arguments that would make it again, and shown as a small JPEG. A sidecar is untrusted: anyone with access to the
+folder can write one, so every field is checked for its type and range. Thumbnails are kept in memory by file
+identity, so a view that refreshes its gallery after every action decodes each image once.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -75,9 +78,90 @@ class Thumbnails:
                 self._cache.popitem(last=False)
 
 
-def recent(folder: Path, limit: int, thumbnails: Thumbnails) -> list[Recent]:
-    """The newest `limit` images the tools saved in `folder` (by modification time), skipping what cannot be
-    shown: a damaged or oversized file, a name the tools do not write, a link pointing elsewhere."""
+#: A page of the gallery on the wire (its JSON text, escaped once more inside the JSON-RPC message, and its
+#: thumbnails in base64), kept under the 1 MB that hosts take in one tool result (Claude Desktop refuses more than
+#: 1 MiB): 48 entries with long prompts once made 4.5 MB.
+PAGE_BYTES = 900_000
+#: Room left for the page's own fields (folder, next, total) and the message around it.
+_ENVELOPE_BYTES = 8192
+_CURSOR = re.compile(r"^(\d{1,20}):(\S{1,255})$")
+
+
+@dataclass(frozen=True)
+class Query:
+    """Which images a page shows: the newest `limit` after `cursor` (what the previous page returned as `next`),
+    those whose prompt or file name holds every word of `text`, only the picked ones if `picked`."""
+
+    limit: int = 12
+    cursor: str | None = None
+    text: str = ""
+    picked: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    images: list[Recent]
+    next: str | None  # the cursor of the page after this one, None on the last page
+    total: int  # images in the folder that match the query, on every page
+
+
+def cursor_error(cursor: str) -> str | None:
+    """Why `cursor` is not one this server hands out, or None."""
+    match = _CURSOR.match(cursor)
+    if match is None or SAVED_NAME.match(match[2]) is None:
+        return "cursor is not one this server gave (pass the `next` of the previous page, or none for the first)"
+    return None
+
+
+def page(folder: Path, root: Path, query: Query, thumbnails: Thumbnails,
+         redact: Callable[[dict[str, Any]], dict[str, Any]] = lambda entry: entry,
+         budget: int = PAGE_BYTES) -> Page:
+    """A page of the images the tools saved in `folder` (the output folder `root`, or its hidden folder), newest
+    first by modification time, skipping what cannot be shown: a damaged or oversized file, a name the tools do not
+    write, a link. Stops at `query.limit` images or at `budget` bytes on the wire, whichever comes first."""
+    after = _after(query.cursor)
+    words = query.text.casefold().split()
+    everything = [(stat, path) for stat, path in _saved_images(folder) if _wanted(path, words, query.picked)]
+    matching = [(s, p) for s, p in everything if after is None or (s.st_mtime_ns, p.name) < after]
+    from .images import NotAnImage
+
+    found: list[Recent] = []
+    size = _ENVELOPE_BYTES
+    seen = 0  # of `matching`, shown or skipped
+    for stat, path in matching:
+        if len(found) >= query.limit:
+            break
+        try:
+            if stat.st_size > MAX_IMAGE_BYTES:
+                raise NotAnImage(path.name)
+            thumbnail, width, height = thumbnails.get(path, stat)
+        except (OSError, NotAnImage):
+            seen += 1
+            continue
+        entry = redact(_describe(path, stat, width, height, _sidecar(path), root))
+        entry_size = _wire_size(entry, thumbnail)
+        if found and size + entry_size > budget:
+            break
+        size += entry_size
+        found.append(Recent(entry, thumbnail))
+        seen += 1
+    if seen == 0 or seen == len(matching):
+        return Page(found, None, len(everything))
+    stat, path = matching[seen - 1]
+    return Page(found, f"{stat.st_mtime_ns}:{path.name}", len(everything))
+
+
+def _after(cursor: str | None) -> tuple[int, str] | None:
+    if cursor is None:
+        return None
+    match = _CURSOR.match(cursor)
+    if match is None:
+        raise ValueError(cursor_error(cursor))
+    return int(match[1]), match[2]
+
+
+def _saved_images(folder: Path) -> list[tuple[os.stat_result, Path]]:
+    """The images the tools saved in `folder` (not links, not other names), newest first."""
     try:
         entries = [e for e in os.scandir(folder) if _is_saved_image(e)]
     except OSError:  # no folder yet, or not readable: nothing to show
@@ -89,20 +173,25 @@ def recent(folder: Path, limit: int, thumbnails: Thumbnails) -> list[Recent]:
         except OSError:
             continue
     stats.sort(key=lambda pair: (pair[0].st_mtime_ns, pair[1].name), reverse=True)
-    from .images import NotAnImage
+    return stats
 
-    found: list[Recent] = []
-    for stat, path in stats:
-        if len(found) >= limit:
-            break
-        if stat.st_size > MAX_IMAGE_BYTES:
-            continue
-        try:
-            thumbnail, width, height = thumbnails.get(path, stat)
-        except (OSError, NotAnImage):
-            continue
-        found.append(Recent(_describe(path, stat, width, height, _sidecar(path)), thumbnail))
-    return found
+
+def _wanted(path: Path, words: list[str], picked: bool) -> bool:
+    """Whether the image matches the filter (its sidecar is read only when there is one)."""
+    if not words and not picked:
+        return True
+    sidecar = _sidecar(path)
+    if picked and sidecar.get("picked") is not True:
+        return False
+    prompt = sidecar.get("prompt")
+    haystack = f"{prompt if isinstance(prompt, str) else ''} {path.name}".casefold()
+    return all(word in haystack for word in words)
+
+
+def _wire_size(entry: dict[str, Any], thumbnail: bytes) -> int:
+    """What the entry and its thumbnail add to the tool result on the wire (the JSON text is escaped twice)."""
+    text = json.dumps(json.dumps(entry, ensure_ascii=False, separators=(",", ":")), ensure_ascii=False)
+    return len(text.encode()) + 4 * ((len(thumbnail) + 2) // 3) + 64
 
 
 def _is_saved_image(entry: os.DirEntry[str]) -> bool:
@@ -132,7 +221,8 @@ def _sidecar(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _describe(path: Path, stat: os.stat_result, width: int, height: int, sidecar: Mapping[str, Any]) -> dict[str, Any]:
+def _describe(path: Path, stat: os.stat_result, width: int, height: int, sidecar: Mapping[str, Any],
+              root: Path) -> dict[str, Any]:
     operation = sidecar.get("operation") if sidecar.get("operation") in ("generate", "edit", "compose") else None
     prompt = _text(sidecar.get("prompt"))
     seed = sidecar.get("seed")
@@ -153,7 +243,8 @@ def _describe(path: Path, stat: os.stat_result, width: int, height: int, sidecar
         "cost_usd": cost if isinstance(cost, int | float) and not isinstance(cost, bool)
         and math.isfinite(cost) and 0 <= cost <= MAX_LINE_USD else None,  # (a cost the ledger would not believe)
         "timestamp": _text(sidecar.get("timestamp")),
-        "args": _replay(operation, prompt, sidecar, path.parent),
+        "args": _replay(operation, prompt, sidecar, root),
+        "picked": sidecar.get("picked") is True,
     }
     return entry
 

@@ -1,15 +1,15 @@
-"""MCP wiring only: the three tools, their descriptions and annotations, the lifespan and a resource reader.
+"""MCP wiring only: the image tools and get_usage, their descriptions and annotations, and the lifespan. The MCP
+Apps view (its resource, its app-only tools and the file reader) is wired in view.py.
 
 The descriptions are written for the model: they carry the skill's rules because the model reads them.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -17,35 +17,28 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import anyio
 import anyio.lowlevel
 from mcp.server import MCPServer
-from mcp.server.apps import Apps, ResourcePermissions, client_supports_apps
-from mcp.server.context import ServerRequestContext
 from mcp.server.elicitation import ElicitationResult
-from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver import Context, ListRoots, Resolve
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import (
     CallToolResult,
-    ImageContent,
     ListRootsResult,
-    ListToolsResult,
-    PaginatedRequestParams,
     TextContent,
     ToolAnnotations,
 )
 from pydantic import BeforeValidator, Field, ValidationError
 
-from . import __version__, shutdown
+from . import __version__, shutdown, view
 from .arguments import explain
 from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
 from .config import Settings
-from .errors import ConfigError, FluxKleinError, InputError, StorageError
-from .gallery import Thumbnails, recent
+from .errors import ConfigError, FluxKleinError, InputError
 from .request import ImageRequest
 from .rules import (
     ASPECT_RATIO_BY_USE,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     OPENROUTER_CREDITS_URL,
-    OPENROUTER_SIZES,
     PROVIDER_NAMES,
     AspectRatio,
     ProviderName,
@@ -53,7 +46,7 @@ from .rules import (
 )
 from .runtime import Runtime
 from .spend import Consent
-from .store import FORMATS
+from .view import VIEW
 
 # Deferred to the first call, so start-up and tools/list never pay for them: the pipeline (httpx, its TLS context,
 # the providers), Pillow, and the result builder.
@@ -111,32 +104,6 @@ USAGE = (
     "whether the high tier asks the person first, and the provider's remaining credit where it can be read for "
     "free (OpenRouter). Use it before a large batch, or when the user asks what has been spent."
 )
-
-#: The MCP Apps view hosts show beside the three image tools (view.html, served as text/html;profile=mcp-app).
-VIEW_URI = "ui://flux-klein/view.html"
-VIEW = {"ui": {"resourceUri": VIEW_URI}}
-#: Tools only the view calls: hosts keep them from the model, and clients without the view do not list them.
-APP_ONLY = {"ui": {"resourceUri": VIEW_URI, "visibility": ["app"]}}
-RECENT = ("The newest images in the output folder with small thumbnails, for the image view's strip of recent work "
-          "(each with its prompt, seed, provider, cost and the arguments that would make it again).")
-
-
-def view_html() -> str:
-    """view.html, with the pixel size of each aspect ratio filled in (its placeholders take the images' shape)."""
-    from importlib import resources
-
-    html = resources.files("flux_klein_mcp").joinpath("view.html").read_text(encoding="utf-8")
-    return html.replace("{/*ASPECT_SIZES*/}", json.dumps(dict(OPENROUTER_SIZES), separators=(",", ":")))
-
-
-def _view() -> Apps:
-    apps = Apps()
-    apps.add_html_resource(VIEW_URI, view_html(),
-        name="flux-klein-view", title="FLUX.2 klein images",
-        description="The images of a call, with their details and next steps (variations, edit, compose, final).",
-        permissions=ResourcePermissions(clipboard_write={}), prefers_border=True)
-    return apps
-
 
 def _not_a_boolean(value: object) -> object:
     """JSON true/false would otherwise pass as 1/0 (and n=true be paid for): booleans are not numbers."""
@@ -245,7 +212,7 @@ def create_server(
         "high tier only for an explicitly requested final, and only with the person's approval. On a 402 (out of "
         "credits) or a reached budget, stop and tell the user. get_usage tells what has been spent.",
         lifespan=lifespan,
-        extensions=[_view()],
+        extensions=[view.extension()],
     )
     server.redact = lambda text: active.redact(text, shapes=False)
 
@@ -361,27 +328,7 @@ def create_server(
         text = json.dumps(runtime.settings.redact.value(usage, shapes=False), indent=2, allow_nan=False)
         return CallToolResult(content=[TextContent(text=text)])
 
-    @server.tool(title="Recent images (for the image view)", description=RECENT, annotations=READ_ONLY,
-                 structured_output=False, meta=APP_ONLY)
-    async def recent_images(
-        ctx: Context,
-        limit: Annotated[int, Field(ge=1, le=48, description="How many of the newest images, 1-48."),
-                         BeforeValidator(_not_a_boolean)] = 12,
-    ) -> CallToolResult:
-        runtime = _runtime(ctx)
-        with in_our_words(runtime):
-            if not client_supports_apps(ctx):  # hidden from tools/list for these clients, refused if called anyway
-                raise ToolError("recent_images serves the image view (MCP Apps) only; this client did not declare "
-                                "it. Images are in the output folder, named in each image tool's result.")
-            folder = await runtime.in_worker(runtime.store.present)
-        found = await runtime.in_worker(recent, folder, limit, thumbnails)
-        summary = {"folder": str(folder), "images": [r.entry for r in found]}
-        text = json.dumps(runtime.settings.redact.value(summary, shapes=False), indent=2, allow_nan=False)
-        return CallToolResult(content=[TextContent(text=text), *(
-            ImageContent(data=base64.b64encode(r.thumbnail).decode(), mime_type="image/jpeg") for r in found)])
-
-    thumbnails = Thumbnails()
-    _add_output_reader(server)
+    view.install(server, in_our_words)
     return server
 
 
@@ -405,15 +352,7 @@ def wants_links(ctx: Context, mode: str) -> bool:
 
 
 class _Server(MCPServer[Runtime]):
-    """The SDK's server, except that arguments breaking a tool's schema are answered in our words, and tools only
-    the view calls are listed only to clients that can show the view."""
-
-    async def _handle_list_tools(self, ctx: ServerRequestContext[Runtime],
-                                 params: PaginatedRequestParams | None) -> ListToolsResult:
-        listed = await super()._handle_list_tools(ctx, params)
-        if client_supports_apps(ctx):
-            return listed
-        return listed.model_copy(update={"tools": [t for t in listed.tools if not _app_only(t.meta)]})
+    """The SDK's server, except that arguments breaking a tool's schema are answered in our words."""
 
     #: Removes secrets from what is quoted back (an argument may hold a key); `create_server` sets it.
     redact: Callable[[str], str] = staticmethod(lambda text: text)
@@ -427,11 +366,6 @@ class _Server(MCPServer[Runtime]):
             tool = next((t for t in await self.list_tools() if t.name == name), None)
             schema = tool.input_schema if tool is not None else {}
             raise ToolError(explain(name, schema, exc.__cause__, self.redact)) from exc.__cause__
-
-
-def _app_only(meta: Mapping[str, Any] | None) -> bool:
-    ui = (meta or {}).get("ui")
-    return isinstance(ui, Mapping) and list(ui.get("visibility") or ["model", "app"]) == ["app"]
 
 
 def _runtime(ctx: Context) -> Runtime:
@@ -452,31 +386,6 @@ def _root_dirs(roots: ListRootsResult) -> list[Path]:
         if "\x00" not in str(path):
             dirs.append(path)
     return dirs
-
-
-def _add_output_reader(server: MCPServer[Runtime]) -> None:
-    """Let a client read the files the tools link to, and nothing else: `file://` URIs inside the output folder."""
-    # (.jpeg too: the tools write .jpg, but the view's strip lists any JPEG name the folder holds.)
-    for name, mime, ext in [(fmt.lower(), mime, ext) for fmt, (mime, ext) in FORMATS.items()] + [
-            ("jpeg-long", "image/jpeg", "jpeg")]:
-        server.resource(
-            f"file://{{+path}}.{ext}",
-            name=f"output-{name}",
-            description="A generated image in the output folder.",
-            mime_type=mime,
-            security=ResourceSecurity(exempt_params={"path"}),
-        )(_output_reader(ext))
-
-
-def _output_reader(ext: str) -> Callable[[str, Context], Awaitable[bytes]]:
-    async def read(path: str, ctx: Context) -> bytes:
-        runtime = _runtime(ctx)
-        try:
-            return await runtime.in_worker(runtime.store.read, Path(f"{path}.{ext}"))
-        except StorageError as exc:
-            raise ResourceError(str(exc)) from None
-
-    return read
 
 
 __all__ = ["create_server", "PROVIDER_NAMES"]
