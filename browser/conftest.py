@@ -1,7 +1,8 @@
 """The view in a real browser: headless Chromium (Debian's, never a downloaded one) loads a host page running the
-official AppBridge, which renders the view exactly as MCP Apps hosts do (sandboxed iframe, the spec's default
-CSP). The host's MCP client is the test: every tools/call and resources/read the view sends goes to the real
-server (in memory, on the sandbox or a strict fake OpenRouter), and its answers go back to the view.
+official AppBridge, which renders the view as MCP Apps hosts do: a sandboxed iframe under the strictest CSP a host
+derives from the view's own `_meta.ui.csp` (so an undeclared image fails here as in the MCP Inspector). The host's
+MCP client is the test: every tools/call and resources/read the view sends goes to the real server (in memory, on
+the sandbox or a strict fake OpenRouter), and its answers go back to the view.
 
 Run with `make test-view` (it builds the host bundle and installs Playwright).
 """
@@ -26,7 +27,8 @@ from tests.fakes.core import mock_transport
 from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter
 
 from flux_klein_mcp.config import Settings
-from flux_klein_mcp.server import VIEW_URI, create_server
+from flux_klein_mcp.server import create_server
+from flux_klein_mcp.view import VIEW_URI
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_PAGE = ROOT / "build" / "browser" / "host.html"
@@ -76,21 +78,29 @@ class Host:
     fake: FakeOpenRouter | None
     console_errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    #: Set by a test that provokes console errors on purpose (every other test ends with none: no CSP violation).
+    errors_expected: bool = False
 
     @property
     def view(self) -> FrameLocator:
         return self.page.frame_locator("#view")
 
-    async def show(self, tool: str, arguments: dict[str, Any], theme: str = "light",
-                   clipboard: bool = True) -> CallToolResult:
-        """What a host does when the model calls `tool`: run it, render the view it names, hand it the call.
-        `clipboard=False` is a host that does not grant the frame the clipboard the view asks for."""
+    async def mount(self, tool: str = "generate_image", theme: str = "light", clipboard: bool = True,
+                    declared: bool = True) -> None:
+        """Render the view `tool` names, under the CSP the host derives from the view's own `_meta.ui.csp`
+        (`declared=False`: as if it declared nothing)."""
         uri = (self.tools[tool].meta or {})["ui"]["resourceUri"]
         content = (await self.mcp.read_resource(uri)).contents[0]
         ui = (content.meta or {}).get("ui", {})
         await self.page.evaluate("([html, options]) => host.mount(html, options)", [content.text, {
-            "csp": ui.get("csp"), "permissions": ui.get("permissions") if clipboard else None, "theme": theme,
-            "toolInfo": {"id": 1, "tool": wire(self.tools[tool])}}])
+            "csp": ui.get("csp") if declared else None, "permissions": ui.get("permissions") if clipboard else None,
+            "theme": theme, "toolInfo": {"id": 1, "tool": wire(self.tools[tool])}}])
+
+    async def show(self, tool: str, arguments: dict[str, Any], theme: str = "light",
+                   clipboard: bool = True, declared: bool = True) -> CallToolResult:
+        """What a host does when the model calls `tool`: run it, render the view it names, hand it the call.
+        `clipboard=False` is a host that does not grant the frame the clipboard the view asks for."""
+        await self.mount(tool, theme, clipboard, declared)
         await self.page.evaluate("args => host.toolInput(args)", arguments)
         result = await self.mcp.call_tool(tool, arguments)
         await self.page.evaluate("result => host.toolResult(result)", wire(result))
@@ -108,7 +118,8 @@ def open_host(tmp_path: Path) -> Callable[..., Any]:
     """`async with open_host(...) as host`: a browser page, the host bundle, and the real server behind it."""
 
     @asynccontextmanager
-    async def open_(*, provider: str = "sandbox", person: Person | None = None, **env: str) -> AsyncIterator[Host]:
+    async def open_(*, provider: str = "sandbox", person: Person | None = None, width: int = 960,
+                    **env: str) -> AsyncIterator[Host]:
         fake = FakeOpenRouter() if provider == "openrouter" else None
         settings = Settings.from_env({
             "FLUX_KLEIN_LEDGER": str(tmp_path / "ledger.jsonl"), "FLUX_KLEIN_OUTPUT_DIR": str(tmp_path / "output"),
@@ -125,7 +136,7 @@ def open_host(tmp_path: Path) -> Callable[..., Any]:
                 "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--font-render-hinting=none"])
             try:
-                page = await browser.new_page(viewport={"width": 960, "height": 900})
+                page = await browser.new_page(viewport={"width": width, "height": 900})
                 host = Host(page, mcp, tools, fake)
                 page.on("console", lambda m: host.console_errors.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: host.console_errors.append(str(e)))
@@ -147,6 +158,9 @@ def open_host(tmp_path: Path) -> Callable[..., Any]:
                 await page.expose_function("pyReadResource", read_resource)
                 await page.goto(HOST_PAGE.as_uri())
                 yield host
+                if not host.errors_expected:  # a CSP violation is a console error: no test may cause one
+                    assert host.console_errors == [], host.console_errors
+                assert all(u.startswith(("file:", "data:")) for u in host.requests), host.requests  # no network
             finally:
                 await browser.close()
 

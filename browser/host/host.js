@@ -1,23 +1,29 @@
 // The host side of MCP Apps for the view's browser test: the official AppBridge (@modelcontextprotocol/ext-apps)
-// renders the view in a sandboxed iframe under the spec's default CSP, as Claude, VS Code and the other hosts do.
+// renders the view in a sandboxed iframe under the CSP derived from the view's own declaration, as hosts do.
 // The page has no MCP client of its own: tools/call and resources/read from the view go to window.pyCallTool and
 // window.pyReadResource, which the test exposes and answers from the real server. Driven through window.host.
 import { AppBridge, PostMessageTransport, buildAllowAttribute } from "@modelcontextprotocol/ext-apps/app-bridge";
 
-/** The CSP a host applies to a view whose resource declares `csp` (none: nothing may be fetched). */
+/** The CSP a host derives from what the view's resource declares in `_meta.ui.csp`, as strict as the strictest host
+ * we know (the MCP Inspector web app): nothing but inline script and style and what the declaration names; an
+ * undeclared view may load no image at all. So a view that forgets to declare what it loads fails here too. */
 function policy(csp) {
   const resources = (csp?.resourceDomains ?? []).join(" ");
+  const inline = `'unsafe-inline'${resources ? ` ${resources}` : ""}`;
+  const only = (list, none = "'none'") => (list ?? []).join(" ") || none;
   return [
     "default-src 'none'",
-    `script-src 'self' 'unsafe-inline' ${resources}`.trim(),
-    `style-src 'self' 'unsafe-inline' ${resources}`.trim(),
-    `img-src 'self' data: ${resources}`.trim(),
-    `font-src 'self' ${resources}`.trim(),
-    `media-src 'self' data: ${resources}`.trim(),
-    `connect-src ${(csp?.connectDomains ?? []).join(" ") || "'none'"}`,
-    `frame-src ${(csp?.frameDomains ?? []).join(" ") || "'none'"}`,
+    `connect-src ${only(csp?.connectDomains)}`,
+    `script-src ${inline}`,
+    `style-src ${inline}`,
+    `img-src ${resources || "'none'"}`,
+    `font-src ${resources || "'none'"}`,
+    `media-src ${resources || "'none'"}`,
+    `frame-src ${only(csp?.frameDomains)}`,
+    `base-uri ${only(csp?.baseUriDomains, "'self'")}`,
+    "form-action 'none'",
     "object-src 'none'",
-    `base-uri ${(csp?.baseUriDomains ?? []).join(" ") || "'self'"}`,
+    "worker-src 'none'",
   ].join("; ");
 }
 
@@ -34,6 +40,7 @@ const LIGHT_DARK = {  // what Claude sends: light-dark() pairs, so a theme chang
 
 window.host = {
   toolCalls: [],  // params of every tools/call the view sent
+  answers: [],  // { name, bytes } of every tools/call answer, as JSON
   reads: [],  // params of every resources/read
   sizes: [],  // ui/notifications/size-changed
   modelContext: null,  // the last ui/update-model-context
@@ -57,7 +64,9 @@ window.host = {
       { hostContext: this.context });
     bridge.oncalltool = async (params) => {
       this.toolCalls.push(params);
-      return await window.pyCallTool(params);
+      const answer = await window.pyCallTool(params);
+      this.answers.push({ name: params.name, bytes: new TextEncoder().encode(JSON.stringify(answer)).length });
+      return answer;
     };
     bridge.onreadresource = async (params) => {
       this.reads.push(params);
@@ -75,5 +84,6 @@ window.host = {
   },
   toolInput(args) { return this.bridge.sendToolInput({ arguments: args }); },
   toolResult(result) { return this.bridge.sendToolResult(result); },
+  policy,
   theme(theme) { this.context = { ...this.context, theme }; this.bridge.setHostContext(this.context); },
 };
