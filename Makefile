@@ -53,8 +53,9 @@ test: $(TOOLS)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n auto
 
-## test-view: the MCP Apps view in headless Chromium under the official host bridge (needs Node.js and Chromium)
-test-view: $(TOOLS) $(VENV)/.installed-browser build/browser/host.js build/browser/host.html
+## test-view: the MCP Apps view in headless Chromium, under the official host bridge and in the MCP Inspector web app
+test-view: $(TOOLS) $(VENV)/.installed-browser build/browser/host.js build/browser/host.html \
+           browser/inspector/node_modules/.installed
 	$(BIN)/ruff check browser
 	FLUX_KLEIN_SCREENSHOTS=$(or $(SCREENSHOTS),build/browser) $(BIN)/python -m pytest browser -p no:xdist
 
@@ -65,6 +66,12 @@ $(VENV)/.installed-browser: browser/requirements.txt $(SERVER)
 # The host page: the official AppBridge (@modelcontextprotocol/ext-apps, pinned in package-lock.json) + our harness.
 browser/host/node_modules/.installed: browser/host/package.json browser/host/package-lock.json
 	cd browser/host && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# A real MCP Apps host: the MCP Inspector web app, with the Node 22 it needs (the `node` package brings it from the npm
+# registry; Debian's is older). Both pinned in package-lock.json; the machine's own node is left as it is.
+browser/inspector/node_modules/.installed: browser/inspector/package.json browser/inspector/package-lock.json
+	cd browser/inspector && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 build/browser/host.js: browser/host/host.js browser/host/node_modules/.installed
@@ -114,5 +121,6 @@ bundle:
 
 ## clean: remove the virtual environments and build files (output/ is yours and stays)
 clean:
-	rm -rf $(VENV) .venv-clients .venv-langchain clients/npm/node_modules browser/host/node_modules build dist \
+	rm -rf $(VENV) .venv-clients .venv-langchain clients/npm/node_modules browser/host/node_modules \
+	  browser/inspector/node_modules build dist \
 	  *.egg-info server/*.egg-info

@@ -306,3 +306,26 @@ async def test_final_price_quotes_the_high_tier_and_says_what_a_press_does(conne
     assert "cannot ask" in refusing["note"] and "FLUX_KLEIN_HIGH_TIER=allow" in refusing["note"]
     assert denied["available"] is False and "deny" in denied["note"]
     assert free["price_usd"] == 0 and "Free" in free["note"]
+
+
+async def test_over_stateless_http_the_view_is_served_but_the_model_is_not_listed_its_tools(workdir):
+    """A client on a protocol before 2026-07-28 declares the view once, at an initialize a stateless server does not
+    remember (the MCP Inspector's web app does this): its view's calls are served, its tool list stays without the
+    app-only tools."""
+    import httpx
+
+    from tests.test_http import LIST_TOOLS, MCP_HEADERS, http_server
+
+    def rpc(url: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        reply = httpx.post(url, headers=MCP_HEADERS, timeout=30,
+                           json={"jsonrpc": "2.0", "id": 2, "method": method, "params": params})
+        body = reply.text
+        return dict(json.loads(body[body.index("{"):body.rindex("}") + 1]))
+
+    with http_server(workdir, FLUX_KLEIN_PROVIDER="sandbox") as url:
+        listed = httpx.post(url, headers=MCP_HEADERS, json=LIST_TOOLS, timeout=30).text
+        rpc(url, "tools/call", {"name": "generate_image", "arguments": {"prompt": "a fox"}})
+        gallery = rpc(url, "tools/call", {"name": "recent_images", "arguments": {}})
+    assert "generate_image" in listed and "recent_images" not in listed and "hide_image" not in listed
+    assert gallery["result"].get("isError") is not True
+    assert json.loads(gallery["result"]["content"][0]["text"])["total"] == 1

@@ -94,7 +94,7 @@ def install(server: MCPServer[Runtime], guard: Guard) -> None:
     server.middleware.append(_hide_app_only_tools)
 
     def view_only(ctx: Context, name: str) -> Runtime:
-        if not client_supports_apps(ctx):
+        if shows_the_view(ctx.request_context) is False:
             raise ToolError(REFUSED.format(name=name))
         return _runtime(ctx)
 
@@ -205,12 +205,22 @@ async def _hide_app_only_tools(ctx: ServerRequestContext[Any, Any], call_next: C
     """tools/list for a client that cannot show the view lists no app-only tool (SDK middleware: the public way to
     rewrite an answer; it sees the answer as it goes on the wire)."""
     result = await call_next(ctx)
-    if ctx.method != "tools/list" or not isinstance(result, dict) or client_supports_apps(ctx):
+    if ctx.method != "tools/list" or not isinstance(result, dict) or shows_the_view(ctx):
         return result
     tools = result.get("tools")
     if not isinstance(tools, list):
         return result
     return {**result, "tools": [t for t in tools if not (isinstance(t, dict) and app_only(t.get("_meta")))]}
+
+
+def shows_the_view(ctx: ServerRequestContext[Any, Any]) -> bool | None:
+    """Whether the client declared MCP Apps; None when the request does not say who the client is: a stateless HTTP
+    request on a protocol before 2026-07-28, whose client declared its capabilities once, at an initialize this
+    server does not remember. Such a client is not listed the app-only tools (it may be a model's), but a call to
+    one is served: it comes from a view, since nothing else was told their names."""
+    if ctx.session.client_params is None and ctx.session.client_capabilities is None:
+        return None
+    return client_supports_apps(ctx)
 
 
 def app_only(meta: Mapping[str, Any] | None) -> bool:
