@@ -170,7 +170,7 @@ async def test_in_the_inspector_images_show_variations_add_a_batch_and_the_light
                 else None)
         view = await open_app(page, inspector, {"prompt": PROMPT, "n": 4, "seed": 7})
         cards = view.locator(".batch").first.locator(".card")
-        await expect(cards).to_have_count(4, timeout=60_000)
+        await expect(cards.locator(".frame img")).to_have_count(4, timeout=60_000)  # (not the placeholders)
         widths = await natural_widths(cards.locator(".frame img"))
         assert widths and all(w > 0 for w in widths), widths  # no grey boxes: the host's CSP lets them in
         await expect(view.locator(".broken")).to_have_count(0)
@@ -210,7 +210,7 @@ async def test_in_the_inspector_dark(inspector):
     async with browser_page("dark") as page:
         view = await open_app(page, inspector, {"prompt": PROMPT, "n": 2, "seed": 11, "aspect_ratio": "4:5"})
         cards = view.locator(".batch").first.locator(".card")
-        await expect(cards).to_have_count(2, timeout=60_000)
+        await expect(cards.locator(".frame img")).to_have_count(2, timeout=60_000)
         assert all(w > 0 for w in await natural_widths(cards.locator(".frame img")))
         await expect(view.locator("html")).to_have_attribute("data-theme", "dark")
         await page.get_by_role("button", name="Maximize").click()
