@@ -90,7 +90,7 @@ _CURSOR = re.compile(r"^(\d{1,20}):(\S{1,255})$")
 @dataclass(frozen=True)
 class Query:
     """Which images a page shows: the newest `limit` after `cursor` (what the previous page returned as `next`),
-    those whose prompt or file name holds every word of `text`, only the picked ones if `picked`."""
+    those whose prompt holds every word of `text` (any case), only the picked ones if `picked`."""
 
     limit: int = 12
     cursor: str | None = None
@@ -184,7 +184,7 @@ def _wanted(path: Path, words: list[str], picked: bool) -> bool:
     if picked and sidecar.get("picked") is not True:
         return False
     prompt = sidecar.get("prompt")
-    haystack = f"{prompt if isinstance(prompt, str) else ''} {path.name}".casefold()
+    haystack = prompt.casefold() if isinstance(prompt, str) else ""
     return all(word in haystack for word in words)
 
 

@@ -105,8 +105,8 @@ def install(server: MCPServer[Runtime], guard: Guard) -> None:
         ctx: Context,
         limit: Limit = 12,
         cursor: Cursor = None,
-        query: Annotated[str, Field(max_length=200, description="Only images whose prompt or file name holds "
-                                    "every word of this.")] = "",
+        query: Annotated[str, Field(max_length=200, description="Only images whose prompt holds every word of "
+                                    "this (any case).")] = "",
         picked: Annotated[bool, Field(description="Only picked (starred) images.")] = False,
         hidden: Annotated[bool, Field(description="The hidden images instead (to restore one).")] = False,
     ) -> CallToolResult:
