@@ -15,7 +15,7 @@ from PIL import Image, ImageChops
 from playwright.async_api import Locator, expect
 
 from browser.conftest import Host
-from browser.test_view import batch, images_of, loaded
+from browser.test_view import batch, images_of, loaded, screenshot
 
 pytestmark = pytest.mark.anyio
 
@@ -75,6 +75,7 @@ async def test_nothing_overflows_the_panel_and_batches_lay_out_1_2_2x2_2plus1(op
             for name in await batch(host).locator(".path .file").all():  # the file name is never cut off
                 assert await name.evaluate("e => e.scrollWidth <= e.clientWidth + 1 && e.getBoundingClientRect()"
                                            ".right <= innerWidth")
+        await screenshot(host, f"width-{width}.png")  # (build/browser: to look at)
 
 
 async def test_the_lightbox_by_keyboard_alone(open_host):

@@ -39,7 +39,7 @@ async def loaded(image: Locator) -> int:
 
 async def screenshot(host: Host, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await host.page.locator("#view").screenshot(path=str(SCREENSHOTS / name))
+    await host.page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 
 
 async def test_every_image_of_the_call_is_shown_with_its_details(open_host):
