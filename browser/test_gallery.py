@@ -256,3 +256,24 @@ async def test_every_gallery_page_stays_under_1_mb_on_the_wire(open_host):
         await expect(tiles).to_have_count(48)
         sizes = [a["bytes"] for a in await host.page.evaluate("() => host.answers") if a["name"] == "recent_images"]
         assert len(sizes) >= 2 and max(sizes) < 1_000_000, sizes
+
+
+async def test_flipping_through_the_lightbox_an_image_can_be_hidden_and_brought_back(open_host):
+    async with open_host() as host:
+        made = images_of(await host.show("generate_image", {"prompt": "three chairs", "n": 3, "seed": 2}))
+        await batch(host).locator(".card").first.locator(".open").click()
+        box = host.view.get_by_role("dialog")
+        await expect(box.locator("#lb-count")).to_have_text("1 of 3")
+        await box.locator(".lb-stage").press("ArrowRight")
+        hidden_one = Path(made[1]["path"])
+        await box.get_by_role("button", name="Hide three chairs").click()
+        await expect(box.locator("#lb-count")).to_have_text("2 of 2")  # on to the next one
+        await expect(box.locator("#lb-note")).to_contain_text("Hidden: three chairs")
+        assert not hidden_one.exists() and (hidden_one.parent / ".hidden" / hidden_one.name).exists()
+        await box.get_by_role("button", name="Undo", exact=True).click()
+        await expect(box.locator("#lb-count")).to_have_text("2 of 3")
+        await expect(box.locator(".lb-caption")).to_contain_text(hidden_one.name)
+        assert hidden_one.exists()
+        await box.locator(".lb-stage").press("Escape")
+        await expect(batch(host).locator(".card")).to_have_count(3)  # the card is back too
+        await expect(batch(host).locator(".gone")).to_have_count(0)

@@ -25,7 +25,8 @@ async def page(client: Any, **args: Any) -> dict[str, Any]:
     assert not result.is_error, error_text(result)
     data = json.loads(result.content[0].text)
     assert len([b for b in result.content if isinstance(b, ImageContent)]) == len(data["images"])
-    data["wire_bytes"] = len(result.model_dump_json(by_alias=True, exclude_none=True).encode())
+    # At worst: a transport that spells every character outside ASCII as \uXXXX.
+    data["wire_bytes"] = len(json.dumps(result.model_dump(mode="json", by_alias=True, exclude_none=True)))
     return data
 
 

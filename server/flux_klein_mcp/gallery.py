@@ -189,8 +189,9 @@ def _wanted(path: Path, words: list[str], picked: bool) -> bool:
 
 
 def _wire_size(entry: dict[str, Any], thumbnail: bytes) -> int:
-    """What the entry and its thumbnail add to the tool result on the wire (the JSON text is escaped twice)."""
-    text = json.dumps(json.dumps(entry, ensure_ascii=False, separators=(",", ":")), ensure_ascii=False)
+    """What the entry and its thumbnail add to the tool result on the wire, at worst: the JSON text is escaped once
+    more in the message, where a transport may also spell each character outside ASCII as \\uXXXX."""
+    text = json.dumps(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
     return len(text.encode()) + 4 * ((len(thumbnail) + 2) // 3) + 64
 
 
