@@ -15,6 +15,7 @@ from mcp.types import ImageContent
 
 from flux_klein_mcp import store
 from tests.conftest import error_text, summary
+from tests.test_store import no_hard_links  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.anyio
 SANDBOX = {"FLUX_KLEIN_PROVIDER": "sandbox", "apps": True}
@@ -331,3 +332,23 @@ async def test_over_stateless_http_the_view_is_served_but_the_model_is_not_liste
     assert "generate_image" in listed and "recent_images" not in listed and "hide_image" not in listed
     assert gallery["result"].get("isError") is not True
     assert json.loads(gallery["result"]["content"][0]["text"])["total"] == 1
+
+
+@pytest.mark.usefixtures("no_hard_links")
+def test_without_hard_links_hide_and_restore_still_move_whole_and_never_overwrite(tmp_path):
+    """FAT/exFAT and some network shares have no hard links: store.move reserves each name, then renames."""
+    from flux_klein_mcp import curate
+
+    image = tmp_path / "20260101-000000-kite.png"
+    image.write_bytes(b"mine")
+    image.with_suffix(".json").write_text('{"prompt": "a kite"}')
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / image.name).write_bytes(b"theirs")  # the name is taken in the hidden folder
+    hidden = curate.hide(tmp_path, str(image))
+    assert hidden.name == "20260101-000000-kite_2.png" and hidden.read_bytes() == b"mine"
+    assert json.loads(hidden.with_suffix(".json").read_text()) == {"prompt": "a kite"}
+    assert (tmp_path / ".hidden" / image.name).read_bytes() == b"theirs" and not image.exists()
+    image.write_bytes(b"new")  # and taken again in the output folder
+    back = curate.restore(tmp_path, str(hidden))
+    assert back.read_bytes() == b"mine" and image.read_bytes() == b"new" and back != image
+    assert {p.name for p in tmp_path.iterdir()} == {".hidden", image.name, back.name, back.with_suffix(".json").name}

@@ -315,7 +315,7 @@ def move(sources: list[Path], finals: list[Path]) -> bool:
     done: list[Path] = []
     try:
         for source, final in zip(sources, finals, strict=True):
-            os.link(source, final, follow_symlinks=False)
+            os.link(source, final, follow_symlinks=os.link not in os.supports_follow_symlinks)
             done.append(final)
     except FileExistsError:
         _unlink_all(done)
