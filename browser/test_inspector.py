@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import FrameLocator, Page, async_playwright, expect
@@ -51,7 +52,7 @@ class Inspector:
 
     def deep_link(self, tool: str, args: dict[str, Any]) -> str:
         encoded = base64.urlsafe_b64encode(json.dumps(args).encode()).decode().rstrip("=")
-        return (f"{self.url}/?serverUrl={self.server_url.replace(':', '%3A').replace('/', '%2F')}&transport=http"
+        return (f"{self.url}/?serverUrl={quote(self.server_url, safe='')}&transport=http"
                 f"&autoConnect={self.token}&openApp={tool}&appArgs={encoded}")
 
 
@@ -112,16 +113,29 @@ def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
     token = secrets.token_hex(24)
     procs: list[subprocess.Popen[str]] = []
     try:
-        port = free_port()
-        procs.append(start([str(SERVER), "serve", "--http", "--port", str(port)], server_env,
-                           "Application startup complete", base / "server.log"))
-        client_port = free_port()
-        inspector_env = {"PATH": f"{INSPECTOR / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(home),
-                         "HOST": "127.0.0.1", "CLIENT_PORT": str(client_port), "MCP_SANDBOX_PORT": "0",
-                         "MCP_APP_ORIGIN_PORT": "0", "MCP_AUTO_OPEN_ENABLED": "false",
-                         "MCP_INSPECTOR_API_TOKEN": token, "MCP_INSPECTOR_SECRET_STORE": "memory", "NO_COLOR": "1"}
-        procs.append(start([str(INSPECTOR / ".bin" / "mcp-inspector"), "--web"], inspector_env, "is up and running",
-                           base / "inspector.log"))
+        for attempt in range(3):  # (a free port picked may be taken before the server binds it)
+            port = free_port()
+            try:
+                procs.append(start([str(SERVER), "serve", "--http", "--port", str(port)], server_env,
+                                   "Application startup complete", base / f"server-{attempt}.log"))
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        for attempt in range(3):
+            client_port = free_port()
+            inspector_env = {"PATH": f"{INSPECTOR / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+                             "HOME": str(home), "HOST": "127.0.0.1", "CLIENT_PORT": str(client_port),
+                             "MCP_SANDBOX_PORT": "0", "MCP_APP_ORIGIN_PORT": "0", "MCP_AUTO_OPEN_ENABLED": "false",
+                             "MCP_INSPECTOR_API_TOKEN": token, "MCP_INSPECTOR_SECRET_STORE": "memory",
+                             "NO_COLOR": "1"}
+            try:
+                procs.append(start([str(INSPECTOR / ".bin" / "mcp-inspector"), "--web"], inspector_env,
+                                   "is up and running", base / f"inspector-{attempt}.log"))
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
         yield Inspector(f"http://127.0.0.1:{client_port}", token, f"http://127.0.0.1:{port}/mcp", output)
     finally:
         for proc in reversed(procs):
