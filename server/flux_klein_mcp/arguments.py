@@ -6,14 +6,15 @@ the schema's bounds from what the model sees, so this message is where the model
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 
-def explain(tool: str, schema: Mapping[str, Any], error: ValidationError, redact: Callable[[str], str]) -> str:
-    """One sentence per bad parameter, in the words of the checks the pipeline makes itself."""
+def explain(tool: str, schema: Mapping[str, Any], error: ValidationError) -> str:
+    """One sentence per bad parameter, in the words of the checks the pipeline makes itself (the server's exit
+    scrubs secrets from the values it quotes)."""
     properties: Mapping[str, Any] = schema.get("properties") or {}
     sentences: dict[str, None] = {}
     for problem in error.errors():
@@ -26,7 +27,7 @@ def explain(tool: str, schema: Mapping[str, Any], error: ValidationError, redact
         if problem["type"] == "missing":
             sentences[f"{parameter} is required: {_first_sentence(prop)}"] = None
         else:
-            got = redact(_shown(problem.get("input")))
+            got = _shown(problem.get("input"))
             sentences[f"{parameter} must be {allowed(prop)}, got {got}."] = None
     names = ", ".join(dict.fromkeys(str(p["loc"][0]) for p in error.errors() if p["loc"]))
     return " ".join(sentences) + f" Fix {names or 'the arguments'} and call {tool} again."

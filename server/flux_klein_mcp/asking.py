@@ -59,7 +59,7 @@ async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[
     try:
         await runtime.in_worker(runtime.spend.check, quote)
     except BudgetExceeded as exc:
-        raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+        raise ToolError(str(exc)) from None
     if not can_elicit(ctx):
         return Consent.CANNOT_ASK
     return Elicit(question(quote), Approval)

@@ -184,7 +184,7 @@ async def run(
     finally:
         # Settled to what the provider made (kept or not); whatever else was reserved is freed.
         with anyio.CancelScope(shield=True):
-            charges = batch.bill.charges(batch.kept(), tab.quote, timestamp(runtime.clock()))
+            charges = batch.bill.charges(batch.kept(), tab.quote, timestamp(runtime.clock()), settings.redact)
             warning = await runtime.in_worker(runtime.spend.settle, tab, charges)
     if warning:
         outcome.notes.append(warning)
@@ -210,14 +210,15 @@ class Bill:
     #: Requests that failed after the provider did the work: (USD per image, images, cost source).
     failed: list[tuple[float, int, str]] = field(default_factory=list)
 
-    def charges(self, kept: list[GeneratedImage], quote: Quote, when: str) -> list[Charge]:
+    def charges(self, kept: list[GeneratedImage], quote: Quote, when: str, scrub: Callable[[str], str]) -> list[Charge]:
         """The ledger's lines: each image's own cost (the provider's figure, else the list price), else the quote's
-        per-image price (an estimate where the provider publishes none). The sandbox is never charged."""
+        per-image price (an estimate where the provider publishes none). The sandbox is never charged. The
+        provider's generation id is scrubbed of secrets (the ledger is an exit)."""
         booked_usd, booked_source = quote.booked
 
         def line(usd: float, source: str, generation_id: str | None, path: str | None) -> Charge:
-            return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6) + 0.0, source, generation_id,
-                          path)  # (+ 0.0: a charge of -0.0 is written as 0.0)
+            return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6) + 0.0, source,
+                          None if generation_id is None else scrub(generation_id), path)  # (+ 0.0: never -0.0)
 
         lines = [line(image.cost_usd if image.cost_usd is not None else booked_usd,
                       image.cost_source or booked_source, image.generation_id, str(image.saved.path))
@@ -276,8 +277,7 @@ class _Batch:
         gate = Gate(self.runtime.replies)
         try:
             link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep, self.runtime.in_worker, gate)
-            # Every string the provider chose is redacted here, before it can reach a sidecar, result or log.
-            reply = (await send_with_policy(self.provider, call, link)).redacted(self.runtime.settings.redact)
+            reply = (await send_with_policy(self.provider, call, link)).clipped()
             self.replies.append(reply)
             for k, data in enumerate(reply.images[: call.count]):
                 # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
@@ -311,8 +311,8 @@ class _Batch:
                 self.bill.unsaved.append((reply, len(reply.images) - saved))
 
     def _call_progress(self, call: Call) -> Callable[[float, str], Awaitable[None]]:
-        async def progress(fraction: float, message: str) -> None:  # (a provider's words may be in the message)
-            await self.report(self.done + fraction * call.count, self.request.n, self.runtime.settings.redact(message))
+        async def progress(fraction: float, message: str) -> None:
+            await self.report(self.done + fraction * call.count, self.request.n, message)
 
         return progress
 
@@ -352,8 +352,8 @@ class _Batch:
             sidecar["would_send"] = reply.would_send
             sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
         stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
-        saved = self.runtime.store.save(data, info.extension, stem,
-                                       self.runtime.settings.redact.value(sidecar, shapes=False))
+        # The sidecar is an exit: every string in it (the provider's model name and id above all) is scrubbed.
+        saved = self.runtime.store.save(data, info.extension, stem, self.runtime.settings.redact.value(sidecar))
         return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, thumbnail)
 
     def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
@@ -401,7 +401,7 @@ class _Batch:
             cost_usd=cost,
             would_cost_usd=would_cost,
             notes=notes,
-            failed=[self.runtime.settings.redact(str(f), shapes=False) for f in self.failures],
+            failed=[str(f) for f in self.failures],
         )
 
 

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,9 +37,10 @@ from pydantic import BeforeValidator, Field, ValidationError
 from . import __version__, shutdown
 from .arguments import explain
 from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
-from .config import Settings
+from .config import Settings, redactor_for
 from .errors import ConfigError, FluxKleinError, InputError, StorageError
 from .gallery import Thumbnails, recent
+from .redact import Redactor
 from .request import ImageRequest
 from .rules import (
     ASPECT_RATIO_BY_USE,
@@ -54,6 +56,7 @@ from .rules import (
 from .runtime import Runtime
 from .spend import Consent
 from .store import FORMATS
+from .words import mcp_json
 
 # Deferred to the first call, so start-up and tools/list never pay for them: the pipeline (httpx, its TLS context,
 # the providers), Pillow, and the result builder.
@@ -247,7 +250,7 @@ def create_server(
         lifespan=lifespan,
         extensions=[_view()],
     )
-    server.redact = lambda text: active.redact(text, shapes=False)
+    server.secrets = active.redact if config_error is None else redactor_for(os.environ if env is None else env)
 
     async def run(ctx: Context, roots: ListRootsResult, consent: ElicitationResult[Approval],
                   build: Callable[[], ImageRequest]) -> CallToolResult:
@@ -257,14 +260,13 @@ def create_server(
 
     @contextlib.contextmanager
     def in_our_words(runtime: Runtime) -> Iterator[None]:
-        """A configuration error, or any of our errors raised inside, as the tool error the client shows (secrets
-        removed)."""
+        """A configuration error, or any of our errors raised inside, as the tool error the client shows."""
         try:
             if config_error is not None:
                 raise config_error
             yield
         except FluxKleinError as exc:
-            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+            raise ToolError(str(exc)) from None
 
     async def call(ctx: Context, roots: ListRootsResult, consent: Consent | None,
                    build: Callable[[], ImageRequest]) -> CallToolResult:
@@ -273,10 +275,14 @@ def create_server(
 
         runtime = _runtime(ctx)
         outcome: pipeline.Outcome | None = None
+
+        async def report(done: float, total: float, message: str) -> None:  # (progress is an exit too)
+            await ctx.report_progress(done, total, runtime.settings.redact(message))
+
         try:
             if config_error is not None:
                 raise config_error
-            outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress,
+            outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=report,
                                          consent=consent)
             result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px,
                                              wants_links(ctx, runtime.settings.resource_links))
@@ -284,7 +290,7 @@ def create_server(
             await anyio.lowlevel.checkpoint()
             return result
         except FluxKleinError as exc:
-            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+            raise ToolError(str(exc)) from None
         except anyio.get_cancelled_exc_class():
             if outcome is not None:  # cancelled while the result was being built: the client never sees it
                 with anyio.CancelScope(shield=True):
@@ -358,8 +364,7 @@ def create_server(
         from .spend.report import provider_credit
 
         usage["provider_credit"] = await provider_credit(runtime.providers, runtime.http)
-        text = json.dumps(runtime.settings.redact.value(usage, shapes=False), indent=2, allow_nan=False)
-        return CallToolResult(content=[TextContent(text=text)])
+        return CallToolResult(content=[TextContent(text=mcp_json(usage))])
 
     @server.tool(title="Recent images (for the image view)", description=RECENT, annotations=READ_ONLY,
                  structured_output=False, meta=APP_ONLY)
@@ -376,8 +381,7 @@ def create_server(
             folder = await runtime.in_worker(runtime.store.present)
         found = await runtime.in_worker(recent, folder, limit, thumbnails)
         summary = {"folder": str(folder), "images": [r.entry for r in found]}
-        text = json.dumps(runtime.settings.redact.value(summary, shapes=False), indent=2, allow_nan=False)
-        return CallToolResult(content=[TextContent(text=text), *(
+        return CallToolResult(content=[TextContent(text=mcp_json(summary)), *(
             ImageContent(data=base64.b64encode(r.thumbnail).decode(), mime_type="image/jpeg") for r in found)])
 
     thumbnails = Thumbnails()
@@ -405,8 +409,8 @@ def wants_links(ctx: Context, mode: str) -> bool:
 
 
 class _Server(MCPServer[Runtime]):
-    """The SDK's server, except that arguments breaking a tool's schema are answered in our words, and tools only
-    the view calls are listed only to clients that can show the view."""
+    """The SDK's server, except that every tool result and tool error leaves through one exit (`call_tool`), and
+    tools only the view calls are listed only to clients that can show the view."""
 
     async def _handle_list_tools(self, ctx: ServerRequestContext[Runtime],
                                  params: PaginatedRequestParams | None) -> ListToolsResult:
@@ -415,18 +419,39 @@ class _Server(MCPServer[Runtime]):
             return listed
         return listed.model_copy(update={"tools": [t for t in listed.tools if not _app_only(t.meta)]})
 
-    #: Removes secrets from what is quoted back (an argument may hold a key); `create_server` sets it.
-    redact: Callable[[str], str] = staticmethod(lambda text: text)
+    #: The server's secrets, scrubbed from every result; `create_server` sets it from the settings.
+    secrets = Redactor({})
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """The exit every tool result and tool error leaves by: secrets are scrubbed from their text here, and an
+        error reads as our own sentence. (The SDK puts "Error executing tool <name>: " before the message of a
+        ToolError a tool raises, keeping that error as `__cause__`; the model should read what to do first, and
+        the result's is_error already says it failed.)"""
         try:
-            return await super().call_tool(name, arguments, context)
+            result = await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise  # a crash: the SDK's message names only the tool, and the traceback stays in the log
         except ToolError as exc:
-            if not isinstance(exc.__cause__, ValidationError) or isinstance(exc, UnexpectedToolError):
-                raise
-            tool = next((t for t in await self.list_tools() if t.name == name), None)
-            schema = tool.input_schema if tool is not None else {}
-            raise ToolError(explain(name, schema, exc.__cause__, self.redact)) from exc.__cause__
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                tool = next((t for t in await self.list_tools() if t.name == name), None)
+                text = explain(name, tool.input_schema if tool is not None else {}, cause)
+            else:
+                text = str(cause) if isinstance(cause, ToolError | ResourceError) else str(exc)
+            raise ToolError(self.secrets(text)) from cause
+        if isinstance(result, CallToolResult):
+            result = result.model_copy(update={"content": [
+                block.model_copy(update={"text": self._scrubbed(block.text)}) if isinstance(block, TextContent)
+                else block for block in result.content]})
+        return result
+
+    def _scrubbed(self, text: str) -> str:
+        """A text block without secrets. Our JSON blocks are scrubbed value by value and encoded again: a scrub of
+        the encoded text could cut an escape sequence in two."""
+        if text.startswith("{"):
+            with contextlib.suppress(ValueError):
+                return json.dumps(self.secrets.value(json.loads(text)), indent=2, allow_nan=False)
+        return self.secrets(text)
 
 
 def _app_only(meta: Mapping[str, Any] | None) -> bool:

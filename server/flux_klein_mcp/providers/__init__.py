@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ..config import UNFILLED, Settings
+from ..config import UNFILLED, Settings, quoted
 from ..errors import ConfigError, InputError
-from ..redact import quoted
 from ..rules import PROVIDER_NAMES, ProviderName
 from .aigateway import AIGateway
 from .base import Call, Capabilities, KeyCheck, Link, Progress, Provider, Reply, Sleep

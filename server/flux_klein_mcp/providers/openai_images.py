@@ -73,7 +73,6 @@ class OpenAIImages:
         self._key = settings.get(self.key_variable)
         self.base_url = (settings.get(self.base_url_variable) or self.default_base_url).rstrip("/")
         self._timeout_s = settings.timeout_s
-        self._redact = settings.redact
         self.model = self.model_id
 
     def missing(self) -> list[str]:
@@ -116,7 +115,7 @@ class OpenAIImages:
         check_flux_payload(payload)
         reply = await wire.send(link.http, "POST", f"{self.base_url}/images/generations", provider=self.label,
                                 timeout_s=self._timeout_s, headers=self.headers(), json_body=payload,
-                                redact=self._redact, gate=link.gate)
+                                gate=link.gate)
         if not 200 <= reply.status < 300:  # EmpirioLabs answers a job with 202
             raise self.error_for(reply)
         # Parsing megabytes of JSON (and base64, below) would block every other call: done in worker threads.
@@ -168,7 +167,7 @@ class OpenAIImages:
                                f"({target.scheme}://{target.host}); it was not fetched. Nothing was saved.",
                                provider=self.label, status=200)
             reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
-                                    headers=self.headers() if own_host else None, redact=self._redact,
+                                    headers=self.headers() if own_host else None,
                                     gate=link.gate)
             location = reply.headers.get("location")
             if reply.status in (301, 302, 303, 307, 308) and location:
@@ -232,9 +231,9 @@ class OpenAIImages:
             return KeyCheck("missing", f"set {' and '.join(self.missing())}")
         try:
             reply = await wire.send(http, "GET", f"{self.base_url}/models", provider=self.label,
-                                    timeout_s=min(self._timeout_s, 15), headers=self.headers(), redact=self._redact)
+                                    timeout_s=min(self._timeout_s, 15), headers=self.headers())
         except ProviderError as exc:
-            return KeyCheck("unreachable", str(exc))
+            return KeyCheck("unreachable", exc.raw)
         if reply.status == 401:
             return KeyCheck("invalid", f"{self.key_variable} was rejected (401)")
         if reply.status != 200:

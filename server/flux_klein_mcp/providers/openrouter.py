@@ -81,7 +81,6 @@ class OpenRouter:
         self._key = settings.get(KEY_VARIABLE)
         self.base_url = (settings.get(self.base_url_variable) or DEFAULT_BASE_URL).rstrip("/")
         self._timeout_s = settings.timeout_s
-        self._redact = settings.redact
 
     def missing(self) -> list[str]:
         return [] if self._key else [KEY_VARIABLE]
@@ -102,7 +101,6 @@ class OpenRouter:
             timeout_s=self._timeout_s,
             headers={**auth_header(self._key), "X-Title": "flux-klein-mcp"},
             json_body=payload,
-            redact=self._redact,
             gate=link.gate,
         )
         if reply.status != 200:
@@ -117,17 +115,17 @@ class OpenRouter:
         try:
             reply = await wire.send(
                 http, "GET", f"{self.base_url}/key", provider=self.label, timeout_s=min(self._timeout_s, 15),
-                headers=dict(auth_header(self._key)), redact=self._redact,
+                headers=dict(auth_header(self._key)),
             )
         except ProviderError as exc:
-            return KeyCheck("unreachable", str(exc))
+            return KeyCheck("unreachable", exc.raw)
         if reply.status != 200:
             detail = f"HTTP {reply.status}: {wire.error_info(reply).message}"
             return KeyCheck("invalid" if reply.status in (401, 403) else "unreachable", detail)
         try:
             data = _dict(_dict(reply.json(self.label)).get("data"))
         except ProviderError as exc:
-            return KeyCheck("unreachable", str(exc))
+            return KeyCheck("unreachable", exc.raw)
         credit = {name: _amount(data.get(name)) for name in ("limit", "usage", "limit_remaining")}
         remaining, limit = credit["limit_remaining"], credit["limit"]
         if remaining is not None:
