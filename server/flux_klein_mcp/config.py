@@ -144,7 +144,8 @@ def _get(env: Mapping[str, str], name: str) -> str:
 
 
 def _budget(env: Mapping[str, str], name: str) -> float | None:
-    return _number(env, name, float, 0.0, minimum=0.0, maximum=1_000_000.0) if _get(env, name) else None
+    # (+ 0.0: a budget of "-0" is 0, never "$-0" in a message)
+    return _number(env, name, float, 0.0, minimum=0.0, maximum=1_000_000.0) + 0.0 if _get(env, name) else None
 
 
 def _path(env: Mapping[str, str], name: str, cwd: Path) -> Path | None:

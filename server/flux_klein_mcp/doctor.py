@@ -14,6 +14,7 @@ from .config import Settings
 from .errors import FluxKleinError
 from .providers import KeyCheck, Provider
 from .runtime import Runtime
+from .words import usd
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def _low_credit(provider: Provider, credit: dict[str, float | None] | None) -> s
     price, _ = pricing.worst_case(provider.name, provider.model_for("low"))
     if left is None or left >= price:
         return None
-    return (f"{provider.label}: the key has ${left:.4f} left on its limit, less than one image (${price:.4f}). "
+    return (f"{provider.label}: the key has {usd(left)} left on its limit, less than one image ({usd(price)}). "
             f"Calls will fail with 402 until credit is added or the limit raised ({provider.billing_url}).")
 
 

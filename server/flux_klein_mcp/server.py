@@ -422,6 +422,18 @@ class _Server(MCPServer[Runtime]):
     #: The server's secrets, scrubbed from every result; `create_server` sets it from the settings.
     secrets = Redactor({})
 
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio loop (`MCPServer.run_stdio_async`), with every line that is not a JSON-RPC message
+        answered with a JSON-RPC error instead of dropped (`stdio.py`)."""
+        from mcp.server.stdio import stdio_server
+
+        from .stdio import AnsweringUnreadable
+
+        async with stdio_server() as (read_stream, write_stream):
+            lowlevel = self._lowlevel_server  # (no public handle; the SDK's own method is these three lines)
+            await lowlevel.run(AnsweringUnreadable(read_stream, write_stream), write_stream,
+                               lowlevel.create_initialization_options())
+
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         """The exit every tool result and tool error leaves by: secrets are scrubbed from their text here, and an
         error reads as our own sentence. (The SDK puts "Error executing tool <name>: " before the message of a

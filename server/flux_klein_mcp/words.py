@@ -84,6 +84,12 @@ SET_IT = either("in the MCP client's config for the server, then restart it", "i
 RESTART = either(", then restart the server", "")
 
 
+def out_of_credits(where: str) -> str:
+    """What to do when the provider's account is out of credits (402): stop, in each audience's terms."""
+    return either(f"STOP: do not retry, and do not switch to another tier, model or provider. Tell the user to add "
+                  f"credits at {where}, then ask again.", f"Add credits at {where}, then run it again.")
+
+
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """`1 image`, `4 images`."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"

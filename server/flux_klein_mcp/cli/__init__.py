@@ -206,6 +206,16 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _nearest_ratio(value: str) -> str | None:
+    """For a mistyped aspect ratio such as 16x9 or 16:10, the supported one nearest to it."""
+    from ..rules import nearest_aspect_ratio
+
+    parts = value.replace("x", ":").replace("/", ":").split(":")
+    if len(parts) == 2 and all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        return nearest_aspect_ratio(int(parts[0]), int(parts[1]))
+    return None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, speaking to a person: a mistyped command, choice or flag gets "did you mean ...", and no error
     message repeats a secret or a control character (they go through `output`)."""
@@ -244,14 +254,14 @@ class _Parser(argparse.ArgumentParser):
         if action.choices is None or value in action.choices:
             return
         choices = [str(choice) for choice in action.choices]
-        guess = closest(str(value), choices)
+        guess = _nearest_ratio(str(value)) if action.dest == "aspect_ratio" else closest(str(value), choices)
         raise argparse.ArgumentError(action, f"invalid choice: {value!r}" + (f" (did you mean {guess!r}?)" if guess
                                      else "") + f"; choose from {', '.join(choices)}")
 
     def error(self, message: str) -> NoReturn:
-        err(self.format_usage().rstrip())
+        """One sentence, pointing at the command's --help (the usage block would bury it)."""
         where = self.prog.removeprefix(PROGRAM).strip()
-        sys.exit(fail(f"{where}: {message}" if where else message, 2))
+        sys.exit(fail(f"{where + ': ' if where else ''}{message} (see `{self.prog} --help`)", 2))
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:

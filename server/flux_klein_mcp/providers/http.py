@@ -17,6 +17,7 @@ import httpx
 from ..config import quoted
 from ..errors import BadReply, ConfigError, ConnectionFailed
 from ..images import b64decode, split_data_url
+from ..words import RESTART
 
 # A 4 MP PNG in base64 inside JSON stays far below this; anything bigger is not a reply we want in memory.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -133,7 +134,7 @@ def check_base_url(url: str, variable: str) -> None:
             problem = "plain http:// would send the API key unencrypted; use https:// (http:// is for localhost only)"
     if problem:
         raise ConfigError(f"{variable}={quoted(url, 200)} is not a usable base URL: {problem}. Fix it (e.g. "
-                          "https://api.example.com/v1) or unset it to use the default, then restart the server.")
+                          f"https://api.example.com/v1) or unset it to use the default{RESTART}.")
 
 
 def _loopback(host: str) -> bool:

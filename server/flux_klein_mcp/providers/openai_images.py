@@ -32,6 +32,7 @@ from ..rules import (
     prompt_text,
     seeds_for,
 )
+from ..words import RESTART, either, out_of_credits
 from . import http as wire
 from .base import Call, Capabilities, KeyCheck, Link, Reply, auth_header
 
@@ -133,8 +134,8 @@ class OpenAIImages:
         wanted = count_of(payload)
         notes = []
         if len(items) > wanted:  # never download (and hold) more than was asked for
-            notes.append(f"{self.label} returned {len(items)} images where {wanted} were asked for; the rest were "
-                         "not downloaded.")
+            notes.append(f"{self.label} returned {len(items)} images, more than the {wanted} asked for; the rest "
+                         "were not downloaded.")
             items = items[:wanted]
         images = [await self._image_of(item, link) for item in items]
         raw_cost = headers.get(self.cost_header) if headers is not None and self.cost_header else None
@@ -201,12 +202,11 @@ class OpenAIImages:
         markers = f"{code} {(info.type or '').lower()} {info.message.lower()}"
         if status == 402 or code == "insufficient_quota":
             return CreditsExhausted(
-                f"{label} says the account is out of credits ({status}: {detail}). STOP: do not retry, and do not "
-                f"switch to another tier, model or provider. Tell the user to add credits at {self.billing_url}, "
-                "then ask again.", provider=label, status=status)
+                f"{label} says the account is out of credits ({status}: {detail}). "
+                + out_of_credits(self.billing_url), provider=label, status=status)
         if status == 401:
             return AuthFailed(f"{label} rejected the API key (401: {detail}). Set {self.key_variable} to a valid "
-                              "key and restart the server. Not retried.", provider=label, status=status)
+                              f"key{RESTART}. Not retried.", provider=label, status=status)
         if status in (400, 403) and any(m in markers for m in _MODERATION_MARKERS):
             return ContentRefused(f"{label}'s moderation refused the request ({status}: {detail}). Rephrase the "
                                   "request without the flagged content; the same prompt will be refused again.",
@@ -220,8 +220,8 @@ class OpenAIImages:
         if status == 404:
             return RequestRejected(f"{label} does not know the model or endpoint (404: {detail}). "
                                    f"{self._model_hint()}", provider=label, status=status)
-        return RequestRejected(f"{label} rejected the request (HTTP {status}: {detail}). Check the arguments; "
-                               "not retried.", provider=label, status=status)
+        return RequestRejected(f"{label} rejected the request (HTTP {status}: {detail}). Check the "
+                               f"{either('arguments', 'options')}; not retried.", provider=label, status=status)
 
     def _model_hint(self) -> str:
         return f"Check {self.base_url_variable}."
