@@ -45,7 +45,8 @@ async def test_an_approved_high_tier_call_proceeds_after_the_person_saw_the_pric
         data = summary(await client.call_tool("generate_image", FINAL))
     [question] = person.asked
     assert "bytedance-seed/seedream-4.5" in question and "$0.04 each" in question
-    assert "An AI agent wants to make 2 final images" in question and "$0.08 in total" in question
+    assert question.startswith("An AI agent wants to make 2 final images") and "$0.08 in total" in question
+    assert "This makes" not in question and not any("\ufdd0" <= c <= "\ufdef" for c in question)
     assert [r.json["model"] for r in fake.completions] == [SEEDREAM, SEEDREAM]
     assert data["tier"] == "high" and len(data["images"]) == 2
 

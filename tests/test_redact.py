@@ -189,7 +189,10 @@ def random_texts(count: int, seed: int = 16) -> list[str]:
             *(str(rng.randrange(10 ** rng.randrange(1, 12))) for _ in range(4000)),
             *(f"{rng.getrandbits(4 * n):0{n}x}" for n in rng.choices((7, 8, 12, 32, 40, 64), k=4000)),
             *("".join(rng.choices(TOKEN_CHARS, k=rng.randrange(4, 24))) for _ in range(4000)),
-            *(f"{rng.randrange(2020, 2030)}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}" for _ in range(1000))]
+            *(f"{rng.randrange(2020, 2030)}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}" for _ in range(1000)),
+            # Asset names shaped like keys without being any (a key-shape search took them for keys).
+            *(f"{rng.choice(('sk', 'el', 'ag', 'fx', 'key', 'pk'))}-{rng.choice(words)}-"
+              + "".join(rng.choices(TOKEN_CHARS[:62], k=rng.randrange(16, 30))) for _ in range(1000))]
     roots = ["/home/me", "/tmp", "C:\\Users\\me", "~/Pictures", "/var/folders/x1", "file:///srv"]
     suffixes = [".png", ".jpg", ".json", "", "?sig="]
     texts = []
@@ -203,11 +206,13 @@ def random_texts(count: int, seed: int = 16) -> list[str]:
 
 
 def test_no_false_positive_on_100000_random_prompts_and_paths():
+    """With real-looking secrets configured, and a value too common to be one (as a placeholder key would be)."""
     rng = random.Random(7)
     redact = redactor_for({"OPENROUTER_API_KEY": OPENROUTER_KEY,
                            "EMPIRIOLABS_API_KEY": f"el-{rng.getrandbits(160):040x}",
                            "AIGATEWAY_API_KEY": "ag-" + "".join(rng.choices(TOKEN_CHARS, k=40)),
-                           "FLUX_KLEIN_HTTP_TOKEN": "".join(rng.choices(TOKEN_CHARS, k=43))})
+                           "FLUX_KLEIN_HTTP_TOKEN": "".join(rng.choices(TOKEN_CHARS, k=43)),
+                           "FLUX_KLEIN_API_KEY": "development"})
     texts = random_texts(100_000)
     assert len(set(texts)) > 95_000
     # Joined by a line break (which no escape spans): a secret found in any one text would be found in the whole.

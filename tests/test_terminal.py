@@ -210,7 +210,7 @@ async def test_the_agent_keeps_its_own_words_and_reads_them_first(connect, fake)
     assert "Tell the user to add credits" in credits
     assert budget.startswith("Budget reached") and "4 images at $0.014 each" in budget and "Tell the user" in budget
     assert deny.startswith("The high tier is switched off on this server") and "tier='low'" in deny
-    assert not any("\ue000" <= c <= "\ue002" for c in credits + budget + deny)
+    assert not any("\ufdd0" <= c <= "\ufdef" for c in credits + budget + deny)
 
 
 # --- docs/cli.md stays true ------------------------------------------------------------------------------------

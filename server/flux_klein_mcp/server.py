@@ -56,7 +56,7 @@ from .rules import (
 from .runtime import Runtime
 from .spend import Consent
 from .store import FORMATS
-from .words import mcp_json
+from .words import for_mcp, mcp_json
 
 # Deferred to the first call, so start-up and tools/list never pay for them: the pipeline (httpx, its TLS context,
 # the providers), Pillow, and the result builder.
@@ -277,7 +277,7 @@ def create_server(
         outcome: pipeline.Outcome | None = None
 
         async def report(done: float, total: float, message: str) -> None:  # (progress is an exit too)
-            await ctx.report_progress(done, total, runtime.settings.redact(message))
+            await ctx.report_progress(done, total, runtime.settings.redact(for_mcp(message)))
 
         try:
             if config_error is not None:
@@ -450,7 +450,7 @@ class _Server(MCPServer[Runtime]):
                 text = explain(name, tool.input_schema if tool is not None else {}, cause)
             else:
                 text = str(cause) if isinstance(cause, ToolError | ResourceError) else str(exc)
-            raise ToolError(self.secrets(text)) from cause
+            raise ToolError(self.secrets(for_mcp(text))) from cause
         if isinstance(result, CallToolResult):
             result = result.model_copy(update={"content": [
                 block.model_copy(update={"text": self._scrubbed(block.text)}) if isinstance(block, TextContent)
@@ -463,7 +463,7 @@ class _Server(MCPServer[Runtime]):
         if text.startswith("{"):
             with contextlib.suppress(ValueError):
                 return json.dumps(self.secrets.value(json.loads(text)), indent=2, allow_nan=False)
-        return self.secrets(text)
+        return self.secrets(for_mcp(text))
 
 
 def _app_only(meta: Mapping[str, Any] | None) -> bool:

@@ -17,8 +17,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-# Private-use characters: no text of ours holds them, and a stray one (from a provider) is dropped when rendering.
-_OPEN, _OR, _CLOSE = "\ue000", "\ue001", "\ue002"
+# Unicode noncharacters, set aside for a program's internal use: no text of ours holds them (a private-use character
+# might be an icon in someone's prompt), and a stray one is dropped when rendering.
+_OPEN, _OR, _CLOSE = "\ufdd0", "\ufdd1", "\ufdd2"
 _PART = re.compile(f"{_OPEN}([^{_OPEN}-{_CLOSE}]*){_OR}([^{_OPEN}-{_CLOSE}]*){_CLOSE}")
 _MARKS = re.compile(f"[{_OPEN}-{_CLOSE}]")
 
