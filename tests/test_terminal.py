@@ -97,6 +97,23 @@ def test_spend_into_a_pipe_nobody_reads_is_one_sentence_and_exit_1(workdir, tmp_
     assert one_sentence(done) == "flux-klein-mcp: could not write the output: the program reading it stopped reading."
 
 
+@pytest.mark.parametrize("closed", [0, 1])
+def test_the_stdio_server_with_stdin_or_stdout_closed_is_one_sentence_and_exit_2(workdir, closed):
+    done = run(["serve"], workdir, close=[closed])
+    assert done.returncode == 2 and "the stdio server talks JSON-RPC there" in one_sentence(done)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["generate", "--help"], ["--version"]])
+def test_help_into_a_pipe_nobody_reads_is_one_sentence(workdir, args):
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = run(args, workdir, stdout=writer)
+    finally:
+        os.close(writer)
+    assert done.returncode == 1 and "could not write the output" in one_sentence(done)
+
+
 def test_a_paid_call_with_stdout_closed_is_refused_before_anything_is_sent(workdir, openrouter):
     fake, env = openrouter
     done = run(["generate", "a fox"], workdir, env, close=[1])

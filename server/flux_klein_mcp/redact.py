@@ -57,7 +57,10 @@ def _forms(secret: str) -> dict[str, int]:
     plain = _squeeze(secret)
     forms = {plain}
     for variant in {secret, secret.upper(), secret.lower()}:
-        raw = variant.encode("utf-8", "surrogateescape")  # (a variable of bytes that are not UTF-8)
+        try:
+            raw = variant.encode("utf-8", "surrogateescape")  # (a variable of bytes that are not UTF-8)
+        except UnicodeEncodeError:
+            raw = variant.encode("utf-8", "surrogatepass")
         forms.add(raw.hex())
         for offset in range(3):  # after 0, 1 or 2 other bytes: only the characters that carry the secret alone
             encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")

@@ -19,28 +19,23 @@ import anyio
 import anyio.lowlevel
 from mcp.server import MCPServer
 from mcp.server.apps import Apps, ResourcePermissions, client_supports_apps
-from mcp.server.context import ServerRequestContext
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import (
     CallToolResult,
     ImageContent,
     ListRootsResult,
-    ListToolsResult,
-    PaginatedRequestParams,
     TextContent,
     ToolAnnotations,
 )
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field
 
 from . import __version__, shutdown
-from .arguments import explain
 from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
 from .config import Settings, redactor_for
 from .errors import ConfigError, FluxKleinError, InputError, StorageError
 from .gallery import Thumbnails, recent
-from .redact import Redactor
 from .request import ImageRequest
 from .rules import (
     ASPECT_RATIO_BY_USE,
@@ -54,6 +49,7 @@ from .rules import (
     Tier,
 )
 from .runtime import Runtime
+from .sdk import FluxServer
 from .spend import Consent
 from .store import FORMATS
 from .words import for_mcp, mcp_json
@@ -240,7 +236,7 @@ def create_server(
             runtime.remote = remote
             yield runtime
 
-    server = _Server(
+    server = FluxServer(
         "flux-klein-mcp",
         title="FLUX.2 klein images",
         version=__version__,
@@ -406,69 +402,6 @@ def wants_links(ctx: Context, mode: str) -> bool:
     if info is None:
         return True  # an anonymous stateless HTTP request: the protocol's own behaviour
     return (info.name, info.version) != SDK_DEFAULT_CLIENT and info.name != "fastmcp"
-
-
-class _Server(MCPServer[Runtime]):
-    """The SDK's server, except that every tool result and tool error leaves through one exit (`call_tool`), and
-    tools only the view calls are listed only to clients that can show the view."""
-
-    async def _handle_list_tools(self, ctx: ServerRequestContext[Runtime],
-                                 params: PaginatedRequestParams | None) -> ListToolsResult:
-        listed = await super()._handle_list_tools(ctx, params)
-        if client_supports_apps(ctx):
-            return listed
-        return listed.model_copy(update={"tools": [t for t in listed.tools if not _app_only(t.meta)]})
-
-    #: The server's secrets, scrubbed from every result; `create_server` sets it from the settings.
-    secrets = Redactor({})
-
-    async def run_stdio_async(self) -> None:
-        """The SDK's stdio loop (`MCPServer.run_stdio_async`), with every line that is not a JSON-RPC message
-        answered with a JSON-RPC error instead of dropped (`stdio.py`)."""
-        from mcp.server.stdio import stdio_server
-
-        from .stdio import AnsweringUnreadable
-
-        async with stdio_server() as (read_stream, write_stream):
-            lowlevel = self._lowlevel_server  # (no public handle; the SDK's own method is these three lines)
-            await lowlevel.run(AnsweringUnreadable(read_stream, write_stream), write_stream,
-                               lowlevel.create_initialization_options())
-
-    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
-        """The exit every tool result and tool error leaves by: secrets are scrubbed from their text here, and an
-        error reads as our own sentence. (The SDK puts "Error executing tool <name>: " before the message of a
-        ToolError a tool raises, keeping that error as `__cause__`; the model should read what to do first, and
-        the result's is_error already says it failed.)"""
-        try:
-            result = await super().call_tool(name, arguments, context)
-        except UnexpectedToolError:
-            raise  # a crash: the SDK's message names only the tool, and the traceback stays in the log
-        except ToolError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ValidationError):
-                tool = next((t for t in await self.list_tools() if t.name == name), None)
-                text = explain(name, tool.input_schema if tool is not None else {}, cause)
-            else:
-                text = str(cause) if isinstance(cause, ToolError | ResourceError) else str(exc)
-            raise ToolError(self.secrets(for_mcp(text))) from cause
-        if isinstance(result, CallToolResult):
-            result = result.model_copy(update={"content": [
-                block.model_copy(update={"text": self._scrubbed(block.text)}) if isinstance(block, TextContent)
-                else block for block in result.content]})
-        return result
-
-    def _scrubbed(self, text: str) -> str:
-        """A text block without secrets. Our JSON blocks are scrubbed value by value and encoded again: a scrub of
-        the encoded text could cut an escape sequence in two."""
-        if text.startswith("{"):
-            with contextlib.suppress(ValueError):
-                return json.dumps(self.secrets.value(json.loads(text)), indent=2, allow_nan=False)
-        return self.secrets(for_mcp(text))
-
-
-def _app_only(meta: Mapping[str, Any] | None) -> bool:
-    ui = (meta or {}).get("ui")
-    return isinstance(ui, Mapping) and list(ui.get("visibility") or ["model", "app"]) == ["app"]
 
 
 def _runtime(ctx: Context) -> Runtime:

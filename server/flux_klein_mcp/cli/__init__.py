@@ -121,13 +121,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """The command's exit code; a failure to write the output becomes one sentence and exit code 1."""
     try:
-        args = build_parser().parse_args(argv)  # (--help and --version print here)
+        args = build_parser().parse_args(argv)
+    except OSError as exc:  # argparse printing --help or --version into a closed pipe or a full disk
+        silence_stdout()
+        return fail(f"could not write the output: {BROKEN_PIPE if isinstance(exc, BrokenPipeError) else exc}.", 1)
+    try:
         return _dispatch(args)
     except OutputFailed as exc:
         return fail(f"could not write the output: {exc}.", 1)
-    except BrokenPipeError:  # (argparse printing --help into a closed pipe)
-        silence_stdout()
-        return fail(f"could not write the output: {BROKEN_PIPE}.", 1)
     except KeyboardInterrupt:
         return 130
 
