@@ -167,6 +167,8 @@ def test_control_sequences_from_a_provider_are_shown_as_escapes(workdir, openrou
     (["generate", "a fox", "--seeds", "3"], {}, "did you mean --seed?"),
     (["spend", "--jsno"], {}, "did you mean --json?"),
     (["skill", "install", "--forse"], {}, "did you mean --force?"),
+    (["skill", "instal"], {}, "did you mean 'install'?"),
+    (["a red fox"], {}, "(to make an image: flux-klein-mcp generate 'a red fox')"),
     (["generate", "a", "red", "fox"], {}, "a prompt of several words goes in quotes"),
     (["generate", "a fox"], {"FLUX_KLEIN_PROVIDER": "openroutr"}, "did you mean 'openrouter'?"),
 ])

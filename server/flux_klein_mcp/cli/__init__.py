@@ -256,8 +256,10 @@ class _Parser(argparse.ArgumentParser):
             return
         choices = [str(choice) for choice in action.choices]
         guess = _nearest_ratio(str(value)) if action.dest == "aspect_ratio" else closest(str(value), choices)
-        raise argparse.ArgumentError(action, f"invalid choice: {value!r}" + (f" (did you mean {guess!r}?)" if guess
-                                     else "") + f"; choose from {', '.join(choices)}")
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        if action.dest == "command" and " " in str(value).strip():  # a prompt with no command before it
+            hint = f" (to make an image: {PROGRAM} generate {str(value)!r})"
+        raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint}; choose from {', '.join(choices)}")
 
     def error(self, message: str) -> NoReturn:
         """One sentence, pointing at the command's --help (the usage block would bury it)."""
