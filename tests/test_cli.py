@@ -70,7 +70,7 @@ def test_402_exits_3_with_the_message_on_stderr_and_nothing_on_stdout(workdir):
     [
         (["generate", "a fox"], {}, 2, "OPENROUTER_API_KEY"),
         (["generate", "a fox", "-n", "7", "--provider", "sandbox"], {}, 2, "n must be a whole number from 1 to 4"),
-        (["compose", "x", "--image", "a.png", "--provider", "sandbox"], {}, 2, "images must hold 2 to 4"),
+        (["compose", "x", "--image", "a.png", "--provider", "sandbox"], {}, 2, "compose needs 2 to 4 --image options"),
         (["generate", "a fox", "--provider", "sandbox"], {"FLUX_KLEIN_THUMBNAIL_PX": "big"}, 2,
          "FLUX_KLEIN_THUMBNAIL_PX"),
         (["generate", "a fox", "--aspect-ratio", "7:1"], {}, 2, "invalid choice"),

@@ -44,8 +44,9 @@ async def test_an_approved_high_tier_call_proceeds_after_the_person_saw_the_pric
     async with connect(elicit=person, mode=mode) as client:
         data = summary(await client.call_tool("generate_image", FINAL))
     [question] = person.asked
-    assert "bytedance-seed/seedream-4.5" in question and "$0.0400 per image" in question
-    assert "2 final image(s)" in question and "$0.0800 in total" in question
+    assert "bytedance-seed/seedream-4.5" in question and "$0.04 each" in question
+    assert question.startswith("An AI agent wants to make 2 final images") and "$0.08 in total" in question
+    assert "This makes" not in question and not any("\ufdd0" <= c <= "\ufdef" for c in question)
     assert [r.json["model"] for r in fake.completions] == [SEEDREAM, SEEDREAM]
     assert data["tier"] == "high" and len(data["images"]) == 2
 
@@ -179,7 +180,8 @@ def test_the_cli_takes_yes_as_consent(openrouter, workdir):
 def test_the_cli_asks_on_a_terminal(openrouter, workdir, answer, code):
     fake, env = openrouter
     done = run_cli(["generate", "final", "--tier", "high", "-n", "2"], env, workdir, answer=answer)
-    assert "$0.0400 per image, $0.0800 in total" in done.stderr and "[y/N]" in done.stderr
+    assert "This makes 2 final images on the high tier" in done.stderr and "An AI agent" not in done.stderr
+    assert "$0.04 each, $0.08 in total" in done.stderr and "[y/N]" in done.stderr
     assert done.returncode == code, done.stderr
     assert len(fake.completions) == (2 if code == 0 else 0)
     if code:

@@ -110,7 +110,7 @@ def test_doctor_json_carries_the_key_credit_as_numbers_and_warns_when_it_cannot_
     assert row["credit"] == {key: (None if value is None else float(value)) for key, value in info.items()}
     assert bool(report["warnings"]) is warned
     if warned:
-        assert "less than one image ($0.0140)" in report["warnings"][0]
+        assert "less than one image ($0.014)" in report["warnings"][0]
         assert "https://openrouter.ai/settings/credits" in report["warnings"][0] and "Warning:" in table.stdout
     assert fake.completions == []
 

@@ -201,3 +201,28 @@ async def test_client_roots_open_their_folders_for_input_images_over_stdio(serve
     assert Path(data["images"][0]["path"]).exists()
     assert refused.is_error and "outside the folders" in error_text(refused)
     assert len(fake.completions) == 1
+
+
+def test_a_line_that_is_not_json_rpc_is_answered_with_a_json_rpc_error(workdir):
+    """Found by the third hardening pass: a lone UTF-16 surrogate (which JSON text cannot carry) made the SDK drop the
+    request silently, and the client waited forever. Each such line now gets its JSON-RPC error, with the request's
+    id when it can be read; notifications and responses are never answered."""
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+    lines = [json.dumps(initialize), '{"jsonrpc":"2.0","method":"notifications/initialized"}',
+             '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"generate_image",'
+             '"arguments":{"prompt":"a \\ud800 fox"}}}',
+             "not json at all",
+             '{"jsonrpc":"2.0","id":"eight","method":5}',
+             '{"jsonrpc":"2.0","method":"notifications/progress","params":{"x":"\\udc00"}}',
+             '{"jsonrpc":"2.0","id":9,"method":"ping"}']
+    env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "XDG_STATE_HOME")},
+           "FLUX_KLEIN_PROVIDER": "sandbox"}
+    done = subprocess.run([COMMAND], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60,
+                          cwd=workdir, env=env)
+    answers = {json.dumps(a.get("id")): a for a in map(json.loads, done.stdout.splitlines())}
+    assert set(answers) == {"1", "7", "null", '"eight"', "9"}, done.stdout
+    assert answers["7"]["error"]["code"] == -32700 and "unpaired UTF-16 surrogate" in answers["7"]["error"]["message"]
+    assert answers["null"]["error"]["code"] == -32700
+    assert answers['"eight"']["error"]["code"] == -32600
+    assert answers["9"]["result"] == {} and output_files(workdir) == []

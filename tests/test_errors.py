@@ -64,7 +64,7 @@ async def test_402_after_some_images_keeps_them_and_says_so(connect, fake, workd
     fake.then(fake.respond, credits_run_out_after_the_first_image)
     async with connect(loopback=True) as client:
         result = await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}, progress_callback=progress)
-    text = assert_failed(result, "out of credits", "1 image(s) finished before this and were saved")
+    text = assert_failed(result, "out of credits", "1 image finished before this and was saved")
     saved = [p for p in output_files(workdir) if p.suffix == ".png"]
     assert len(saved) == 1 and str(saved[0]) in text
 
@@ -416,6 +416,7 @@ async def test_an_absurd_reported_cost_is_ignored_with_a_note(connect, fake, mut
     ("generate_image", {"prompt": ["x"]}, "prompt must be text, got ['x']."),
     ("compose_images", {"prompt": "x", "images": ["a.png"]}, "images must be a list of 2 to 4 strings"),
     ("edit_image", {"prompt": "x"}, "image is required: The image to edit"),
+    ("generate_image", {"prompt": "x", "provider": "openroutr"}, "got 'openroutr'. Did you mean 'openrouter'?"),
 ])
 async def test_schema_violations_are_answered_in_the_servers_words(connect, fake, tool, arguments, says):
     """Codex and OpenAI strict mode strip the schema's bounds: the error is where the model learns them."""

@@ -157,7 +157,7 @@ async def test_more_images_than_asked_for_are_never_downloaded(connect, workdir)
     async with connect(fake) as client:
         data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
     assert len([r for r in fake.requests if "/files/" in r.path]) == 1 and len(data["images"]) == 1
-    assert any("returned 6 images where 1 were asked for" in note for note in data["notes"])
+    assert any("returned 6 images, more than the 1 asked for" in note for note in data["notes"])
 
 
 async def test_a_url_on_the_providers_own_http_host_is_downloaded_too(connect, workdir):

@@ -27,7 +27,7 @@ from tests.test_cli import BASE_ENV, COMMAND
 
 pytestmark = pytest.mark.anyio
 
-TOKEN = "t0k3n-" + "x" * 40
+TOKEN = "t0k3n-" + "Qm7xK2pV9zL4wR8s" * 3
 MCP_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream",
                "mcp-protocol-version": "2025-11-25"}
 LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
@@ -150,9 +150,11 @@ async def test_a_plain_get_on_the_endpoint_answers_405_instead_of_hanging(workdi
     [
         (["--host", "0.0.0.0"], {}, "Refusing to serve on 0.0.0.0 without FLUX_KLEIN_HTTP_TOKEN"),
         ([], {"FLUX_KLEIN_HTTP_TOKEN": "abc"}, "FLUX_KLEIN_HTTP_TOKEN is 3 characters; use at least 16"),
+        ([], {"FLUX_KLEIN_HTTP_TOKEN": "development-team-token"}, "FLUX_KLEIN_HTTP_TOKEN looks guessable"),
+        ([], {"FLUX_KLEIN_HTTP_TOKEN": "t0k3n-" + "x" * 40}, "FLUX_KLEIN_HTTP_TOKEN looks guessable"),
         (["--port", "{busy}"], {}, "Choose another --port"),
     ],
-    ids=["no-token-off-loopback", "short-token", "port-in-use"],
+    ids=["no-token-off-loopback", "short-token", "words-token", "placeholder-token", "port-in-use"],
 )
 def test_serve_http_refuses_to_start_with_a_clear_message(workdir, args, env, phrase):
     with socket.socket() as busy:

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -65,15 +67,71 @@ def test_skill_install_defaults_to_claude_codes_skills_folder_and_says_when_it_u
 
 
 def test_skill_install_replaces_an_older_copy_whole_and_leaves_no_stray_file(workdir, tmp_path):
+    from flux_klein_mcp.skill import RECORD
+
     tmp_path = tmp_path / "skills"
     folder = tmp_path / "generate-image-low-flux"
-    (folder / "references").mkdir(parents=True)
-    (folder / "SKILL.md").write_text("---\nname: generate-image-low-flux\ndescription: old\n---\nold\n")
+    assert cli(["skill", "install", "--dir", str(tmp_path)], workdir).returncode == 0
+    # As an older version left it: a file this version dropped, in the install record.
     (folder / "references" / "dropped-in-this-version.md").write_text("stale")
+    record = json.loads((folder / RECORD).read_text())
+    record["references/dropped-in-this-version.md"] = hashlib.sha256(b"stale").hexdigest()
+    (folder / RECORD).write_text(json.dumps(record))
     done = cli(["skill", "install", "--dir", str(tmp_path)], workdir)
     assert done.returncode == 0 and done.stdout.startswith("Updated"), done.stderr
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.md")) == sorted(SKILL_FILES)
     assert [p.name for p in tmp_path.iterdir()] == ["generate-image-low-flux"]  # no temporary folder left
+
+
+def test_skill_install_never_deletes_a_copy_made_by_hand_unless_forced(workdir, tmp_path):
+    """Found by the third hardening pass: with no install record (a copy made by hand), the person's added files
+    were deleted without a word. Now they are refused, and --force replaces the folder on purpose."""
+    skills = tmp_path / "skills"
+    folder = skills / "generate-image-low-flux"
+    (folder / "references").mkdir(parents=True)
+    (folder / "SKILL.md").write_text("---\nname: generate-image-low-flux\ndescription: mine\n---\nmine\n")
+    (folder / "my-notes.md").write_text("my own notes")
+    refused = cli(["skill", "install", "--dir", str(skills)], workdir)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "did not install" in refused.stderr and "nothing was written" in refused.stderr
+    assert "--force" in refused.stderr and "Traceback" not in refused.stderr
+    assert (folder / "my-notes.md").read_text() == "my own notes" and "mine" in (folder / "SKILL.md").read_text()
+    forced = cli(["skill", "install", "--dir", str(skills), "--force"], workdir)
+    assert forced.returncode == 0 and forced.stdout.startswith("Updated"), forced.stderr
+    assert not (folder / "my-notes.md").exists()
+    assert (folder / "SKILL.md").read_bytes() == (ROOT / "SKILL.md").read_bytes()
+    assert [p.name for p in skills.iterdir()] == ["generate-image-low-flux"]
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix that takes away root's power to read any folder, whatever its mode (util-linux setpriv)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a folder cannot be made unreadable")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "forced"])
+def test_skill_install_refuses_a_folder_it_cannot_read_whole_and_leaves_nothing_hidden(workdir, tmp_path, force):
+    """Found by the third hardening pass: an unreadable part was skipped, the rest replaced unchecked, and a hidden
+    .old-* folder left behind with the person's files in it."""
+    skills = tmp_path / "skills"
+    assert cli(["skill", "install", "--dir", str(skills)], workdir).returncode == 0
+    private = skills / "generate-image-low-flux" / "private"
+    private.mkdir()
+    (private / "notes.md").write_text("mine")
+    private.chmod(0)
+    try:
+        done = subprocess.run([*_without_root_powers(), sys.executable, "-m", "flux_klein_mcp", "skill", "install",
+                               "--dir", str(skills), *(["--force"] if force else [])], cwd=workdir, env=BASE_ENV,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        private.chmod(0o755)
+    assert done.returncode == 2 and "cannot be read whole" in done.stderr and "private" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "--force" not in done.stderr
+    assert (private / "notes.md").read_text() == "mine"
+    assert [p.name for p in skills.iterdir()] == ["generate-image-low-flux"]  # no hidden .old-* or .new-*
 
 
 @pytest.mark.parametrize("kind", ["other files", "a file", "a link"])

@@ -1,11 +1,12 @@
-"""No key ever leaves: not on success paths (a provider echoing it in an id, a model name, a header), not in a
-transformed echo inside an error (upper-cased, encoded, split, clipped), and a caller's own text holding one is
-refused before anything is sent or saved. Each case was found by the adversarial pass."""
+"""No key ever leaves by any exit (tool result, sidecar, ledger, logs, the CLI's output): not on success paths (a
+provider echoing it in an id, a model name, a header), not in a transformed echo inside an error (upper-cased,
+encoded, escaped, split, clipped), and a caller's own text holding one is refused before anything is sent or saved.
+Nothing else is a secret: another program's `*_TOKEN` never mangles a path or refuses a prompt. The forms themselves
+are covered one by one in test_redact.py; here each exit has its representatives."""
 
 from __future__ import annotations
 
 import base64
-import codecs
 import html
 import json
 import re
@@ -158,29 +159,32 @@ ECHOES = {
     "hex-entities-mixed": "".join(f"&#X{ord(c):X};" if i % 3 == 1 else c for i, c in enumerate(TEST_KEY)),
     "hex-of-upper": TEST_KEY.upper().encode().hex(),
     "unicode-escapes-every-other": "".join(f"\\u{ord(c):04x}" if i % 2 else c for i, c in enumerate(TEST_KEY)),
-    "base64-of-utf16": base64.b64encode(TEST_KEY.encode("utf-16-le")).decode(),
     "dash-groups": "-".join(TEST_KEY[i:i + 4] for i in range(0, len(TEST_KEY), 4)),
     "dot-groups-of-nine": ".".join(TEST_KEY[i:i + 9] for i in range(0, len(TEST_KEY), 9)),
-    # Found by the fourth adversarial pass:
-    "reversed": TEST_KEY[::-1],
-    "rot13": codecs.encode(TEST_KEY, "rot13"),
-    "base32": base64.b32encode(b"Bearer " + TEST_KEY.encode()).decode(),
-    "url-encoded-twice": quote(quote(TEST_KEY, safe=""), safe="").replace("s", "%2573"),
-    "base64-of-base64": base64.b64encode(base64.b64encode(TEST_KEY.encode())).decode(),
+    # Found by the fourth adversarial pass (reversed, rot13, base32 and encodings of encodings are out of scope: a
+    # provider that means to leak a key always can; see docs/security.md):
     "colon-hex": ":".join(f"{b:02x}" for b in TEST_KEY.encode()),
     "pieces-of-eight": " | ".join(TEST_KEY[i:i + 8] for i in range(0, len(TEST_KEY), 8)),
     # Found by the fifth adversarial pass: %XX runs are UTF-8 bytes, read together.
     "utf8-percent-zero-width-split": quote("\u200b".join(TEST_KEY)),
     "utf8-percent-fullwidth": quote("".join(chr(ord(c) + 0xFEE0) for c in TEST_KEY)),
-    "utf8-percent-twice": quote(quote("\u00a0".join(TEST_KEY))),
 }
 
 
 @pytest.mark.parametrize("echo", ECHOES.values(), ids=ECHOES.keys())
-@pytest.mark.parametrize("where", ["error-message", "moderation-reasons", "finish-reason-error", "text-reply"])
-async def test_a_transformed_key_in_a_provider_error_never_shows(connect, fake, workdir, echo, where):
+async def test_a_transformed_key_in_a_provider_error_never_shows(connect, fake, workdir, echo):
+    fake.then(error(400, f"Invalid request: {echo}"))
+    async with connect() as client:
+        result = await client.call_tool("generate_image", {"prompt": "a fox"})
+    assert result.is_error
+    assert_no_key(error_text(result))
+    assert output_files(workdir) == []
+
+
+@pytest.mark.parametrize("where", ["moderation-reasons", "finish-reason-error", "text-reply"])
+async def test_a_key_in_any_part_of_a_provider_error_never_shows(connect, fake, workdir, where):
+    echo = ECHOES["split-by-whitespace"]
     answer = {
-        "error-message": error(400, f"Invalid request: {echo}"),
         "moderation-reasons": error(403, "flagged", metadata={"reasons": [echo], "flagged_input": echo}),
         "finish-reason-error": success_with(lambda body: body["choices"][0].update(
             finish_reason="error", error={"code": 502, "message": echo})),
@@ -195,7 +199,8 @@ async def test_a_transformed_key_in_a_provider_error_never_shows(connect, fake, 
     assert output_files(workdir) == []
 
 
-@pytest.mark.parametrize("echo", [pytest.param(echo, id=name) for name, echo in ECHOES.items()])
+@pytest.mark.parametrize("echo", [pytest.param(ECHOES[name], id=name) for name in (
+    "unicode-escapes", "base64", "split-by-whitespace", "percent-every-byte")])  # (JSON escapes: the result's trap)
 async def test_a_transformed_key_echoed_in_a_successful_reply_reaches_no_result_sidecar_or_ledger(
         connect, fake, workdir, ledger, echo):
     def echoing(body):
@@ -370,5 +375,25 @@ async def test_provider_metadata_and_trailing_bytes_never_reach_the_saved_file(c
 
 def test_a_variable_of_bytes_that_are_not_utf8_is_no_crash(workdir):
     """Found by the fifth adversarial pass: a *_TOKEN holding such bytes crashed every command at start-up."""
-    done = cli(["generate", "a fox", "--provider", "sandbox"], workdir, OTHER_TOKEN="abcdefgh\udcffijklmnop")
+    done = cli(["generate", "a fox", "--provider", "sandbox"], workdir,
+               FLUX_KLEIN_HTTP_TOKEN="abcd1234\udcffefgh5678ij")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+# --- nothing else is a secret --------------------------------------------------------------------------------
+
+def test_another_programs_token_never_mangles_a_path_or_refuses_a_prompt(workdir, tmp_path):
+    """Found by the third hardening pass: PROJECT_TOKEN=flux-images turned the output folder into
+    .../[redacted]/out/... and refused edits of those images; APP_SECRET=development refused the prompt "a software
+    development team". Only the server's own secrets count, and only values that can be secrets."""
+    env = {"PROJECT_TOKEN": "flux-images", "APP_SECRET": "development", "GITHUB_TOKEN": "ghp_" + "Zx9q" * 9,
+           "FLUX_KLEIN_HTTP_TOKEN": "development-team", "FLUX_KLEIN_PROVIDER": "sandbox"}
+    out = tmp_path / "flux-images" / "out"
+    made = cli(["generate", "a software development team", "--output-dir", str(out)], workdir, **env)
+    assert made.returncode == 0, made.stderr
+    path = Path(json.loads(made.stdout)["images"][0]["path"])
+    assert path.parent == out and path.exists() and "[redacted]" not in made.stdout
+    assert json.loads(path.with_suffix(".json").read_text())["prompt"] == "a software development team"
+    edited = cli(["edit", "the same team, in the rain", "--image", str(path), "--output-dir", str(out)], workdir, **env)
+    assert edited.returncode == 0, edited.stderr
+    assert Path(json.loads(edited.stdout)["images"][0]["path"]).parent == out

@@ -6,14 +6,17 @@ the schema's bounds from what the model sees, so this message is where the model
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from .words import closest
 
-def explain(tool: str, schema: Mapping[str, Any], error: ValidationError, redact: Callable[[str], str]) -> str:
-    """One sentence per bad parameter, in the words of the checks the pipeline makes itself."""
+
+def explain(tool: str, schema: Mapping[str, Any], error: ValidationError) -> str:
+    """One sentence per bad parameter, in the words of the checks the pipeline makes itself (the server's exit
+    scrubs secrets from the values it quotes)."""
     properties: Mapping[str, Any] = schema.get("properties") or {}
     sentences: dict[str, None] = {}
     for problem in error.errors():
@@ -26,8 +29,10 @@ def explain(tool: str, schema: Mapping[str, Any], error: ValidationError, redact
         if problem["type"] == "missing":
             sentences[f"{parameter} is required: {_first_sentence(prop)}"] = None
         else:
-            got = redact(_shown(problem.get("input")))
-            sentences[f"{parameter} must be {allowed(prop)}, got {got}."] = None
+            given = problem.get("input")
+            guess = closest(given, _enum(prop)) if isinstance(given, str) else None
+            hint = f" Did you mean {guess!r}?" if guess else ""
+            sentences[f"{parameter} must be {allowed(prop)}, got {_shown(given)}.{hint}"] = None
     names = ", ".join(dict.fromkeys(str(p["loc"][0]) for p in error.errors() if p["loc"]))
     return " ".join(sentences) + f" Fix {names or 'the arguments'} and call {tool} again."
 
@@ -37,6 +42,10 @@ def allowed(prop: Mapping[str, Any]) -> str:
     options = [p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
     words = " or ".join(_kind(option) for option in options) or "a value"
     return words + (", or left out" if len(options) < len(prop.get("anyOf", [prop])) else "")
+
+
+def _enum(prop: Mapping[str, Any]) -> list[str]:
+    return [str(value) for option in prop.get("anyOf", [prop]) for value in option.get("enum", [])]
 
 
 def _kind(prop: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from .errors import BudgetExceeded, FluxKleinError
 from .spend import Consent, question
+from .words import for_mcp
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -59,10 +60,10 @@ async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[
     try:
         await runtime.in_worker(runtime.spend.check, quote)
     except BudgetExceeded as exc:
-        raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+        raise ToolError(str(exc)) from None
     if not can_elicit(ctx):
         return Consent.CANNOT_ASK
-    return Elicit(question(quote), Approval)
+    return Elicit(for_mcp(question(quote)), Approval)
 
 
 def can_elicit(ctx: Context) -> bool:

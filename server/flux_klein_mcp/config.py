@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from .errors import ConfigError
-from .redact import Redactor, quoted
+from .redact import Redactor, counts_as_secret
 from .spend import HIGH_TIER_MODES, HighTierMode, default_ledger
 
 DEFAULT_THUMBNAIL_PX = 512
@@ -116,11 +116,27 @@ BUNDLE_UNSET = re.compile(r"\$\{user_config\.[^{}]*\}")
 UNFILLED = re.compile(r"\$\{(?:env:)?[A-Za-z_]\w*\}|%[A-Za-z_]\w*%|\$[A-Z_][A-Z0-9_]*")
 
 
+#: The variables whose values this server holds as secrets: each provider's key (sent to that provider) and the
+#: HTTP token (checked on every request). Only these are scrubbed from what the server writes and refused in what
+#: it is asked to send; an OAuth client secret joins this list when the server gets one. Any other `*_TOKEN` in the
+#: environment is none of the server's business.
+SECRET_VARIABLES: tuple[str, ...] = ("OPENROUTER_API_KEY", "EMPIRIOLABS_API_KEY", "AIGATEWAY_API_KEY",
+                                     "FLUX_API_KEY", "FLUX_KLEIN_API_KEY", "FLUX_KLEIN_HTTP_TOKEN")
+
+
 def redactor_for(env: Mapping[str, str]) -> Redactor:
-    """A `Redactor` for the secrets in `env`: every `*_API_KEY`, `*_TOKEN` and `*_SECRET` variable's value (but not
-    an unfilled reference to a variable, which is no secret)."""
-    return Redactor({k: v for k, v in env.items() if v.strip() and k.endswith(("_API_KEY", "_TOKEN", "_SECRET"))
+    """A `Redactor` for the secrets in `env` (never for an unfilled reference to a variable, which is no secret;
+    values too short or too common to be secrets are left out by `Redactor` itself)."""
+    return Redactor({k: v for k in SECRET_VARIABLES if (v := env.get(k, "")).strip()
                      and not UNFILLED.fullmatch(v.strip()) and not BUNDLE_UNSET.fullmatch(v.strip())})
+
+
+def quoted(value: str, limit: int = 80) -> str:
+    """A setting's value as a message quotes it back: clipped, and never when it looks like a key (one pasted into
+    the wrong variable is still a key, and the message reaches the model)."""
+    if counts_as_secret(value) and not any(c.isspace() or c in "/\\" for c in value):
+        return "a value that looks like a key (not shown)"
+    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
 
 
 def _get(env: Mapping[str, str], name: str) -> str:
@@ -128,7 +144,8 @@ def _get(env: Mapping[str, str], name: str) -> str:
 
 
 def _budget(env: Mapping[str, str], name: str) -> float | None:
-    return _number(env, name, float, 0.0, minimum=0.0, maximum=1_000_000.0) if _get(env, name) else None
+    # (+ 0.0: a budget of "-0" is 0, never "$-0" in a message)
+    return _number(env, name, float, 0.0, minimum=0.0, maximum=1_000_000.0) + 0.0 if _get(env, name) else None
 
 
 def _path(env: Mapping[str, str], name: str, cwd: Path) -> Path | None:

@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import FluxKleinError
 from .providers import Providers
 from .rules import AspectRatio
+from .words import plural
 
 Write = Callable[[str], None]
 
@@ -51,5 +52,5 @@ async def run_demo(prompt: str, aspect_ratio: AspectRatio, show: Write, say: Wri
     thumbs = sum(isinstance(block, ImageContent) for block in result.content)
     links = [block.uri for block in result.content if isinstance(block, ResourceLink)]
     show(json.dumps(json.loads(text), indent=2))
-    say(f"The model would also see {thumbs} thumbnail(s); full-size files: {', '.join(str(u) for u in links)}")
+    say(f"The model would also see {plural(thumbs, 'thumbnail')}; full-size files: {', '.join(str(u) for u in links)}")
     return 0

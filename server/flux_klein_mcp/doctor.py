@@ -3,7 +3,6 @@ provider would a call use. Key checks cost nothing (OpenRouter `GET /key`, the g
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from .config import Settings
 from .errors import FluxKleinError
 from .providers import KeyCheck, Provider
 from .runtime import Runtime
+from .words import usd
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,14 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
     async with anyio.create_task_group() as group:
         for provider in providers:
             group.start_soon(check, provider)
-    redact = runtime.settings.redact
-    rows = [
-        Row(p.name, p.key_variable or "-", checks[p.name].status, redact(checks[p.name].detail),
-            checks[p.name].credit)
-        for p in providers
-    ]
+    rows = [Row(p.name, p.key_variable or "-", checks[p.name].status, checks[p.name].detail, checks[p.name].credit)
+            for p in providers]
     warnings = [warning for p in providers if (warning := _low_credit(p, checks[p.name].credit))]
     try:
         folder: str | None = str(await anyio.to_thread.run_sync(lambda: runtime.store.folder))
         folder_note = runtime.store.note or "writable"
     except FluxKleinError as exc:
-        folder, folder_note = None, str(exc)
+        folder, folder_note = None, exc.raw
     ledger = runtime.spend.ledger
     try:
         await anyio.to_thread.run_sync(ledger.check_writable)
@@ -73,7 +69,7 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
             choice_note += (" - but it could not be reached (check the network and its base URL)"
                             if status == "unreachable" else f" - but its key is {status}")
     except FluxKleinError as exc:
-        choice, usable, choice_note = None, False, redact(str(exc))
+        choice, usable, choice_note = None, False, exc.raw
         state = "nothing configured" if runtime.providers.auto_choice() is None else "misconfigured"
     if usable and folder is None:
         state = "output folder"
@@ -99,7 +95,7 @@ def _low_credit(provider: Provider, credit: dict[str, float | None] | None) -> s
     price, _ = pricing.worst_case(provider.name, provider.model_for("low"))
     if left is None or left >= price:
         return None
-    return (f"{provider.label}: the key has ${left:.4f} left on its limit, less than one image (${price:.4f}). "
+    return (f"{provider.label}: the key has {usd(left)} left on its limit, less than one image ({usd(price)}). "
             f"Calls will fail with 402 until credit is added or the limit raised ({provider.billing_url}).")
 
 
@@ -136,9 +132,12 @@ VERDICTS = {
 }
 
 
-async def run_doctor(as_json: bool, show: Callable[[str], None]) -> int:
-    """Print (through `show`) the report as a table or JSON; 1 when nothing usable is configured."""
+async def run_doctor(as_json: bool, show: Callable[[str], None], show_json: Callable[[Any], None]) -> int:
+    """Print the report as a table (through `show`) or JSON (`show_json`); 1 when nothing usable is configured."""
     async with Runtime.open(Settings.from_env()) as runtime:
         report = await diagnose(runtime)
-    show(json.dumps(report, indent=2) if as_json else render(report))
+    if as_json:
+        show_json(report)
+    else:
+        show(render(report))
     return 0 if report["usable"] else 1

@@ -19,16 +19,30 @@
     └── StorageError               the image arrived but could not be written
 
 What each provider error *does* (retry, stop) lives in `policy.py`; which status maps to which class
-lives with each provider. Messages say what happened and what to do next.
+lives with each provider. Messages say what happened and what to do next, written once for the agent and the
+person (`words.either` marks the parts that differ).
 """
 
 from __future__ import annotations
 
+from .words import for_cli, for_mcp
+
 
 class FluxKleinError(Exception):
-    """Base class: `str(error)` is the complete, user-facing message."""
+    """Base class: the message, for both audiences. `str(error)` is the agent's (MCP) text, `for_cli()` the
+    person's, `raw` both (to build a longer message from)."""
 
     exit_code = 1
+
+    @property
+    def raw(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return for_mcp(self.raw)
+
+    def for_cli(self) -> str:
+        return for_cli(self.raw)
 
 
 class UsageError(FluxKleinError):

@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -113,9 +113,7 @@ def cursor_error(cursor: str) -> str | None:
     return None
 
 
-def page(folder: Path, root: Path, query: Query, thumbnails: Thumbnails,
-         redact: Callable[[dict[str, Any]], dict[str, Any]] = lambda entry: entry,
-         budget: int = PAGE_BYTES) -> Page:
+def page(folder: Path, root: Path, query: Query, thumbnails: Thumbnails, budget: int = PAGE_BYTES) -> Page:
     """A page of the images the tools saved in `folder` (the output folder `root`, or its hidden folder), newest
     first by modification time, skipping what cannot be shown: a damaged or oversized file, a name the tools do not
     write, a link. Stops at `query.limit` images or at `budget` bytes on the wire, whichever comes first."""
@@ -138,7 +136,7 @@ def page(folder: Path, root: Path, query: Query, thumbnails: Thumbnails,
         except (OSError, NotAnImage):
             seen += 1
             continue
-        entry = redact(_describe(path, stat, width, height, _sidecar(path), root))
+        entry = _describe(path, stat, width, height, _sidecar(path), root)
         entry_size = _wire_size(entry, thumbnail)
         if found and size + entry_size > budget:
             break

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import UNFILLED, Settings
 from .errors import ConfigError
+from .redact import counts_as_secret
 from .runtime import Runtime
 
 log = logging.getLogger("flux_klein_mcp.http")
@@ -61,6 +62,11 @@ def check_exposure(host: str, settings: Settings) -> None:
         raise ConfigError(
             f"FLUX_KLEIN_HTTP_TOKEN is {len(token)} characters; use at least {MIN_TOKEN_CHARS} random ones, e.g. "
             f"the output of: {_MAKE_TOKEN}"
+        )
+    if token is not None and not counts_as_secret(token):  # (then it would not be kept out of logs and results)
+        raise ConfigError(
+            "FLUX_KLEIN_HTTP_TOKEN looks guessable (words, a repeated character, or too few letters and digits). Set "
+            f"it to a long random value, e.g. the output of: {_MAKE_TOKEN}"
         )
     if not is_loopback(host) and not token:
         raise ConfigError(

@@ -24,6 +24,7 @@ import httpx
 from .errors import InputError
 from .images import NotAnImage, b64decode, prepare_input, split_data_url
 from .request import InputImage
+from .words import arg, item
 
 _SCHEME = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]+):")
 
@@ -75,7 +76,7 @@ def resolve_inputs(refs: Sequence[str], policy: InputPolicy, parameter: str) -> 
     """Turn every reference into what the provider receives; the first bad one raises `InputError`."""
     many = len(refs) > 1
     return tuple(
-        resolve_input(ref, policy, f"{parameter}[{i}]" if many else parameter) for i, ref in enumerate(refs)
+        resolve_input(ref, policy, item(parameter, i) if many else arg(parameter)) for i, ref in enumerate(refs)
     )
 
 

@@ -27,6 +27,7 @@ from .rules import Tier, nearest_aspect_ratio
 from .runtime import Runtime
 from .spend import Charge, Consent, Quote, require_consent
 from .store import SavedFile, Store, ascii_fold, file_stem, name_stem, timestamp
+from .words import arg, either, item, plural
 
 #: The provider whose request and prices the sandbox simulates.
 SIMULATED = "openrouter"
@@ -110,8 +111,8 @@ def refuse_secrets(request: ImageRequest, redact: Redactor) -> None:
     """Refuse, before anything is sent or saved, a request whose own text holds a configured secret: it would go to
     the provider and into the sidecar, the file name and the result."""
     refs = request.image_refs
-    texts = [("prompt", request.prompt), ("filename", request.filename or "")]
-    texts += [(f"{'images' if len(refs) > 1 else 'image'}{f'[{i}]' if len(refs) > 1 else ''}",
+    texts = [(arg("prompt"), request.prompt), (arg("filename"), request.filename or "")]
+    texts += [(item("images", i) if len(refs) > 1 else arg("image"),
                ref.split(",", 1)[0] if ref.lstrip()[:5].lower() == "data:" else ref) for i, ref in enumerate(refs)]
     # Also as the file name will spell them: folding to ASCII drops emoji and accents a key may be padded with.
     texts += [(parameter, ascii_fold(text)) for parameter, text in texts[:2]]
@@ -119,7 +120,8 @@ def refuse_secrets(request: ImageRequest, redact: Redactor) -> None:
         variable = redact.find(text)
         if variable is not None:
             raise InputError(f"{parameter} contains the value of {variable}, a secret; nothing was sent or saved. "
-                             "Remove it from the call (never put keys in prompts, file names or image references).")
+                             f"Remove it{either(' from the call', '')} (never put keys in prompts, file names or "
+                             "image references).")
 
 
 def check_capabilities(provider: Provider, request: ImageRequest, providers: Iterable[Provider]) -> None:
@@ -131,16 +133,13 @@ def check_capabilities(provider: Provider, request: ImageRequest, providers: Ite
 
     if not able(provider):
         others = [p.name for p in providers if able(p) and p.name != "sandbox"]
-        raise InputError(
-            f"{provider.label} cannot {request.operation} images. Use provider "
-            + " or ".join(repr(n) for n in others)
-            + " for this call."
-        )
+        raise InputError(f"{provider.label} cannot {request.operation} images. Use "
+                         f"{' or '.join(arg('provider', n) for n in others)} for this call.")
     if request.tier not in caps.tiers:
         others = [p.name for p in providers if request.tier in p.capabilities.tiers and p.name != "sandbox"]
         raise InputError(
             f"tier {request.tier!r} is not offered by {provider.label}; it offers {', '.join(caps.tiers)}. "
-            f"Use tier='low', or provider {' or '.join(repr(n) for n in others)} for the high tier."
+            f"Use {arg('tier', 'low')}, or {' or '.join(arg('provider', n) for n in others)} for the high tier."
         )
 
 
@@ -173,18 +172,18 @@ async def run(
         # An edit keeps its input's shape unless told otherwise (an https input's size is unknown here).
         request = replace(request, aspect_ratio=nearest_aspect_ratio(source.width, source.height))
         notes.append(f"aspect_ratio {request.aspect_ratio} was taken from the input image "
-                     f"({source.width}x{source.height}); pass aspect_ratio to choose another.")
+                     f"({source.width}x{source.height}); pass {arg('aspect_ratio')} to choose another.")
     batch = _Batch(request, provider, runtime, report, notes)
     quote = quote_for(provider, request.tier, request.n)
     tab = await runtime.in_worker(runtime.spend.reserve, quote)  # a budget it would pass refuses it before any request
     warning = None
     try:
-        await report(0, request.n, f"Asking {provider.label} for {request.n} image(s)")
+        await report(0, request.n, f"Asking {provider.label} for {plural(request.n, 'image')}")
         outcome = await batch.run(provider.plan(request))
     finally:
         # Settled to what the provider made (kept or not); whatever else was reserved is freed.
         with anyio.CancelScope(shield=True):
-            charges = batch.bill.charges(batch.kept(), tab.quote, timestamp(runtime.clock()))
+            charges = batch.bill.charges(batch.kept(), tab.quote, timestamp(runtime.clock()), settings.redact)
             warning = await runtime.in_worker(runtime.spend.settle, tab, charges)
     if warning:
         outcome.notes.append(warning)
@@ -210,14 +209,15 @@ class Bill:
     #: Requests that failed after the provider did the work: (USD per image, images, cost source).
     failed: list[tuple[float, int, str]] = field(default_factory=list)
 
-    def charges(self, kept: list[GeneratedImage], quote: Quote, when: str) -> list[Charge]:
+    def charges(self, kept: list[GeneratedImage], quote: Quote, when: str, scrub: Callable[[str], str]) -> list[Charge]:
         """The ledger's lines: each image's own cost (the provider's figure, else the list price), else the quote's
-        per-image price (an estimate where the provider publishes none). The sandbox is never charged."""
+        per-image price (an estimate where the provider publishes none). The sandbox is never charged. The
+        provider's generation id is scrubbed of secrets (the ledger is an exit)."""
         booked_usd, booked_source = quote.booked
 
         def line(usd: float, source: str, generation_id: str | None, path: str | None) -> Charge:
-            return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6) + 0.0, source, generation_id,
-                          path)  # (+ 0.0: a charge of -0.0 is written as 0.0)
+            return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6) + 0.0, source,
+                          None if generation_id is None else scrub(generation_id), path)  # (+ 0.0: never -0.0)
 
         lines = [line(image.cost_usd if image.cost_usd is not None else booked_usd,
                       image.cost_source or booked_source, image.generation_id, str(image.saved.path))
@@ -276,8 +276,7 @@ class _Batch:
         gate = Gate(self.runtime.replies)
         try:
             link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep, self.runtime.in_worker, gate)
-            # Every string the provider chose is redacted here, before it can reach a sidecar, result or log.
-            reply = (await send_with_policy(self.provider, call, link)).redacted(self.runtime.settings.redact)
+            reply = (await send_with_policy(self.provider, call, link)).clipped()
             self.replies.append(reply)
             for k, data in enumerate(reply.images[: call.count]):
                 # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
@@ -289,8 +288,8 @@ class _Batch:
                 await self.report(self.done, self.request.n, f"Saved {image.saved.path.name}")
             if len(reply.images) < call.count:
                 missing = call.count - len(reply.images)
-                self.failures.append(BadReply(f"{self.provider.label} returned {missing} image(s) fewer than asked.",
-                                              provider=self.provider.label))
+                self.failures.append(BadReply(f"{self.provider.label} returned {plural(missing, 'image')} fewer than "
+                                              "asked.", provider=self.provider.label))
         except (StorageError, ProviderError) as exc:
             if isinstance(exc, ProviderError) and exc.charged:
                 self.bill.failed.append(exc.charged)
@@ -311,8 +310,8 @@ class _Batch:
                 self.bill.unsaved.append((reply, len(reply.images) - saved))
 
     def _call_progress(self, call: Call) -> Callable[[float, str], Awaitable[None]]:
-        async def progress(fraction: float, message: str) -> None:  # (a provider's words may be in the message)
-            await self.report(self.done + fraction * call.count, self.request.n, self.runtime.settings.redact(message))
+        async def progress(fraction: float, message: str) -> None:
+            await self.report(self.done + fraction * call.count, self.request.n, message)
 
         return progress
 
@@ -352,8 +351,8 @@ class _Batch:
             sidecar["would_send"] = reply.would_send
             sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
         stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
-        saved = self.runtime.store.save(data, info.extension, stem,
-                                       self.runtime.settings.redact.value(sidecar, shapes=False))
+        # The sidecar is an exit: every string in it (the provider's model name and id above all) is scrubbed.
+        saved = self.runtime.store.save(data, info.extension, stem, self.runtime.settings.redact.value(sidecar))
         return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, thumbnail)
 
     def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
@@ -379,7 +378,8 @@ class _Batch:
             notes.append(self.runtime.store.note)
         if self.request.seed is not None and not self.provider.capabilities.seed:
             notes.append(f"{self.provider.label} does not take a seed: it was not sent, so these images cannot be "
-                         "reproduced by seed. Use provider 'openrouter' or 'empiriolabs' for seeded results.")
+                         f"reproduced by seed. Use {arg('provider', 'openrouter')} or {arg('provider', 'empiriolabs')} "
+                         "for seeded results.")
         cost = pricing.total([image.cost_usd for image in images])
         if cost is None:
             notes.append(
@@ -401,14 +401,15 @@ class _Batch:
             cost_usd=cost,
             would_cost_usd=would_cost,
             notes=notes,
-            failed=[self.runtime.settings.redact(str(f), shapes=False) for f in self.failures],
+            failed=[f.raw for f in self.failures],  # (both audiences' words: each exit renders its own)
         )
 
 
 def _with_saved_note(error: FluxKleinError, images: list[GeneratedImage]) -> FluxKleinError:
     if images:
         paths = ", ".join(str(image.saved.path) for image in images)
-        error.args = (f"{error} ({len(images)} image(s) finished before this and were saved: {paths}.)",)
+        error.args = (f"{error.raw} ({plural(len(images), 'image')} finished before this and "
+                      f"{'were' if len(images) > 1 else 'was'} saved: {paths}.)",)
     return error
 
 
@@ -417,5 +418,5 @@ def _all_failed(failures: list[ProviderError], n: int) -> FluxKleinError:
         return BadReply("The provider returned no image. Nothing was saved; try again.", provider="?")
     first = failures[0]
     if n > 1:
-        first.args = (f"All {n} images failed. {first}",)
+        first.args = (f"All {n} images failed. {first.raw}",)
     return first

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from .errors import ProviderError, RateLimited, ServerFailed, UpstreamFailed
 from .providers.base import Call, Link, Provider, Reply
 from .rules import shorten_prompt
+from .words import either
 
 DEFAULT_RATE_LIMIT_WAIT_S = 3.0
 #: A longer Retry-After than this is reported instead of waited out (hosts time tool calls out at about 60 s).
@@ -67,19 +68,20 @@ def _final(error: ProviderError) -> ProviderError:
     """The message for an error we do not retry (adds what to do where the provider's text does not)."""
     if isinstance(error, RateLimited):
         wait = "" if error.retry_after is None else f" It asks to wait {error.retry_after:g} s."
-        error.args = (f"{error}{wait} Not retried now: try again later.",)
+        error.args = (f"{error.raw}{wait} Not retried now: try again later.",)
     elif isinstance(error, ServerFailed) and not error.args[0].rstrip().endswith("later."):
-        error.args = (f"{error} Try again later.",)
+        error.args = (f"{error.raw} Try again later.",)
     return error
 
 
 def _after_retry(first: ProviderError, second: ProviderError) -> ProviderError:
     if isinstance(first, UpstreamFailed) and isinstance(second, UpstreamFailed):
         second.args = (
-            f"Blocked: {second} It failed again after one retry with a shorter prompt. The model is down or "
-            "cannot make this image right now; nothing was saved. Tell the user, and try later.",
+            f"Blocked: {second.raw} It failed again after one retry with a shorter prompt. The model is down or "
+            f"cannot make this image right now; nothing was saved. {either('Tell the user, and try', 'Try again')} "
+            "later.",
         )
         return second
     if isinstance(second, type(first)):
-        second.args = (f"{second} It failed again after one retry; nothing was saved. Try again later.",)
+        second.args = (f"{second.raw} It failed again after one retry; nothing was saved. Try again later.",)
     return second

@@ -7,13 +7,13 @@ under the 1 MiB Claude Desktop accepts, shrinking the thumbnails when several im
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 
 from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent
 
 from .images import thumbnail_jpeg
 from .pipeline import Outcome
+from .words import mcp_json as as_json
 
 #: Claude Desktop rejects results over 1,048,576 characters; keep a margin for the JSON-RPC envelope.
 RESULT_BUDGET = 1_000_000
@@ -57,17 +57,13 @@ def tool_result(outcome: Outcome, thumbnail_px: int, with_links: bool = True) ->
         )
         for image in outcome.images if with_links
     ]
-    fixed = len(_json(summary)) + sum(len(link.model_dump_json()) for link in links) + 2000
+    fixed = len(as_json(summary)) + sum(len(link.model_dump_json()) for link in links) + 2000
     thumbs = thumbnails([image.thumbnail for image in outcome.images], thumbnail_px, RESULT_BUDGET - fixed)
     if thumbs is None:
         thumbs = []
         summary.setdefault("notes", []).append("Thumbnails were left out to keep the result under 1 MiB.")
-    blocks: list[TextContent | ImageContent | ResourceLink] = [TextContent(text=_json(summary))]
+    blocks: list[TextContent | ImageContent | ResourceLink] = [TextContent(text=as_json(summary))]
     blocks += [ImageContent(data=thumb, mime_type="image/jpeg") for thumb in thumbs]
     blocks += links
     return CallToolResult(content=list(blocks))
 
-
-def _json(value: dict[str, object]) -> str:
-    """The summary as the model reads it: NaN and Infinity are refused (they are not JSON)."""
-    return json.dumps(value, indent=2, allow_nan=False)

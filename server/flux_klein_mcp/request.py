@@ -17,6 +17,7 @@ from .rules import (
     Operation,
     Tier,
 )
+from .words import arg, either, tool
 
 TIERS: tuple[Tier, ...] = ("low", "high")
 
@@ -64,25 +65,30 @@ def check_request(req: ImageRequest) -> None:
     for parameter, text in texts:
         if isinstance(text, str) and any("\ud800" <= char <= "\udfff" for char in text):
             # (Never quoted back: a lone surrogate cannot be encoded, and the whole reply would be lost.)
-            raise InputError(f"{parameter} contains an invalid character (an unpaired UTF-16 surrogate). Remove it.")
+            raise InputError(f"{arg(parameter)} contains an invalid character (an unpaired UTF-16 surrogate). "
+                             "Remove it.")
     if not isinstance(req.prompt, str) or not any(_visible(char) for char in req.prompt):
-        raise InputError("prompt is empty. Describe the image you want (subject first, then style and setting).")
+        raise InputError(f"{arg('prompt')} is empty. Describe the image you want (subject first, then style and "
+                         "setting).")
     if len(req.prompt) > MAX_PROMPT_CHARS:
         raise InputError(
-            f"prompt is {len(req.prompt)} characters; the limit is {MAX_PROMPT_CHARS}. "
+            f"{arg('prompt')} is {len(req.prompt)} characters; the limit is {MAX_PROMPT_CHARS}. "
             "Shorten it: keep the subject, style and the details that matter most."
         )
     if req.aspect_ratio is not None and req.aspect_ratio not in ASPECT_RATIOS:
-        raise InputError(f"aspect_ratio {req.aspect_ratio!r} is not supported. Use one of: {', '.join(ASPECT_RATIOS)}.")
+        raise InputError(f"{arg('aspect_ratio')} {req.aspect_ratio!r} is not supported. Use one of: "
+                         f"{', '.join(ASPECT_RATIOS)}.")
     if isinstance(req.n, bool) or not isinstance(req.n, int) or not 1 <= req.n <= MAX_IMAGES_PER_CALL:
-        raise InputError(f"n must be a whole number from 1 to {MAX_IMAGES_PER_CALL}, got {req.n!r}.")
+        raise InputError(f"{arg('n')} must be a whole number from 1 to {MAX_IMAGES_PER_CALL}, got {req.n!r}.")
     if req.n > 1 and req.operation != "generate":
-        raise InputError(f"n applies to generate_image only; call {req.operation}_image once per variation.")
+        raise InputError(f"{arg('n')} applies to {tool('generate')} only; {either('call', 'run')} "
+                         f"{tool(req.operation)} once per variation.")
     if req.seed is not None and (isinstance(req.seed, bool) or not 0 <= req.seed <= MAX_SEED):
-        raise InputError(f"seed must be a whole number from 0 to {MAX_SEED}, got {req.seed!r}.")
+        raise InputError(f"{arg('seed')} must be a whole number from 0 to {MAX_SEED}, got {req.seed!r}.")
     if req.tier not in TIERS:
         raise InputError(
-            f"tier must be 'low' or 'high', got {req.tier!r}. Use 'low' unless the user asked for a final."
+            f"{arg('tier')} must be 'low' or 'high', got {req.tier!r}. Use 'low' "
+            + either("unless the user asked for a final.", "for drafts.")
         )
     _check_image_count(req.operation, req.image_refs)
 
@@ -96,11 +102,14 @@ def _check_image_count(operation: Operation, refs: tuple[str, ...]) -> None:
     if any(not isinstance(r, str) or not r.strip() for r in refs):
         raise InputError("An image reference is empty. Give a file path, a file:// URI, an https:// URL or a data URL.")
     if operation == "generate" and refs:
-        raise InputError("generate_image takes no input images; use edit_image (one) or compose_images (2-4).")
+        raise InputError(f"{tool('generate')} takes no input images; use {tool('edit')} (one) or {tool('compose')} "
+                         "(2-4).")
     if operation == "edit" and len(refs) != 1:
-        raise InputError("edit_image takes exactly one image; to combine several use compose_images.")
+        raise InputError(f"{tool('edit')} takes exactly one image; to combine several use {tool('compose')}.")
     if operation == "compose" and not COMPOSE_MIN_IMAGES <= len(refs) <= COMPOSE_MAX_IMAGES:
         raise InputError(
-            f"images must hold {COMPOSE_MIN_IMAGES} to {COMPOSE_MAX_IMAGES} references, got {len(refs)}. "
-            + ("For a single image use edit_image." if len(refs) == 1 else "Pick the most important ones.")
+            either(f"images must hold {COMPOSE_MIN_IMAGES} to {COMPOSE_MAX_IMAGES} references",
+                   f"compose needs {COMPOSE_MIN_IMAGES} to {COMPOSE_MAX_IMAGES} --image options")
+            + f", got {len(refs)}. "
+            + (f"For a single image use {tool('edit')}." if len(refs) == 1 else "Pick the most important ones.")
         )

@@ -7,8 +7,8 @@ The descriptions are written for the model: they carry the skill's rules because
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,19 +19,18 @@ import anyio.lowlevel
 from mcp.server import MCPServer
 from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context, ListRoots, Resolve
-from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import (
     CallToolResult,
     ListRootsResult,
     TextContent,
     ToolAnnotations,
 )
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field
 
 from . import __version__, shutdown, view
-from .arguments import explain
 from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
-from .config import Settings
+from .config import Settings, redactor_for
 from .errors import ConfigError, FluxKleinError, InputError
 from .request import ImageRequest
 from .rules import (
@@ -45,8 +44,10 @@ from .rules import (
     Tier,
 )
 from .runtime import Runtime
+from .sdk import FluxServer
 from .spend import Consent
 from .view import VIEW
+from .words import for_mcp, mcp_json
 
 # Deferred to the first call, so start-up and tools/list never pay for them: the pipeline (httpx, its TLS context,
 # the providers), Pillow, and the result builder.
@@ -204,7 +205,7 @@ def create_server(
             runtime.remote = remote
             yield runtime
 
-    server = _Server(
+    server = FluxServer(
         "flux-klein-mcp",
         title="FLUX.2 klein images",
         version=__version__,
@@ -214,7 +215,7 @@ def create_server(
         lifespan=lifespan,
         extensions=[view.extension()],
     )
-    server.redact = lambda text: active.redact(text, shapes=False)
+    server.secrets = active.redact if config_error is None else redactor_for(os.environ if env is None else env)
 
     async def run(ctx: Context, roots: ListRootsResult, consent: ElicitationResult[Approval],
                   build: Callable[[], ImageRequest]) -> CallToolResult:
@@ -224,14 +225,13 @@ def create_server(
 
     @contextlib.contextmanager
     def in_our_words(runtime: Runtime) -> Iterator[None]:
-        """A configuration error, or any of our errors raised inside, as the tool error the client shows (secrets
-        removed)."""
+        """A configuration error, or any of our errors raised inside, as the tool error the client shows."""
         try:
             if config_error is not None:
                 raise config_error
             yield
         except FluxKleinError as exc:
-            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+            raise ToolError(str(exc)) from None
 
     async def call(ctx: Context, roots: ListRootsResult, consent: Consent | None,
                    build: Callable[[], ImageRequest]) -> CallToolResult:
@@ -240,10 +240,14 @@ def create_server(
 
         runtime = _runtime(ctx)
         outcome: pipeline.Outcome | None = None
+
+        async def report(done: float, total: float, message: str) -> None:  # (progress is an exit too)
+            await ctx.report_progress(done, total, runtime.settings.redact(for_mcp(message)))
+
         try:
             if config_error is not None:
                 raise config_error
-            outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress,
+            outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=report,
                                          consent=consent)
             result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px,
                                              wants_links(ctx, runtime.settings.resource_links))
@@ -251,7 +255,7 @@ def create_server(
             await anyio.lowlevel.checkpoint()
             return result
         except FluxKleinError as exc:
-            raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+            raise ToolError(str(exc)) from None
         except anyio.get_cancelled_exc_class():
             if outcome is not None:  # cancelled while the result was being built: the client never sees it
                 with anyio.CancelScope(shield=True):
@@ -325,8 +329,7 @@ def create_server(
         from .spend.report import provider_credit
 
         usage["provider_credit"] = await provider_credit(runtime.providers, runtime.http)
-        text = json.dumps(runtime.settings.redact.value(usage, shapes=False), indent=2, allow_nan=False)
-        return CallToolResult(content=[TextContent(text=text)])
+        return CallToolResult(content=[TextContent(text=mcp_json(usage))])
 
     view.install(server, in_our_words)
     return server
@@ -349,23 +352,6 @@ def wants_links(ctx: Context, mode: str) -> bool:
     if info is None:
         return True  # an anonymous stateless HTTP request: the protocol's own behaviour
     return (info.name, info.version) != SDK_DEFAULT_CLIENT and info.name != "fastmcp"
-
-
-class _Server(MCPServer[Runtime]):
-    """The SDK's server, except that arguments breaking a tool's schema are answered in our words."""
-
-    #: Removes secrets from what is quoted back (an argument may hold a key); `create_server` sets it.
-    redact: Callable[[str], str] = staticmethod(lambda text: text)
-
-    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
-        try:
-            return await super().call_tool(name, arguments, context)
-        except ToolError as exc:
-            if not isinstance(exc.__cause__, ValidationError) or isinstance(exc, UnexpectedToolError):
-                raise
-            tool = next((t for t in await self.list_tools() if t.name == name), None)
-            schema = tool.input_schema if tool is not None else {}
-            raise ToolError(explain(name, schema, exc.__cause__, self.redact)) from exc.__cause__
 
 
 def _runtime(ctx: Context) -> Runtime:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 import anyio
 
+from .words import plural
+
 log = logging.getLogger("flux_klein_mcp")
 
 #: How long a shutdown waits for the calls in flight to roll back what they saved.
@@ -66,7 +68,7 @@ async def exit_on_sigterm(code: int = 0) -> None:
         async for _ in signals:
             busy = len(_active)
             await cancel_all()
-            log.info("SIGTERM: %d call(s) in flight were cancelled and rolled back; exiting", busy)
+            log.info("SIGTERM: %s in flight cancelled and rolled back; exiting", plural(busy, "call"))
             logging.shutdown()
             sys.stderr.flush()
             os._exit(code)

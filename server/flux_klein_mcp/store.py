@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StorageError
+from .words import either, plural
 
 log = logging.getLogger("flux_klein_mcp")
 
@@ -34,6 +35,9 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 
 SLUG_MAX = 48
+#: Where else the images can go, in each audience's terms.
+_ELSEWHERE = either("set FLUX_KLEIN_OUTPUT_DIR to another folder and restart the server",
+                    "choose another folder with --output-dir")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
 
@@ -156,7 +160,7 @@ class Store:
             if not folder.is_dir():
                 raise StorageError(
                     f"The output folder {folder} has disappeared (moved or deleted while the server ran). Create "
-                    "it again, or set FLUX_KLEIN_OUTPUT_DIR to another folder and restart the server."
+                    f"it again, or {_ELSEWHERE}."
                 )
             self._same_folder(folder, "Nothing was sent. ")
         return folder
@@ -165,7 +169,7 @@ class Store:
         if os.path.realpath(folder) != self._real:
             raise StorageError(
                 f"The output folder {folder} now leads to {os.path.realpath(folder)} (replaced by a link while the "
-                f"server ran). {sent}Put the folder back, or set FLUX_KLEIN_OUTPUT_DIR and restart the server."
+                f"server ran). {sent}Put the folder back, or {_ELSEWHERE}."
             )
 
     def _resolve(self) -> Path:
@@ -187,7 +191,7 @@ class Store:
             ) from exc
         self.note = (
             f"The working directory's output folder {wanted} is not writable, so images were saved in {folder}. "
-            "Set FLUX_KLEIN_OUTPUT_DIR to choose the folder."
+            f"Set FLUX_KLEIN_OUTPUT_DIR{either('', ' or pass --output-dir')} to choose the folder."
         )
         return folder
 
@@ -379,7 +383,7 @@ def room(folder: Path, min_bytes: int = MIN_ROOM_BYTES, min_files: int = MIN_FRE
         if free < min_bytes:
             return f"has only {_amount(free)} free"
         if fs.f_files and fs.f_favail < min_files:  # (file systems without a fixed number of files report 0)
-            return f"has room for only {fs.f_favail} more file(s) (its file system is out of inodes)"
+            return f"has room for only {plural(fs.f_favail, 'more file', 'more files')} (it is out of inodes)"
     try:
         import resource
     except ImportError:  # Windows

@@ -116,9 +116,7 @@ def install(server: MCPServer[Runtime], guard: Guard) -> None:
                 raise ToolError(why)
             folder = await runtime.in_worker(runtime.store.present)
             shown = await runtime.in_worker(curate.hidden_folder, folder, False) if hidden else folder
-        redact = runtime.settings.redact
-        found = await runtime.in_worker(page, shown, folder, Query(limit, cursor, query, picked), thumbnails,
-                                        lambda entry: redact.value(entry, shapes=False))
+        found = await runtime.in_worker(page, shown, folder, Query(limit, cursor, query, picked), thumbnails)
         summary = {"folder": str(shown), "hidden": hidden, "total": found.total, "next": found.next,
                    "images": [r.entry for r in found.images]}
         text = json.dumps(summary, ensure_ascii=False, separators=(",", ":"), allow_nan=False)

@@ -6,30 +6,28 @@ Imported only when such a command runs (see `cli/__init__.py`), so `--help` stay
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
 from datetime import datetime
-from typing import Any
 
 import anyio
 
 from .. import pipeline
-from ..config import Settings, redactor_for
+from ..config import Settings
 from ..errors import FluxKleinError
 from ..request import ImageRequest
 from ..runtime import Runtime
 from ..spend import Consent, Ledger, needs_consent, question
 from ..spend.report import ledger_report
 from ..spend.report import render as render_spend
-from . import log_to_stderr
+from ..words import plural
+from .output import OutputFailed, err, fail, failed, log_to_stderr, out, out_json
 
 
 async def one_call(args: argparse.Namespace) -> int:
     log_to_stderr(logging.WARNING, "%(levelname)s %(message)s")
-    redact = redactor_for(os.environ)
     try:
         env: dict[str, str] | None = None
         if args.output_dir is not None:
@@ -48,12 +46,16 @@ async def one_call(args: argparse.Namespace) -> int:
         )
         outcome = await _run_until_sigterm(request, settings, args.yes)
     except FluxKleinError as exc:
-        print(f"flux-klein-mcp: {redact(str(exc), shapes=False)}", file=sys.stderr)
-        return exc.exit_code
+        return failed(exc)
     if outcome is None:
-        print("flux-klein-mcp: stopped by SIGTERM; nothing this call made was kept.", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    _print_json(redact.value(outcome.summary(), shapes=False))
+        return fail("stopped by SIGTERM; nothing this call made was kept.", 128 + signal.SIGTERM)
+    try:
+        out_json(outcome.summary())
+    except OutputFailed as exc:  # paid for and kept: say where the images are, and fail
+        paths = ", ".join(str(image.saved.path) for image in outcome.images)
+        made = plural(len(outcome.images), "image")
+        return fail(f"could not write the result ({exc}), but the call was made: {made} saved ({paths}), each "
+                    "with its .json sidecar, and the charge is in the ledger (`flux-klein-mcp spend`).", 1)
     return 0
 
 
@@ -98,10 +100,11 @@ async def _ask_on_the_terminal(request: ImageRequest, runtime: Runtime, given: b
     await runtime.in_worker(runtime.spend.check, quote)
     if given:
         return Consent.GRANTED
-    if not sys.stdin.isatty():
+    stdin = sys.stdin
+    if stdin is None or stdin.closed or not stdin.isatty():  # (a closed stdin is None: no one to ask)
         return Consent.NOT_GIVEN
-    print(f"{question(quote)} [y/N] ", end="", file=sys.stderr, flush=True)
-    answer = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+    err(f"{question(quote)} [y/N] ", end="")
+    answer = await anyio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
     return Consent.GRANTED if answer.strip().lower() in ("y", "yes") else Consent.DECLINED
 
 
@@ -111,16 +114,14 @@ def spend(as_json: bool, days: int) -> int:
         settings = Settings.from_env()
         report = ledger_report(Ledger(settings.ledger), datetime.now().astimezone().date(), days)
     except FluxKleinError as exc:
-        print(f"flux-klein-mcp: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(report, indent=2, allow_nan=False) if as_json else render_spend(report))
+        return failed(exc)
+    if as_json:
+        out_json(report)
+    else:
+        out(render_spend(report))  # (model names come from the ledger: `out` shows control characters escaped)
     return 0
 
 
 async def _report(done: float, total: float, message: str) -> None:
-    if sys.stderr.isatty():
-        print(f"[{done:g}/{total:g}] {message}", file=sys.stderr)
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, allow_nan=False))
+    if sys.stderr is not None and sys.stderr.isatty():
+        err(f"[{done:g}/{total:g}] {message}")

@@ -13,17 +13,19 @@ import anyio
 from .. import shutdown
 from ..config import Settings
 from ..errors import FluxKleinError
-from . import failed, log_to_stderr
+from .output import err, fail, failed, log_to_stderr
 
 
 def serve() -> int:
+    if sys.stdin is None or sys.stdout is None:
+        return fail(f"standard {'input' if sys.stdin is None else 'output'} is closed, and the stdio server talks "
+                    "JSON-RPC there; nothing was started. Let an MCP client start it, or use `serve --http`.", 2)
     log_to_stderr()
     from ..server import create_server
 
     if sys.stdin.isatty():
-        print("flux-klein-mcp is an MCP server: it talks JSON-RPC on stdin/stdout and is meant to be started by an "
-              "MCP client (see the README). To see it work, run `flux-klein-mcp demo`. Ctrl-C quits.",
-              file=sys.stderr)
+        err("flux-klein-mcp is an MCP server: it talks JSON-RPC on stdin/stdout and is meant to be started by an "
+            "MCP client (see the README). To see it work, run `flux-klein-mcp demo`. Ctrl-C quits.")
     server = create_server()
 
     async def serve() -> None:

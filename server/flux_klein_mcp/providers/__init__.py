@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ..config import UNFILLED, Settings
+from ..config import UNFILLED, Settings, quoted
 from ..errors import ConfigError, InputError
-from ..redact import quoted
 from ..rules import PROVIDER_NAMES, ProviderName
+from ..words import RESTART, SET_IT, arg, closest, either
 from .aigateway import AIGateway
 from .base import Call, Capabilities, KeyCheck, Link, Progress, Provider, Reply, Sleep
 from .empiriolabs import EmpirioLabs
@@ -62,17 +62,22 @@ class Providers:
         try:
             return self._by_name[name]
         except KeyError:
-            raise InputError(f"provider {quoted(name)} is unknown. Use one of: {', '.join(PROVIDER_NAMES)}.") from None
+            guess = closest(name, PROVIDER_NAMES)
+            raise InputError(f"{arg('provider')} {quoted(name)} is unknown"
+                             + (f" (did you mean {guess!r}?)" if guess else "")
+                             + f". Use one of: {', '.join(PROVIDER_NAMES)}.") from None
 
     def choose(self, requested: str | None = None) -> Provider:
         """The provider for a call: `requested`, else FLUX_KLEIN_PROVIDER, else the first whose key is set."""
         if requested:
-            return self._ready(self.get(requested), "the provider argument")
+            return self._ready(self.get(requested), either("the provider argument", "--provider"))
         if self._settings.provider:
             if self._settings.provider not in self._by_name:
+                guess = closest(self._settings.provider, PROVIDER_NAMES)
                 raise ConfigError(
-                    f"FLUX_KLEIN_PROVIDER={quoted(self._settings.provider)} is not a provider. "
-                    f"Use one of: {', '.join(PROVIDER_NAMES)}, or unset it."
+                    f"FLUX_KLEIN_PROVIDER={quoted(self._settings.provider)} is not a provider"
+                    + (f" (did you mean {guess!r}?)" if guess else "")
+                    + f". Use one of: {', '.join(PROVIDER_NAMES)}, or unset it."
                 )
             return self._ready(self._by_name[self._settings.provider], "FLUX_KLEIN_PROVIDER")
         auto = self.auto_choice()
@@ -95,9 +100,8 @@ class Providers:
             for n in AUTO_ORDER if (p := self._by_name[n]).key_variable
         )
         return (
-            f"No image provider is configured: none of {keys} is set. Set one (in the MCP client's config for the "
-            "server, then restart it; in the shell for the command line), or use the free offline placeholders "
-            "of provider \"sandbox\" (FLUX_KLEIN_PROVIDER=sandbox, or --provider sandbox)."
+            f"No image provider is configured: none of {keys} is set. Set one ({SET_IT}), or use the free offline "
+            f"placeholders of {arg('provider', 'sandbox')} (or FLUX_KLEIN_PROVIDER=sandbox)."
         )
 
     def _ready(self, provider: Provider, chosen_by: str) -> Provider:
@@ -107,22 +111,21 @@ class Providers:
         if UNFILLED.fullmatch(key):
             raise ConfigError(
                 f"{provider.key_variable} holds a placeholder that was never filled in (like ${{VAR}}, $VAR or "
-                "%VAR%), not a key: this client passes such text on as it is. Put the key "
-                "itself in the client's env for the server, or use the substitution syntax that client documents, "
-                "then restart it."
+                "%VAR%), not a key" + either(": this client passes such text on as it is. Put the key itself in the "
+                "client's env for the server, or use the substitution syntax that client documents, then restart it.",
+                ". Set it to the key itself.")
             )
         if any(not " " < char <= "~" for char in key):  # a header would break on it: say so before any request
             raise ConfigError(
                 f"{provider.key_variable} contains a space, line break, invisible or non-ASCII character (often "
-                "left by copy and paste). Set it again from the provider's key page, then restart the server."
+                f"left by copy and paste). Set it again from the provider's key page{RESTART}."
             )
         missing = provider.missing()
         if missing:
             one = len(missing) == 1
             raise ConfigError(
                 f"{provider.label} was chosen by {chosen_by}, but {' and '.join(missing)} "
-                f"{'is' if one else 'are'} not set. Set {'it' if one else 'them'} (in the MCP client's config for "
-                "the server, or in the shell for the command line), or use provider \"sandbox\" to try the tools "
-                "offline."
+                f"{'is' if one else 'are'} not set. Set {'it' if one else 'them'} ({SET_IT}), or use "
+                f"{arg('provider', 'sandbox')} to try the tools offline."
             )
         return provider

@@ -93,15 +93,14 @@ class Reply:
     simulated: bool = False
     notes: list[str] = field(default_factory=list)
 
-    def redacted(self, redact: Callable[[str], str]) -> Reply:
-        """This reply with every string the provider chose redacted and kept short: they reach sidecars, results,
-        logs and the CLI's output."""
-        def clean(text: object) -> str:
-            return clip(redact(str(text)[:2000]), 200)
+    def clipped(self) -> Reply:
+        """This reply with the strings the provider chose kept short: they reach sidecars, results, the ledger and
+        logs (each exit scrubs secrets from them)."""
+        def short(text: object) -> str:
+            return clip(str(text)[:2000], 200)
 
-        return replace(self, model=clean(self.model),
-                       generation_id=None if self.generation_id is None else clean(self.generation_id),
-                       notes=[redact(note) for note in self.notes])
+        return replace(self, model=short(self.model),
+                       generation_id=None if self.generation_id is None else short(self.generation_id))
 
 
 @dataclass(frozen=True)

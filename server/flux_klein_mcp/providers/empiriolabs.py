@@ -106,7 +106,7 @@ class EmpirioLabs(OpenAIImages):
         """
         try:
             reply = await wire.send(link.http, "GET", f"{self.base_url}/jobs/{job_id}", provider=self.label,
-                                    timeout_s=self._timeout_s, headers=self.headers(), redact=self._redact,
+                                    timeout_s=self._timeout_s, headers=self.headers(),
                                     gate=link.gate)
         except ConnectionFailed:
             return None
@@ -124,7 +124,7 @@ class EmpirioLabs(OpenAIImages):
     def _job_failed(self, job_id: str, job: dict[str, Any]) -> ProviderError:
         error = job.get("error")
         detail = error.get("message") if isinstance(error, dict) else error
-        text = wire.clip(self._redact(str(detail or "no details")[:6000]))
+        text = wire.clip(str(detail or "no details")[:6000])
         if any(word in text.lower() for word in ("nsfw", "moderation", "safety", "content policy", "flagged")):
             return ContentRefused(f"EmpirioLabs refused the request: {text}. Rephrase it without the flagged "
                                   "content.", provider=self.label)

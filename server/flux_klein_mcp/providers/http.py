@@ -7,30 +7,24 @@ import email.utils
 import ipaddress
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
+from ..config import quoted
 from ..errors import BadReply, ConfigError, ConnectionFailed
 from ..images import b64decode, split_data_url
-from ..redact import quoted
+from ..words import RESTART
 
 # A 4 MP PNG in base64 inside JSON stays far below this; anything bigger is not a reply we want in memory.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 #: How much of a provider's own words we repeat in a message.
 QUOTE_CHARS = 300
-#: How much of a provider's string is scrubbed and kept for quoting (the scrub runs before the clip to QUOTE_CHARS).
+#: How much of a provider's string in error metadata is kept (a reason list, a flagged input).
 QUOTE_SOURCE_CHARS = 4000
-
-Redact = Callable[[str], str]
-
-
-def _keep(text: str) -> str:
-    return text
 
 
 @dataclass(frozen=True)
@@ -38,13 +32,11 @@ class HttpReply:
     status: int
     headers: httpx.Headers
     body: bytes
-    #: Removes secrets from the provider's words (`Settings.redact`); applied before anything is clipped.
-    redact: Redact = field(default=_keep, repr=False)
 
     def quote(self, text: object, limit: int = QUOTE_CHARS) -> str:
-        """The provider's words, fit to repeat in a message: secrets removed first, then whitespace folded and
-        the text clipped (a clip must never leave part of a key behind)."""
-        return clip(self.redact(str(text)[: limit * 20]), limit)
+        """The provider's words, fit to repeat in a message: whitespace folded, clipped. (Secrets are scrubbed at
+        the exits: whatever part of a key survives the clip is removed there.)"""
+        return clip(str(text)[: limit * 20], limit)
 
     def json(self, provider: str) -> Any:
         try:
@@ -70,7 +62,6 @@ async def send(
     headers: dict[str, str] | None = None,
     json_body: Any = None,
     max_bytes: int = MAX_REPLY_BYTES,
-    redact: Redact = _keep,
     gate: Any = None,
 ) -> HttpReply:
     """One request, bounded by `timeout_s` in total (a provider that trickles bytes is cut off too)."""
@@ -93,7 +84,7 @@ async def send(
                             provider=provider,
                             status=response.status_code,
                         )
-                return HttpReply(response.status_code, response.headers, b"".join(chunks), redact)
+                return HttpReply(response.status_code, response.headers, b"".join(chunks))
     except (TimeoutError, httpx.TimeoutException):
         raise ConnectionFailed(
             f"{provider} did not answer within {timeout_s:g} s (FLUX_KLEIN_TIMEOUT_S). Nothing was saved. "
@@ -143,7 +134,7 @@ def check_base_url(url: str, variable: str) -> None:
             problem = "plain http:// would send the API key unencrypted; use https:// (http:// is for localhost only)"
     if problem:
         raise ConfigError(f"{variable}={quoted(url, 200)} is not a usable base URL: {problem}. Fix it (e.g. "
-                          "https://api.example.com/v1) or unset it to use the default, then restart the server.")
+                          f"https://api.example.com/v1) or unset it to use the default{RESTART}.")
 
 
 def _loopback(host: str) -> bool:
@@ -166,7 +157,7 @@ class ErrorInfo:
 
 
 def error_info(reply: HttpReply) -> ErrorInfo:
-    """The error's message (redacted, then clipped), code, type and metadata (redacted)."""
+    """The error's message (clipped), code, type and metadata (its strings clipped)."""
     try:
         body = json.loads(reply.body)
     except (ValueError, RecursionError):
@@ -185,17 +176,17 @@ def error_info(reply: HttpReply) -> ErrorInfo:
         message=reply.quote(error.get("message") or "no details"),
         code=code if isinstance(code, int) and not isinstance(code, bool) else reply.quote(code, 60) if code else None,
         type=reply.quote(kind, 60) if kind else None,
-        metadata=_redacted(metadata, reply.redact) if isinstance(metadata, dict) else None,
+        metadata=_clipped(metadata) if isinstance(metadata, dict) else None,
     )
 
 
-def _redacted(value: Any, redact: Redact) -> Any:
+def _clipped(value: Any) -> Any:
     if isinstance(value, str):
-        return redact(value[:QUOTE_SOURCE_CHARS])  # clipped first: what is quoted is short, the scrub then cheap
+        return value[:QUOTE_SOURCE_CHARS]
     if isinstance(value, dict):
-        return {str(k): _redacted(v, redact) for k, v in value.items()}
+        return {str(k)[:QUOTE_SOURCE_CHARS]: _clipped(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redacted(v, redact) for v in value]
+        return [_clipped(v) for v in value]
     return value
 
 

@@ -32,6 +32,7 @@ from ..rules import (
     prompt_text,
     seeds_for,
 )
+from ..words import RESTART, either, out_of_credits
 from . import http as wire
 from .base import Call, Capabilities, KeyCheck, Link, Reply, auth_header
 
@@ -73,7 +74,6 @@ class OpenAIImages:
         self._key = settings.get(self.key_variable)
         self.base_url = (settings.get(self.base_url_variable) or self.default_base_url).rstrip("/")
         self._timeout_s = settings.timeout_s
-        self._redact = settings.redact
         self.model = self.model_id
 
     def missing(self) -> list[str]:
@@ -116,7 +116,7 @@ class OpenAIImages:
         check_flux_payload(payload)
         reply = await wire.send(link.http, "POST", f"{self.base_url}/images/generations", provider=self.label,
                                 timeout_s=self._timeout_s, headers=self.headers(), json_body=payload,
-                                redact=self._redact, gate=link.gate)
+                                gate=link.gate)
         if not 200 <= reply.status < 300:  # EmpirioLabs answers a job with 202
             raise self.error_for(reply)
         # Parsing megabytes of JSON (and base64, below) would block every other call: done in worker threads.
@@ -134,8 +134,8 @@ class OpenAIImages:
         wanted = count_of(payload)
         notes = []
         if len(items) > wanted:  # never download (and hold) more than was asked for
-            notes.append(f"{self.label} returned {len(items)} images where {wanted} were asked for; the rest were "
-                         "not downloaded.")
+            notes.append(f"{self.label} returned {len(items)} images, more than the {wanted} asked for; the rest "
+                         "were not downloaded.")
             items = items[:wanted]
         images = [await self._image_of(item, link) for item in items]
         raw_cost = headers.get(self.cost_header) if headers is not None and self.cost_header else None
@@ -168,7 +168,7 @@ class OpenAIImages:
                                f"({target.scheme}://{target.host}); it was not fetched. Nothing was saved.",
                                provider=self.label, status=200)
             reply = await wire.send(link.http, "GET", url, provider=self.label, timeout_s=self._timeout_s,
-                                    headers=self.headers() if own_host else None, redact=self._redact,
+                                    headers=self.headers() if own_host else None,
                                     gate=link.gate)
             location = reply.headers.get("location")
             if reply.status in (301, 302, 303, 307, 308) and location:
@@ -202,12 +202,11 @@ class OpenAIImages:
         markers = f"{code} {(info.type or '').lower()} {info.message.lower()}"
         if status == 402 or code == "insufficient_quota":
             return CreditsExhausted(
-                f"{label} says the account is out of credits ({status}: {detail}). STOP: do not retry, and do not "
-                f"switch to another tier, model or provider. Tell the user to add credits at {self.billing_url}, "
-                "then ask again.", provider=label, status=status)
+                f"{label} says the account is out of credits ({status}: {detail}). "
+                + out_of_credits(self.billing_url), provider=label, status=status)
         if status == 401:
             return AuthFailed(f"{label} rejected the API key (401: {detail}). Set {self.key_variable} to a valid "
-                              "key and restart the server. Not retried.", provider=label, status=status)
+                              f"key{RESTART}. Not retried.", provider=label, status=status)
         if status in (400, 403) and any(m in markers for m in _MODERATION_MARKERS):
             return ContentRefused(f"{label}'s moderation refused the request ({status}: {detail}). Rephrase the "
                                   "request without the flagged content; the same prompt will be refused again.",
@@ -221,8 +220,8 @@ class OpenAIImages:
         if status == 404:
             return RequestRejected(f"{label} does not know the model or endpoint (404: {detail}). "
                                    f"{self._model_hint()}", provider=label, status=status)
-        return RequestRejected(f"{label} rejected the request (HTTP {status}: {detail}). Check the arguments; "
-                               "not retried.", provider=label, status=status)
+        return RequestRejected(f"{label} rejected the request (HTTP {status}: {detail}). Check the "
+                               f"{either('arguments', 'options')}; not retried.", provider=label, status=status)
 
     def _model_hint(self) -> str:
         return f"Check {self.base_url_variable}."
@@ -232,9 +231,9 @@ class OpenAIImages:
             return KeyCheck("missing", f"set {' and '.join(self.missing())}")
         try:
             reply = await wire.send(http, "GET", f"{self.base_url}/models", provider=self.label,
-                                    timeout_s=min(self._timeout_s, 15), headers=self.headers(), redact=self._redact)
+                                    timeout_s=min(self._timeout_s, 15), headers=self.headers())
         except ProviderError as exc:
-            return KeyCheck("unreachable", str(exc))
+            return KeyCheck("unreachable", exc.raw)
         if reply.status == 401:
             return KeyCheck("invalid", f"{self.key_variable} was rejected (401)")
         if reply.status != 200:

@@ -32,6 +32,7 @@ from ..rules import (
     prompt_text,
     seeds_for,
 )
+from ..words import RESTART, either, out_of_credits, usd
 from . import http as wire
 from .base import Call, Capabilities, KeyCheck, Link, Reply, auth_header
 
@@ -81,7 +82,6 @@ class OpenRouter:
         self._key = settings.get(KEY_VARIABLE)
         self.base_url = (settings.get(self.base_url_variable) or DEFAULT_BASE_URL).rstrip("/")
         self._timeout_s = settings.timeout_s
-        self._redact = settings.redact
 
     def missing(self) -> list[str]:
         return [] if self._key else [KEY_VARIABLE]
@@ -102,7 +102,6 @@ class OpenRouter:
             timeout_s=self._timeout_s,
             headers={**auth_header(self._key), "X-Title": "flux-klein-mcp"},
             json_body=payload,
-            redact=self._redact,
             gate=link.gate,
         )
         if reply.status != 200:
@@ -117,23 +116,23 @@ class OpenRouter:
         try:
             reply = await wire.send(
                 http, "GET", f"{self.base_url}/key", provider=self.label, timeout_s=min(self._timeout_s, 15),
-                headers=dict(auth_header(self._key)), redact=self._redact,
+                headers=dict(auth_header(self._key)),
             )
         except ProviderError as exc:
-            return KeyCheck("unreachable", str(exc))
+            return KeyCheck("unreachable", exc.raw)
         if reply.status != 200:
             detail = f"HTTP {reply.status}: {wire.error_info(reply).message}"
             return KeyCheck("invalid" if reply.status in (401, 403) else "unreachable", detail)
         try:
             data = _dict(_dict(reply.json(self.label)).get("data"))
         except ProviderError as exc:
-            return KeyCheck("unreachable", str(exc))
+            return KeyCheck("unreachable", exc.raw)
         credit = {name: _amount(data.get(name)) for name in ("limit", "usage", "limit_remaining")}
         remaining, limit = credit["limit_remaining"], credit["limit"]
         if remaining is not None:
-            left = f"${remaining:,.2f} left on the key's limit"
+            left = f"{usd(remaining)} left on the key's limit"
         else:
-            left = "no spending limit" if limit is None else f"a limit of ${limit:,.2f}, what is left not reported"
+            left = "no spending limit" if limit is None else f"a limit of {usd(limit)}, what is left not reported"
         return KeyCheck("ok", f"key valid, {left}", credit=credit)
 
 
@@ -220,14 +219,13 @@ def error_for(reply: wire.HttpReply) -> ProviderError:
     label, status, detail = OpenRouter.label, reply.status, info.message
     if status == 402:
         return CreditsExhausted(
-            f"{label} says the account is out of credits (402: {detail}). STOP: do not retry, and do not switch "
-            f"to another tier or model. Tell the user to add credits at {BILLING_URL}, then ask again.",
+            f"{label} says the account is out of credits (402: {detail}). " + out_of_credits(BILLING_URL),
             provider=label, status=status,
         )
     if status == 401:
         return AuthFailed(
-            f"{label} rejected the API key (401: {detail}). Set {KEY_VARIABLE} to a valid key from {KEYS_URL} "
-            "and restart the server. Not retried.",
+            f"{label} rejected the API key (401: {detail}). Set {KEY_VARIABLE} to a valid key from {KEYS_URL}"
+            f"{RESTART}. Not retried.",
             provider=label, status=status,
         )
     if status == 403:
@@ -253,7 +251,8 @@ def error_for(reply: wire.HttpReply) -> ProviderError:
         return RequestRejected(f"{label} timed out handling the request (408: {detail}). Try again.",
                                provider=label, status=status)
     return RequestRejected(
-        f"{label} rejected the request (HTTP {status}: {detail}). Check the arguments; not retried.",
+        f"{label} rejected the request (HTTP {status}: {detail}). Check the {either('arguments', 'options')}; "
+        "not retried.",
         provider=label, status=status,
     )
 

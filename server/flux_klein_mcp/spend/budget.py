@@ -20,6 +20,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ..errors import BudgetExceeded, ConfigError
+from ..words import either, plural, usd
 from .ledger import Charge, DayTotal, Ledger, unusable
 
 log = logging.getLogger("flux_klein_mcp")
@@ -223,14 +224,16 @@ class Accountant:
         if budget is None or spent + reserved + quote.usd <= budget + _EPSILON:
             return
         left = max(0.0, budget - spent - reserved)
-        in_flight = f" (and ${reserved:.4f} is reserved by calls still running)" if reserved > _EPSILON else ""
+        in_flight = f" (and {usd(reserved)} is reserved by calls still running)" if reserved > _EPSILON else ""
         estimate = " (an estimate: the provider publishes no price)" if quote.source == "estimate" else ""
+        each = " each" if quote.images > 1 else ""
         raise BudgetExceeded(
-            f"Budget reached: this call could cost up to ${quote.usd:.4f} ({quote.images} image(s) at "
-            f"${quote.per_image_usd:.4f}{estimate} on {quote.label}), but {variable} is ${budget:g} and "
-            f"${spent:.4f} was already spent {scope}{in_flight}, leaving ${left:.4f}. Nothing was sent. STOP: do "
-            f"not retry, and do not switch tier, model or provider to get around it. Tell the user the budget is "
-            f"reached; they can raise {variable} (in the server's environment) if they want to spend more."
+            f"Budget reached: this call could cost up to {usd(quote.usd)} ({plural(quote.images, 'image')} at "
+            f"{usd(quote.per_image_usd)}{each}{estimate} on {quote.label}), but {variable} is {usd(budget)} and "
+            f"{usd(spent)} was already spent {scope}{in_flight}, leaving {usd(left)}. Nothing was sent. "
+            + either("STOP: do not retry, and do not switch tier, model or provider to get around it. Tell the user "
+                     f"the budget is reached; they can raise {variable} (in the server's environment) if they want "
+                     "to spend more.", f"To spend more, raise {variable}.")
         )
 
 

@@ -19,6 +19,7 @@ import enum
 from typing import Literal, get_args
 
 from ..errors import ConsentRefused
+from ..words import either, plural, usd
 from .budget import Quote
 
 HighTierMode = Literal["ask", "allow", "deny"]
@@ -37,9 +38,11 @@ class Consent(enum.Enum):
 
 def question(quote: Quote) -> str:
     """What the person is asked: the model, the price per image, the number of images and the total."""
-    return (f"An AI agent wants to make {quote.images} final image(s) on the high tier: {quote.model} on "
-            f"{quote.label}, ${quote.per_image_usd:.4f} per image, ${quote.usd:.4f} in total (drafts on the low "
-            f"tier cost about $0.014). Approve this spend?")
+    finals = plural(quote.images, "final image")
+    return (either(f"An AI agent wants to make {finals}", f"This makes {finals}") + f" on the high tier: "
+            f"{quote.model} on {quote.label}, {usd(quote.per_image_usd)} {'each' if quote.images > 1 else 'an image'}"
+            + (f", {usd(quote.usd)} in total" if quote.images > 1 else "")
+            + f" (drafts on the low tier cost about {usd(0.014)}). Approve this spend?")
 
 
 def needs_consent(mode: str, tier: str, provider: str) -> bool:
@@ -51,18 +54,20 @@ def require_consent(mode: str, tier: str, provider: str, consent: Consent | None
     """Refuse, before any request, a high-tier call the person has not approved."""
     if not needs_consent(mode, tier, provider):
         return
-    stop = ("Do not retry, do not ask again through another tool or provider, and do not switch to a workaround; "
-            "continue on the low tier (tier='low') or tell the user.")
+    stop = either("Do not retry, do not ask again through another tool or provider, and do not switch to a "
+                  "workaround; continue on the low tier (tier='low') or tell the user.", "Use --tier low for drafts.")
     if mode == "deny":
-        raise ConsentRefused("The high tier is switched off on this server (FLUX_KLEIN_HIGH_TIER=deny); nothing "
-                             f"was sent. {stop}")
+        raise ConsentRefused("The high tier is switched off " + either("on this server ", "")
+                             + f"(FLUX_KLEIN_HIGH_TIER=deny); nothing was sent. {stop}"
+                             + either("", " To allow it, set FLUX_KLEIN_HIGH_TIER=ask (or allow)."))
     if consent is Consent.GRANTED:
         return
     if consent in (Consent.DECLINED, Consent.CANCELLED):
-        raise ConsentRefused(f"The person {consent.value} the high-tier spend; nothing was sent or charged. {stop}")
+        raise ConsentRefused(either(f"The person {consent.value}", f"You {consent.value}") + " the high-tier spend; "
+                             f"nothing was sent or charged. {stop}")
     if consent is Consent.NOT_GIVEN:
-        raise ConsentRefused("The high tier costs more and needs the person's consent: pass --yes, run it on a "
-                             "terminal to be asked, or set FLUX_KLEIN_HIGH_TIER=allow. Nothing was sent.")
+        raise ConsentRefused("The high tier costs more and needs your approval: pass --yes, run it on a terminal "
+                             "to be asked, or set FLUX_KLEIN_HIGH_TIER=allow. Nothing was sent.")
     raise ConsentRefused(
         "The high tier needs the person's approval, and this client cannot ask them (it declares no "
         "elicitation). Nothing was sent. Tell the user: to allow finals without being asked, they can set "

@@ -12,6 +12,7 @@ import anyio
 import httpx
 
 from ..providers import Provider
+from ..words import plural
 from .budget import _summary
 from .ledger import DayTotal, Ledger, unusable
 
@@ -76,14 +77,14 @@ def render(report: dict[str, Any]) -> str:
     """The `spend` command's table."""
     lines = [f"Ledger: {report['ledger']}", ""]
     lines.append(f"Today ({report['today']['date']}):  ${report['today']['spent_usd']:.4f}  "
-                 f"({report['today']['images']} images)")
+                 f"({plural(report['today']['images'], 'image')})")
     month = report["this_month"]
-    lines.append(f"This month ({month['month']}):  ${month['spent_usd']:.4f}  ({month['images']} images)")
+    lines.append(f"This month ({month['month']}):  ${month['spent_usd']:.4f}  ({plural(month['images'], 'image')})")
     lines += ["", "DATE        SPENT (USD)  IMAGES"]
     lines += [f"{day['date']}  {day['spent_usd']:>11.4f}  {day['images']:>6}" for day in report["days"]]
     rows = month["by_provider_model"]
     if rows:
         lines += ["", "This month by provider and model:"]
-        lines += [f"  {row['provider']:<18} {row['model']:<40} ${row['spent_usd']:.4f}  ({row['images']} images)"
-                  for row in rows]
+        lines += [f"  {row['provider']:<18} {row['model']:<40} ${row['spent_usd']:.4f}  "
+                  f"({plural(row['images'], 'image')})" for row in rows]
     return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""The MCP SDK's server class, adapted where it meets the outside (the tools themselves are in `server.py`).
+
+- `call_tool` is the one exit for tool results and tool errors: secrets are scrubbed there, and an error reads as
+  our sentence rather than the SDK's "Error executing tool <name>: ..." (see its docstring).
+- Over stdio, a line that is not a JSON-RPC message is answered (`stdio.py`) instead of dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, TextContent
+from pydantic import ValidationError
+
+from .arguments import explain
+from .redact import Redactor
+from .runtime import Runtime
+from .words import for_mcp
+
+
+class FluxServer(MCPServer[Runtime]):
+    """The SDK's server, except that every tool result and tool error leaves through one exit (`call_tool`), and a
+    stdio line that is not JSON-RPC is answered."""
+
+    #: The server's secrets, scrubbed from every result; `create_server` sets it from the settings.
+    secrets = Redactor({})
+
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio loop (`MCPServer.run_stdio_async`), with every line that is not a JSON-RPC message
+        answered with a JSON-RPC error instead of dropped (`stdio.py`)."""
+        from mcp.server.stdio import stdio_server
+
+        from .stdio import AnsweringUnreadable
+
+        async with stdio_server() as (read_stream, write_stream):
+            lowlevel = self._lowlevel_server  # (no public handle; the SDK's own method is these three lines)
+            await lowlevel.run(AnsweringUnreadable(read_stream, write_stream), write_stream,
+                               lowlevel.create_initialization_options())
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """The exit every tool result and tool error leaves by: secrets are scrubbed from their text here, and an
+        error reads as our own sentence. (The SDK puts "Error executing tool <name>: " before the message of a
+        ToolError a tool raises, keeping that error as `__cause__`; the model should read what to do first, and
+        the result's is_error already says it failed.)"""
+        try:
+            result = await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise  # a crash: the SDK's message names only the tool, and the traceback stays in the log
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                tool = next((t for t in await self.list_tools() if t.name == name), None)
+                text = explain(name, tool.input_schema if tool is not None else {}, cause)
+            else:
+                text = str(cause) if isinstance(cause, ToolError | ResourceError) else str(exc)
+            raise ToolError(self.secrets(for_mcp(text))) from cause
+        if isinstance(result, CallToolResult):
+            result = result.model_copy(update={"content": [
+                block.model_copy(update={"text": self._scrubbed(block.text)}) if isinstance(block, TextContent)
+                else block for block in result.content]})
+        return result
+
+    def _scrubbed(self, text: str) -> str:
+        """A text block without secrets. Our JSON blocks are scrubbed value by value and encoded again: a scrub of
+        the encoded text could cut an escape sequence in two."""
+        if text.startswith("{"):
+            with contextlib.suppress(ValueError):
+                value = json.loads(text)
+                scrubbed = self.secrets.value(value)
+                if scrubbed == value:
+                    return text  # (as it was written: a gallery page is sized compact, never re-indented)
+                indented = "\n" in text
+                return json.dumps(scrubbed, indent=2 if indented else None, allow_nan=False,
+                                  separators=None if indented else (",", ":"), ensure_ascii=text.isascii())
+        return self.secrets(for_mcp(text))
