@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -47,8 +48,24 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
-    """This test's own ledger (never the user's)."""
-    return tmp_path / "state" / "ledger.jsonl"
+    """This test's own ledger (never the user's): a SQLite file."""
+    return tmp_path / "state" / "ledger.sqlite3"
+
+
+def ledger_rows(path: Path, table: str = "charges") -> list[dict[str, Any]]:
+    """The rows of a SQLite ledger (FLUX_KLEIN_LEDGER's value: a .jsonl path names the .sqlite3 beside it), as
+    dicts, with `usd` for the whole micro-dollars; [] when there is no ledger yet."""
+    import sqlite3
+
+    path = path.with_suffix(".sqlite3") if path.suffix == ".jsonl" else path
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db.row_factory = sqlite3.Row
+        rows = [dict(row) for row in db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+    for row in rows:
+        row["usd"] = row["micro_usd"] / 1_000_000
+    return rows
 
 
 @pytest.fixture

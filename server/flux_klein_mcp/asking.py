@@ -16,8 +16,8 @@ from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field, model_validator
 
-from .errors import BudgetExceeded, FluxKleinError
-from .spend import Consent, question
+from .errors import BudgetExceeded
+from .spend import Consent, consent_quote, question
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -42,24 +42,13 @@ class Approval(BaseModel):
 
 
 async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[Approval] | Consent | None:
-    if tier != "high":
-        return None
     runtime = cast("Runtime", ctx.request_context.lifespan_context)
-    if runtime.settings.high_tier != "ask":
-        return None
     try:
-        chosen = runtime.providers.choose(provider)
-    except FluxKleinError:
-        return None  # the tool body reports it
-    if chosen.name == "sandbox" or "high" not in chosen.capabilities.tiers:
-        return None
-    from .pipeline import quote_for
-
-    quote = quote_for(chosen, "high", n)
-    try:
-        await runtime.in_worker(runtime.spend.check, quote)
+        quote = await consent_quote(runtime, tier, n, provider)
     except BudgetExceeded as exc:
         raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
+    if quote is None:
+        return None
     if not can_elicit(ctx):
         return Consent.CANNOT_ASK
     return Elicit(question(quote), Approval)

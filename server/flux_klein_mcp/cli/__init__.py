@@ -6,7 +6,7 @@
     flux-klein-mcp compose PROMPT --image A --image B ...
     flux-klein-mcp demo [PROMPT]                drive the real server over stdio, like an MCP client would
     flux-klein-mcp doctor [--json]              which keys are set and valid, where files go, which provider
-    flux-klein-mcp spend [--json] [--days N]    what has been spent, from the ledger
+    flux-klein-mcp spend [--json] [--days N] [--by day|provider|model]   what has been spent, from the ledger
 
 Exit codes: 0 done; 1 the provider or the disk failed; 2 bad arguments, configuration or no consent for the high
 tier; 3 out of credits or a budget reached (stop).
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--json", action="store_true", help="print the report as JSON")
     spend.add_argument("--days", type=int, default=7, choices=range(1, 367), metavar="N",
                        help="how many recent days to list (1-366, default 7)")
+    spend.add_argument("--by", choices=("day", "provider", "model"),
+                       help="group the last N days by day, provider or model (with --json: 'rows')")
     return parser
 
 
@@ -132,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from . import commands
 
     if command == "spend":
-        sys.exit(_report_errors(lambda: commands.spend(args.json, args.days)))
+        sys.exit(_report_errors(lambda: commands.spend(args.json, args.days, args.by)))
     else:
         sys.exit(anyio.run(commands.one_call, args))
 

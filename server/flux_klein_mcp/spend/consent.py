@@ -19,7 +19,7 @@ import enum
 from typing import Literal, get_args
 
 from ..errors import ConsentRefused
-from .budget import Quote
+from .billing import Quote
 
 HighTierMode = Literal["ask", "allow", "deny"]
 HIGH_TIER_MODES: tuple[str, ...] = get_args(HighTierMode)
@@ -49,22 +49,22 @@ def needs_consent(mode: str, tier: str, provider: str) -> bool:
 
 def require_consent(mode: str, tier: str, provider: str, consent: Consent | None) -> None:
     """Refuse, before any request, a high-tier call the person has not approved."""
-    if not needs_consent(mode, tier, provider):
+    if not needs_consent(mode, tier, provider) or (mode != "deny" and consent is Consent.GRANTED):
         return
+    raise ConsentRefused(refusal(mode, consent))
+
+
+def refusal(mode: str, consent: Consent | None) -> str:
+    """Why a high-tier call is refused, and what to do instead."""
     stop = ("Do not retry, do not ask again through another tool or provider, and do not switch to a workaround; "
             "continue on the low tier (tier='low') or tell the user.")
     if mode == "deny":
-        raise ConsentRefused("The high tier is switched off on this server (FLUX_KLEIN_HIGH_TIER=deny); nothing "
-                             f"was sent. {stop}")
-    if consent is Consent.GRANTED:
-        return
+        return f"The high tier is switched off on this server (FLUX_KLEIN_HIGH_TIER=deny); nothing was sent. {stop}"
     if consent in (Consent.DECLINED, Consent.CANCELLED):
-        raise ConsentRefused(f"The person {consent.value} the high-tier spend; nothing was sent or charged. {stop}")
+        return f"The person {consent.value} the high-tier spend; nothing was sent or charged. {stop}"
     if consent is Consent.NOT_GIVEN:
-        raise ConsentRefused("The high tier costs more and needs the person's consent: pass --yes, run it on a "
-                             "terminal to be asked, or set FLUX_KLEIN_HIGH_TIER=allow. Nothing was sent.")
-    raise ConsentRefused(
-        "The high tier needs the person's approval, and this client cannot ask them (it declares no "
-        "elicitation). Nothing was sent. Tell the user: to allow finals without being asked, they can set "
-        f"FLUX_KLEIN_HIGH_TIER=allow in the server's environment (their standing consent). {stop}"
-    )
+        return ("The high tier costs more and needs the person's consent: pass --yes, run it on a terminal to be "
+                "asked, or set FLUX_KLEIN_HIGH_TIER=allow. Nothing was sent.")
+    return ("The high tier needs the person's approval, and this client cannot ask them (it declares no "
+            "elicitation). Nothing was sent. Tell the user: to allow finals without being asked, they can set "
+            f"FLUX_KLEIN_HIGH_TIER=allow in the server's environment (their standing consent). {stop}")
