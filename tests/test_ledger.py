@@ -1,16 +1,393 @@
-"""The ledger itself."""
+"""The ledger, on both backends (SQLite, and PostgreSQL under `make test-postgres`): one suite, one interface.
+
+A call reserves its worst case and settles it in one transaction each; totals are SQL over the budget day; what
+the database holds cannot go negative; a reservation whose owner died is booked at its worst case, never freed;
+an old JSON-lines ledger is imported once; reserve and settle stay on indexes however long the ledger grows.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
-from datetime import UTC, date, datetime
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from flux_klein_mcp.spend.ledger import Reservation
+import pytest
+
+from flux_klein_mcp.errors import BudgetExceeded
+from flux_klein_mcp.spend import Accountant, Charge, Ledger, LedgerError, LedgerURL, Quote, open_ledger
+from flux_klein_mcp.spend.ledger import DEAD_NOTE, UNSETTLED, Reservation
 from flux_klein_mcp.spend.owner import me
+from tests.conftest import rows_at
+
+KLEIN = 0.014
+WORKER = Path(__file__).with_name("ledger_worker.py")
+ELSEWHERE = "another-host pid:[1]|-|4242|-"  # a process on another host: this one cannot tell if it lives
 
 
 def reservation(usd: float, *, images: int = 1, at: datetime | None = None, owner: str | None = None,
-                day: date | None = None) -> Reservation:
+                day: date | None = None, model: str = "m") -> Reservation:
     at = at or datetime.now(UTC)
-    return Reservation(uuid.uuid4().hex, at, day or at.astimezone().date(), "openrouter", "m", "low", images, usd,
+    return Reservation(uuid.uuid4().hex, at, day or at.astimezone().date(), "openrouter", model, "low", images, usd,
                        "price list", owner or me())
+
+
+def charge(usd: float, images: int = 1, model: str = "m", source: str = "provider") -> Charge:
+    return Charge("openrouter", model, "low", images, usd, source, "gen-1", None)
+
+
+def open_at(where: str, timezone: Any = None, legacy: Path | None = None) -> Ledger:
+    if where.startswith("postgresql://"):
+        from flux_klein_mcp.spend.postgres import PostgresLedger
+
+        return PostgresLedger(where, timezone, legacy)
+    from flux_klein_mcp.spend.sqlite import SQLiteLedger
+
+    return SQLiteLedger(Path(where), timezone, legacy)
+
+
+@pytest.fixture
+def book(ledger_at: str) -> Iterator[Ledger]:
+    ledger = open_at(ledger_at)
+    yield ledger
+    ledger.close()
+
+
+def reserve(ledger: Ledger, r: Reservation) -> Reservation:
+    return ledger.reserve(r, lambda snapshot: r)
+
+
+def worker(where: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(WORKER.parent.parent)}
+    return subprocess.Popen([sys.executable, str(WORKER), where, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+# --- a call's life ---------------------------------------------------------------------------------------------
+
+def test_a_call_reserves_its_worst_case_then_settles_to_what_was_charged(book, ledger_at):
+    r = reserve(book, reservation(4 * KLEIN, images=4))
+    [row] = rows_at(ledger_at, "reservations")
+    assert (row["id"], row["usd"], row["images"], row["owner"]) == (r.id, 4 * KLEIN, 4, me())
+    book.settle(r, [charge(0.004), charge(0.004)], datetime.now(UTC))
+    assert rows_at(ledger_at, "reservations") == []
+    booked = rows_at(ledger_at)
+    assert [(c["usd"], c["images"], c["request_id"], c["owner"]) for c in booked] == [(0.004, 1, r.id, me())] * 2
+    assert book.total(r.day, r.day).usd == pytest.approx(0.008)
+
+
+def test_a_call_that_charged_nothing_books_nothing(book, ledger_at):
+    book.settle(reserve(book, reservation(KLEIN)), [], datetime.now(UTC))
+    assert rows_at(ledger_at) == [] and rows_at(ledger_at, "reservations") == []
+
+
+def test_the_check_sees_the_days_charges_and_every_call_in_flight(book):
+    today = datetime.now(UTC)
+    book.settle(reserve(book, reservation(0.05)), [charge(0.05)], today)
+    book.settle(reserve(book, reservation(0.01, day=date(2020, 1, 1))), [charge(0.9)], today)  # another day
+    reserve(book, reservation(0.03))
+    seen = []
+    book.reserve(reservation(0.02), lambda snapshot: seen.append(snapshot) or reservation(0.02))
+    assert seen[0].spent_usd == pytest.approx(0.05) and seen[0].reserved_usd == pytest.approx(0.03)
+    assert seen[0].highest_usd == pytest.approx(0.05)
+
+
+def test_a_refused_check_writes_nothing(book, ledger_at):
+    def refuse(snapshot: Any) -> Reservation:
+        raise BudgetExceeded("no")
+
+    with pytest.raises(BudgetExceeded):
+        book.reserve(reservation(KLEIN), refuse)
+    assert rows_at(ledger_at, "reservations") == []
+
+
+# --- totals by budget day, never by row order --------------------------------------------------------------------
+
+def test_totals_are_summed_over_the_budget_day_whatever_order_the_rows_came_in(book):
+    """Issue 15: a long ledger holding lines with older dates (a process with a wrong clock) undercounted today."""
+    today, now = datetime.now().astimezone().date(), datetime.now(UTC)
+    for day in [today, date(2019, 5, 1), today, today + timedelta(days=1), date(2020, 1, 1), today]:
+        book.settle(reserve(book, reservation(0.01, day=day)), [charge(0.01)], now)
+    assert book.total(today, today).usd == pytest.approx(0.03) and book.total(today, today).images == 3
+    assert book.total().usd == pytest.approx(0.06)
+    assert [(day, usd) for day, _, _, usd, _ in book.grouped(date(2020, 1, 1), today)] == [
+        (date(2020, 1, 1), 0.01), (today, pytest.approx(0.03))]
+
+
+def test_a_charge_dated_tomorrow_does_not_set_todays_price(book):
+    """Issue 15: one line dated tomorrow set today's price to $5 an image and refused every call under $1."""
+    tomorrow = datetime.now().astimezone().date() + timedelta(days=1)
+    book.settle(reserve(book, reservation(5.0, day=tomorrow)), [charge(5.0)], datetime.now(UTC))
+    accountant = Accountant(lambda: book, None, 1.0, clock=lambda: datetime.now().astimezone())
+    tab = accountant.reserve(Quote("openrouter", "OpenRouter", "m", "low", 1, KLEIN, "price list"))
+    assert tab.quote.per_image_usd == KLEIN and tab.quote.source == "price list"
+
+
+def test_the_highest_charge_seen_today_raises_the_quote(book):
+    book.settle(reserve(book, reservation(0.1)), [charge(0.1, images=2)], datetime.now(UTC))  # $0.05 an image
+    accountant = Accountant(lambda: book, None, None, clock=lambda: datetime.now().astimezone())
+    tab = accountant.reserve(Quote("openrouter", "OpenRouter", "m", "low", 2, KLEIN, "estimate"))
+    assert (tab.quote.per_image_usd, tab.quote.source, tab.quote.usd) == (0.05, "highest charge seen", 0.1)
+    assert tab.reservation is not None and tab.reservation.usd == 0.1
+
+
+@pytest.mark.parametrize(("zone", "day"), [("Pacific/Kiritimati", date(2026, 1, 2)),
+                                           ("Pacific/Pago_Pago", date(2026, 1, 1)), ("UTC", date(2026, 1, 1))])
+def test_the_budget_day_is_the_calendar_day_of_FLUX_KLEIN_TIMEZONE(ledger_at, zone, day):
+    ledger = open_at(ledger_at, ZoneInfo(zone))
+    moment = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    accountant = Accountant(lambda: ledger, None, None, clock=lambda: moment)
+    try:
+        tab = accountant.reserve(Quote("openrouter", "OpenRouter", "m", "low", 1, KLEIN, "price list"))
+        accountant.settle(tab, [charge(KLEIN)])
+        assert [row["day"] for row in rows_at(ledger_at)] in ([day], [day.isoformat()])
+        assert ledger.total(day, day).usd == KLEIN
+    finally:
+        ledger.close()
+
+
+# --- what the database refuses -----------------------------------------------------------------------------
+
+def test_a_negative_amount_is_refused_by_the_database_and_books_nothing(book, ledger_at):
+    """Issue 15: a negative reservation in the old `.pending` file was believed, and let calls past the budget."""
+    with pytest.raises(LedgerError, match="(?i)check"):
+        reserve(book, reservation(-100.0))
+    r = reserve(book, reservation(KLEIN))
+    with pytest.raises(LedgerError, match="(?i)check"):
+        book.settle(r, [charge(KLEIN), charge(-5.0)], datetime.now(UTC))
+    assert rows_at(ledger_at) == [] and [row["id"] for row in rows_at(ledger_at, "reservations")] == [r.id]
+
+
+def test_every_file_of_a_sqlite_ledger_is_private(tmp_path):
+    """Issue 15: the old `.pending` file of reservations was readable by every user on the machine."""
+    path = tmp_path / "state" / "ledger.sqlite3"
+    ledger = open_at(str(path))
+    ledger.settle(reserve(ledger, reservation(KLEIN)), [charge(KLEIN)], datetime.now(UTC))
+    files = sorted(path.parent.iterdir())
+    assert [f.name for f in files] == ["ledger.sqlite3", "ledger.sqlite3-shm", "ledger.sqlite3-wal"]
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files) and path.parent.stat().st_mode & 0o777 == 0o700
+    ledger.close()
+    path.chmod(0o644)  # made by hand, or copied in
+    reopened = open_at(str(path))
+    assert reopened.total().images == 1 and path.stat().st_mode & 0o777 == 0o600
+    reopened.close()
+
+
+# --- owners that died --------------------------------------------------------------------------------------
+
+def test_a_reservation_whose_process_died_is_booked_at_its_worst_case(book, ledger_at):
+    """Issue 15: a call in flight when its process was SIGKILLed was never booked, though it may have been charged."""
+    process = worker(ledger_at, "reserve-and-die", "3")
+    assert process.communicate(timeout=60)[0].strip() == "reserved" and process.returncode == 0
+    [left] = rows_at(ledger_at, "reservations")
+    book.settle(reserve(book, reservation(KLEIN)), [charge(KLEIN)], datetime.now(UTC))  # any call books it
+    dead, mine = rows_at(ledger_at)
+    assert (dead["usd"], dead["images"], dead["source"], dead["note"]) == (3 * KLEIN, 3, UNSETTLED, DEAD_NOTE)
+    assert dead["request_id"] == left["id"] and dead["owner"] == left["owner"] and mine["source"] == "provider"
+    assert rows_at(ledger_at, "reservations") == [] and book.total().usd == pytest.approx(4 * KLEIN)
+
+
+def test_a_report_books_the_calls_of_processes_that_died(book, ledger_at):
+    process = worker(ledger_at, "reserve-and-die", "1")
+    process.communicate(timeout=60)
+    book.reap(datetime.now(UTC))
+    assert [(row["source"], row["usd"]) for row in rows_at(ledger_at)] == [(UNSETTLED, KLEIN)]
+
+
+def test_a_live_call_elsewhere_stays_reserved_until_it_expires(book, ledger_at):
+    other = open_at(ledger_at)  # (on PostgreSQL, another session holding its own liveness lock)
+    try:
+        live = reserve(other, reservation(0.02, owner=ELSEWHERE))
+        stale = reserve(other, reservation(0.03, owner=ELSEWHERE, at=datetime.now(UTC) - timedelta(hours=4)))
+        seen = []
+        book.reserve(reservation(0.01), lambda snapshot: seen.append(snapshot) or reservation(0.01))
+        assert seen[0].reserved_usd == pytest.approx(0.02)  # the stale one was booked, the live one is reserved
+        assert {row["id"] for row in rows_at(ledger_at, "reservations")} >= {live.id}
+        [booked] = rows_at(ledger_at)
+        assert (booked["request_id"], booked["usd"], booked["source"]) == (stale.id, 0.03, UNSETTLED)
+    finally:
+        other.close()
+
+
+def test_a_call_settled_after_it_was_booked_as_dead_replaces_that_booking(book, ledger_at):
+    late = reserve(book, reservation(0.04, images=2, at=datetime.now(UTC) - timedelta(hours=4)))
+    book.reap(datetime.now(UTC))  # taken for dead: booked at its worst case
+    assert [row["source"] for row in rows_at(ledger_at)] == [UNSETTLED]
+    book.settle(late, [charge(0.004), charge(0.004)], datetime.now(UTC))  # it was alive after all
+    assert [(row["source"], row["usd"]) for row in rows_at(ledger_at)] == [("provider", 0.004)] * 2
+    assert book.total().usd == pytest.approx(0.008)
+
+
+# --- writing, and proving it can be written ----------------------------------------------------------------
+
+def test_doctors_probe_writes_for_real_and_rolls_back(book, ledger_at):
+    book.probe()
+    assert rows_at(ledger_at) == [] and book.total().images == 0
+
+
+def test_reading_a_ledger_that_does_not_exist_makes_nothing(tmp_path):
+    path = tmp_path / "state" / "ledger.sqlite3"
+    ledger = open_at(str(path))
+    ledger.reap(datetime.now(UTC))
+    assert ledger.total().usd == 0 and ledger.grouped() == [] and not path.parent.exists()
+
+
+@pytest.mark.parametrize("what", ["write-ahead log", "not a database"])
+def test_a_sqlite_ledger_that_cannot_take_a_write_refuses_the_reservation(tmp_path, what):
+    path = tmp_path / "ledger.sqlite3"
+    if what == "write-ahead log":
+        path.with_name("ledger.sqlite3-wal").mkdir()  # what SQLite must create next to the file
+    else:
+        path.write_text("somebody's notes\n")
+    ledger = open_at(str(path))
+    for attempt in (ledger.probe, lambda: reserve(ledger, reservation(KLEIN))):
+        with pytest.raises(LedgerError, match="ledger.sqlite3"):
+            attempt()
+    if what == "not a database":
+        assert path.read_text() == "somebody's notes\n"
+
+
+@pytest.mark.postgres
+def test_a_postgres_role_that_may_only_read_cannot_reserve(postgres_at):
+    import psycopg
+
+    ledger_at = postgres_at
+    owner = open_at(ledger_at)
+    owner.probe()  # the tables exist
+    owner.close()
+    role, schema = f"reader_{uuid.uuid4().hex[:8]}", ledger_at.rsplit("%3D", 1)[1]
+    with psycopg.connect(ledger_at, autocommit=True) as db:
+        db.execute(f"CREATE ROLE {role} LOGIN")
+        db.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        db.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    reader = open_at(ledger_at.replace("postgresql://postgres@", f"postgresql://{role}@"))
+    try:
+        with pytest.raises(LedgerError, match="permission denied"):
+            reserve(reader, reservation(KLEIN))
+        with pytest.raises(LedgerError, match="permission denied"):
+            reader.probe()
+        assert reader.total().usd == 0
+    finally:
+        reader.close()
+        with psycopg.connect(ledger_at, autocommit=True) as db:
+            db.execute(f"DROP OWNED BY {role}")
+            db.execute(f"DROP ROLE {role}")
+
+
+def test_a_postgres_ledger_without_its_driver_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "flux_klein_mcp.spend.postgres", raising=False)
+    with pytest.raises(LedgerError, match=r"pip install 'flux-klein-mcp\[postgres\]'"):
+        open_ledger(LedgerURL("postgresql://me:s3cret@db.example/flux"))
+
+
+def test_a_postgres_url_is_shown_without_its_password():
+    assert str(LedgerURL("postgresql://me:s3cret@db.example:5433/flux?sslmode=require")) == \
+        "postgresql://me@db.example:5433/flux"
+
+
+# --- an old JSON-lines ledger ------------------------------------------------------------------------------
+
+def test_an_old_ledger_is_imported_once_and_kept_beside_it(ledger_at, tmp_path, caplog):
+    old = tmp_path / "old" / "ledger.jsonl"
+    old.parent.mkdir()
+    line = {"time": "2026-03-04T23:30:00-05:00", "provider": "openrouter", "model": "m", "tier": "low",
+            "cost_usd": 0.014, "cost_source": "provider", "generation_id": "gen-1", "path": "/x.png"}
+    text = "\n".join([json.dumps(line), "not json", json.dumps({**line, "cost_usd": -1}), json.dumps(line)])
+    old.write_text(text)  # (the last line without its newline)
+    ledger = open_at(ledger_at, ZoneInfo("America/New_York"), legacy=old)
+    try:
+        assert ledger.total(date(2026, 3, 4), date(2026, 3, 4)).images == 2  # the day where it was charged
+        assert "line 2" in caplog.text and "line 3" in caplog.text and "damaged line" in caplog.text
+        kept = old.with_name("ledger.jsonl.imported")
+        assert not old.exists() and kept.read_text() == text and kept.stat().st_mode & 0o777 == 0o600
+        [row, _] = rows_at(ledger_at)
+        assert (row["usd"], row["source"], row["generation_id"], row["path"]) == (0.014, "provider", "gen-1", "/x.png")
+        old.write_text(text)  # the same file again (say its rename failed): not counted twice
+        ledger.close()
+        assert ledger.total().images == 2 and old.with_name("ledger.jsonl.imported-2").exists()
+    finally:
+        ledger.close()
+
+
+# --- a long ledger -------------------------------------------------------------------------------------------
+
+def test_reserve_and_settle_stay_on_indexes_in_a_ledger_of_200000_rows(book, ledger_at, monkeypatch):
+    """The 5 ms target is measured by `make bench`; here, that no statement reads the whole table of charges."""
+    book.probe()  # the tables
+    fill(ledger_at, 200_000)
+
+    def calls() -> None:
+        late = reserve(book, reservation(KLEIN, at=datetime.now(UTC) - timedelta(hours=4)))
+        book.settle(reserve(book, reservation(KLEIN)), [charge(KLEIN)], datetime.now(UTC))  # books `late` as dead
+        book.settle(late, [charge(KLEIN)], datetime.now(UTC))  # replaces that booking
+
+    statements = recorded(monkeypatch, calls)
+    touching = {(sql, params) for sql, params in statements if "charges" in sql and not sql.startswith("INSERT")}
+    assert len({sql for sql, _ in touching}) == 3  # the day's sum, its highest price, a dead call's booking
+    for sql, params in touching:
+        plan = explain(book, ledger_at, sql, params)
+        assert "SCAN charges" not in plan and "Seq Scan on charges" not in plan, (sql, plan)
+
+
+def fill(where: str, count: int) -> None:
+    """`count` charges over the last 400 days, written straight into the tables (as years of use would)."""
+    values = "(CAST(? AS {t}), CAST(? AS {d}), 'openrouter', 'm', 'low', 1, 14000, 'provider', ?, 'o')"
+    if where.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(where, autocommit=True) as db:
+            db.execute("INSERT INTO charges (at, day, provider, model, tier, images, micro_usd, source, request_id, "
+                       "owner) SELECT now(), current_date - mod(i, 400), 'openrouter', 'm', 'low', 1, 14000, "
+                       "'provider', 'r' || i, 'o' FROM generate_series(1, %s) AS i", (count,))
+            db.execute("ANALYZE charges")
+        return
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(where)) as db, db:
+        today = date.today()
+        rows = [(datetime.now(UTC).isoformat(), (today - timedelta(days=i % 400)).isoformat(), f"r{i}")
+                for i in range(count)]
+        db.executemany("INSERT INTO charges (at, day, provider, model, tier, images, micro_usd, source, request_id, "
+                       f"owner) VALUES {values.format(t='TEXT', d='TEXT')}", rows)
+        db.execute("ANALYZE")
+
+
+def recorded(monkeypatch: pytest.MonkeyPatch, action: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements (and their parameters) `action` ran through the ledger's transactions."""
+    from flux_klein_mcp.spend.ledger import Tx
+
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    def spying(real: Any) -> Any:
+        def spy(self: Any, sql: str, *params: Any) -> Any:
+            seen.append((sql, params))
+            return real(self, sql, *params)
+
+        return spy
+
+    for cls in Tx.__subclasses__():
+        for name in ("rows", "run"):
+            monkeypatch.setattr(cls, name, spying(getattr(cls, name)))
+    action()
+    return seen
+
+
+def explain(ledger: Ledger, where: str, sql: str, params: tuple[Any, ...]) -> str:
+    if where.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(where, autocommit=True) as db:
+            return "\n".join(row[0] for row in db.execute("EXPLAIN " + sql.replace("?", "%s"), params))
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(where)) as db:
+        return "\n".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + sql, params))

@@ -301,7 +301,7 @@ class Ledger(abc.ABC):
         with self._lock, self._read() as tx:
             rows = tx.rows("SELECT day, provider, model, SUM(micro_usd), SUM(images) FROM charges" + where
                            + " GROUP BY day, provider, model ORDER BY day, provider, model", *params)
-        return [(_as_date(day), provider, model, usd / MICRO, int(images)) for day, provider, model, usd, images
+        return [(_as_date(day), provider, model, int(usd) / MICRO, int(images)) for day, provider, model, usd, images
                 in rows]
 
     def import_charges(self, sha256: str, file: str, charges: Sequence[tuple[datetime, Charge]],
@@ -354,8 +354,9 @@ class Ledger(abc.ABC):
             tx.run("DELETE FROM reservations WHERE id = ?", rid)
             charge = Charge(provider, model, tier, images, micro_usd / MICRO, UNSETTLED, note=DEAD_NOTE)
             tx.run(INSERT_CHARGE, *self._charge_row(charge, now, _as_date(day), rid, owner, person))
-            log.warning("A call by a process that ended (%s) was never settled: its worst case, $%.4f for %d "
-                        "image(s) on %s, is booked as spent.", owner, micro_usd / MICRO, images, provider)
+            log.warning("A call that was never settled (its process, %s, ended, or its reservation expired) is booked "
+                        "as spent at its worst case: $%.4f for %d image(s) on %s.", owner, micro_usd / MICRO, images,
+                        provider)
 
     def _charge_row(self, charge: Charge, at: datetime, day: date, request_id: str | None, owner: str,
                     person: str | None) -> tuple[Any, ...]:

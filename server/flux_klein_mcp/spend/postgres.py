@@ -68,11 +68,14 @@ class PostgresLedger(Ledger):
                 key = secrets.randbelow(2**31 - 2) + 1
                 if db.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, key)).fetchone() == (True,):
                     break
-            with db.transaction():  # replicas starting together create the tables one at a time
-                db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))
-                for statement in SCHEMA.format(**_TYPES).split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            tables = db.execute("SELECT to_regclass('charges'), to_regclass('reservations'), "
+                                "to_regclass('imports')").fetchone()
+            if tables is None or None in tables:  # (a role that may only read never gets here)
+                with db.transaction():  # replicas starting together create the tables one at a time
+                    db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))
+                    for statement in SCHEMA.format(**_TYPES).split(";"):
+                        if statement.strip():
+                            db.execute(statement)
         except BaseException:
             db.close()
             raise
