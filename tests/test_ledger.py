@@ -224,6 +224,37 @@ def test_a_call_settled_after_it_was_booked_as_dead_replaces_that_booking(book, 
     assert book.total().usd == pytest.approx(0.008)
 
 
+def test_settling_twice_books_once(book, ledger_at):
+    """A settle run again (after a commit whose answer was lost) changes nothing."""
+    r = reserve(book, reservation(KLEIN))
+    book.settle(r, [charge(KLEIN)], datetime.now(UTC))
+    book.settle(r, [charge(KLEIN)], datetime.now(UTC))
+    assert reserve(book, r).id == r.id and book.total().images == 1  # and reserving twice is harmless too
+
+
+@pytest.mark.postgres
+def test_a_replica_whose_connection_broke_mid_call_still_books_what_it_was_charged(postgres_at):
+    """A server restart, a failover or an idle connection dropped by a proxy: the call's reservation is booked at
+    its worst case by the others (its liveness lock went with the connection), and its settle, on a new
+    connection, replaces that booking with what was charged."""
+    import psycopg
+
+    replica, other = open_at(postgres_at), open_at(postgres_at)
+    try:
+        r = reserve(replica, reservation(0.04, images=2))
+        backend = replica._db.info.backend_pid  # type: ignore[attr-defined]
+        with psycopg.connect(postgres_at, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 30000)", (backend,))  # (waits until it is gone)
+        other.reap(datetime.now(UTC))
+        assert [(row["source"], row["usd"]) for row in rows_at(postgres_at)] == [(UNSETTLED, 0.04)]
+        replica.settle(r, [charge(0.01)], datetime.now(UTC))  # (its first try meets the broken connection)
+        assert [(row["source"], row["usd"]) for row in rows_at(postgres_at)] == [("provider", 0.01)]
+        reserve(replica, reservation(KLEIN))  # and it goes on working
+    finally:
+        replica.close()
+        other.close()
+
+
 # --- writing, and proving it can be written ----------------------------------------------------------------
 
 def test_doctors_probe_writes_for_real_and_rolls_back(book, ledger_at):
@@ -330,7 +361,9 @@ def test_reserve_and_settle_stay_on_indexes_in_a_ledger_of_200000_rows(book, led
 
     statements = recorded(monkeypatch, calls)
     touching = {(sql, params) for sql, params in statements if "charges" in sql and not sql.startswith("INSERT")}
-    assert len({sql for sql, _ in touching}) == 3  # the day's sum, its highest price, a dead call's booking
+    # The day's sum and its highest price; for the call settled after it was booked as dead: whether it was
+    # settled already, and the booking it replaces.
+    assert len({sql for sql, _ in touching}) == 4
     for sql, params in touching:
         plan = explain(book, ledger_at, sql, params)
         assert "SCAN charges" not in plan and "Seq Scan on charges" not in plan, (sql, plan)
@@ -391,3 +424,16 @@ def explain(ledger: Ledger, where: str, sql: str, params: tuple[Any, ...]) -> st
 
     with contextlib.closing(sqlite3.connect(where)) as db:
         return "\n".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_an_old_ledger_that_is_no_file_is_left_alone(tmp_path, kind, caplog):
+    old = tmp_path / "ledger.jsonl"
+    os.mkfifo(old) if kind == "fifo" else old.mkdir()  # (a pipe opened the plain way would hang every start)
+    ledger = open_at(str(tmp_path / "ledger.sqlite3"), legacy=old)
+    try:
+        assert ledger.total().images == 0 and "not a regular file" in caplog.text
+        ledger.settle(reserve(ledger, reservation(KLEIN)), [charge(KLEIN)], datetime.now(UTC))
+        assert ledger.total().images == 1 and old.exists()
+    finally:
+        ledger.close()

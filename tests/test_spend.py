@@ -172,6 +172,26 @@ async def test_the_sandbox_is_never_charged(connect, ledger):
     assert data["spent_session_usd"] == 0 and not ledger.exists()
 
 
+async def test_a_sandbox_run_shows_its_own_zero_spend_and_never_opens_the_ledger(connect, fake, ledger):
+    """Issue 16: the first `make demo` on a machine with a ledger reported the day's real spend on a free run."""
+    async with connect() as client:  # a real charge today
+        summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    before = {path.name: path.stat().st_mtime_ns for path in ledger.parent.iterdir()}
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", FLUX_KLEIN_DAILY_BUDGET_USD="0.01") as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert (data["spent_session_usd"], data["spent_today_usd"]) == (0, 0) and "budget_left_usd" not in data
+    assert data["spend_scope"].startswith("sandbox: nothing is charged")
+    assert {path.name: path.stat().st_mtime_ns for path in ledger.parent.iterdir()} == before
+
+
+async def test_a_sandbox_run_works_when_the_ledger_is_unusable(connect, ledger):
+    ledger.mkdir(parents=True)  # a folder where the ledger should be: every paid call is refused
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox") as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        paid = await client.call_tool("generate_image", {"prompt": "a fox", "provider": "openrouter"})
+    assert data["spend_scope"] and "The spend ledger cannot be written" in error_text(paid)
+
+
 async def test_a_damaged_ledger_line_is_skipped_not_fatal(connect, fake, ledger, caplog):
     ledger.parent.mkdir(parents=True)
     ledger = ledger.with_suffix(".jsonl")  # an earlier version's ledger, imported

@@ -152,6 +152,9 @@ def _ledger(env: Mapping[str, str], cwd: Path) -> Location:
     raw = _get(env, "FLUX_KLEIN_LEDGER")
     if is_url(raw):
         return LedgerURL(raw)
+    if "://" in raw:
+        raise ConfigError(f"FLUX_KLEIN_LEDGER={quoted(raw.split('@')[-1])} is a URL the ledger cannot use: it takes a "
+                          "file path (SQLite) or a postgresql:// URL. Fix or unset it.")
     return _path(env, "FLUX_KLEIN_LEDGER", cwd) or default_ledger()
 
 
@@ -163,8 +166,9 @@ def _timezone(env: Mapping[str, str]) -> tzinfo | None:
     try:
         return zoneinfo.ZoneInfo(raw)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"FLUX_KLEIN_TIMEZONE={quoted(raw)} is not a time zone this machine knows. Use an IANA "
-                          "name such as Europe/Paris, America/New_York or UTC, or unset it for local time.") from None
+        raise ConfigError(f"FLUX_KLEIN_TIMEZONE={quoted(raw)} is not a time zone this machine knows: it takes an "
+                          "IANA name such as Europe/Paris, America/New_York or UTC. Fix or unset it (unset: this "
+                          "machine's local time).") from None
 
 
 def _expand(raw: str, name: str) -> Path:

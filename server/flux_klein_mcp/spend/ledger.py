@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..store import user_folder
 
 log = logging.getLogger("flux_klein_mcp")
+T = TypeVar("T")
 
 #: A reservation this old is booked as spent whoever holds it (no call runs this long: two requests of at most
 #: an hour each, and a wait). It is how a process on another host is known dead on SQLite.
@@ -244,46 +245,59 @@ class Ledger(abc.ABC):
     def reserve(self, reservation: Reservation, check: Callable[[Snapshot], Reservation]) -> Reservation:
         """Reserve a call's worst case in one exclusive transaction: book dead owners' reservations, read the
         day (`check` may raise to refuse the call, or return the reservation to record), write it."""
-        with self._lock, self._write() as tx:
+        def work(tx: Tx) -> Reservation:
             self._reap(tx, reservation.at)
-            snapshot = self._snapshot(tx, reservation)
-            reservation = check(snapshot)
-            tx.run(f"INSERT INTO reservations ({_RESERVATION_COLUMNS}) VALUES ({', '.join('?' * 13)})",
-                   reservation.id, self._time(reservation.at), self._time(reservation.expires),
-                   self._day(reservation.day), reservation.provider, reservation.model, reservation.tier,
-                   reservation.images, micro(reservation.usd), reservation.source, reservation.owner,
-                   self._owner_lock(), reservation.person)
-        return reservation
+            chosen = check(self._snapshot(tx, reservation))
+            # (DO NOTHING: run again after a commit whose answer was lost, it must not fail or count twice.)
+            tx.run(f"INSERT INTO reservations ({_RESERVATION_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
+                   "ON CONFLICT (id) DO NOTHING",
+                   chosen.id, self._time(chosen.at), self._time(chosen.expires), self._day(chosen.day),
+                   chosen.provider, chosen.model, chosen.tier, chosen.images, micro(chosen.usd), chosen.source,
+                   chosen.owner, self._owner_lock(), chosen.person)
+            return chosen
+
+        return self._transact(work)
 
     def snapshot(self, reservation: Reservation) -> Snapshot:
         """What `check` would be given now, without reserving (to ask the person only about calls a budget allows)."""
-        with self._lock, self._read() as tx:
-            return self._snapshot(tx, reservation)
+        return self._transact(lambda tx: self._snapshot(tx, reservation), write=False)
 
     def settle(self, reservation: Reservation, charges: Sequence[Charge], at: datetime) -> None:
         """Delete the reservation and book what the call was charged, in one transaction. Had the reservation been
-        booked as its owner's death, that booking is replaced by these charges."""
-        with self._lock, self._write() as tx:
+        booked as its owner's death, that booking is replaced by these charges; had it been settled already (this
+        run again after a commit whose answer was lost), nothing changes."""
+        def work(tx: Tx) -> None:
             if tx.run("DELETE FROM reservations WHERE id = ?", reservation.id) == 0:
+                if tx.rows("SELECT 1 FROM charges WHERE request_id = ? AND source <> ? LIMIT 1", reservation.id,
+                           UNSETTLED):
+                    return
                 tx.run("DELETE FROM charges WHERE request_id = ? AND source = ?", reservation.id, UNSETTLED)
             tx.many(INSERT_CHARGE, [self._charge_row(charge, at, reservation.day, reservation.id, reservation.owner,
                                                      reservation.person) for charge in charges])
 
+        self._transact(work)
+
     def reap(self, now: datetime) -> None:
         """Book the reservations whose owner died (run before reporting, so a killed call shows as spent)."""
-        with self._lock:
-            with self._read() as tx:  # (nothing is written, or made, when nothing is in flight)
-                if not tx.rows("SELECT 1 FROM reservations LIMIT 1"):
-                    return
-            with self._write() as tx:
-                self._reap(tx, now)
+        # (Nothing is written, or made, when nothing is in flight.)
+        if self._transact(lambda tx: bool(tx.rows("SELECT 1 FROM reservations LIMIT 1")), write=False):
+            self._transact(lambda tx: self._reap(tx, now))
+
+    def _transact(self, work: Callable[[Tx], T], write: bool = True) -> T:
+        """`work` in one transaction, exclusive when it writes (a backend may run it again on a new connection:
+        what `work` does must come out the same when it is run twice)."""
+        with self._lock, (self._write() if write else self._read()) as tx:
+            return work(tx)
 
     def probe(self) -> None:
         """Prove a charge could be written now: a real write, rolled back."""
-        with self._lock, contextlib.suppress(_RolledBack), self._write() as tx:
+        def work(tx: Tx) -> None:
             tx.run(INSERT_CHARGE, *self._charge_row(Charge("probe", "probe", "low", 0, 0.0, "probe"),
                                                     datetime.now(UTC), date.today(), None, "probe", None))
             raise _RolledBack
+
+        with contextlib.suppress(_RolledBack):
+            self._transact(work)
 
     # --- what was spent ----------------------------------------------------------------------------------
 
@@ -298,23 +312,25 @@ class Ledger(abc.ABC):
                 person: str | None = None) -> list[tuple[date, str, str, float, int]]:
         """(day, provider, model, USD, images) over the budget days from `first` to `last`."""
         where, params = self._where(first, last, person)
-        with self._lock, self._read() as tx:
-            rows = tx.rows("SELECT day, provider, model, SUM(micro_usd), SUM(images) FROM charges" + where
-                           + " GROUP BY day, provider, model ORDER BY day, provider, model", *params)
+        rows = self._transact(lambda tx: tx.rows(
+            "SELECT day, provider, model, SUM(micro_usd), SUM(images) FROM charges" + where
+            + " GROUP BY day, provider, model ORDER BY day, provider, model", *params), write=False)
         return [(_as_date(day), provider, model, int(usd) / MICRO, int(images)) for day, provider, model, usd, images
                 in rows]
 
     def import_charges(self, sha256: str, file: str, charges: Sequence[tuple[datetime, Charge]],
                        damaged: int) -> bool:
         """Book charges read from an old JSON-lines ledger, once per file content; False when already done."""
-        with self._lock, self._write() as tx:
+        def work(tx: Tx) -> bool:
             if tx.rows("SELECT 1 FROM imports WHERE sha256 = ?", sha256):
                 return False
             tx.many(INSERT_CHARGE, [self._charge_row(charge, at, self.day_of(at), None, f"imported from {file}",
                                                      None) for at, charge in charges])
             tx.run("INSERT INTO imports (sha256, file, at, charges, damaged) VALUES (?, ?, ?, ?, ?)", sha256, file,
                    self._time(datetime.now(UTC)), len(charges), damaged)
-        return True
+            return True
+
+        return self._transact(work)
 
     # --- shared SQL ----------------------------------------------------------------------------------------
 
@@ -334,7 +350,7 @@ class Ledger(abc.ABC):
     def _snapshot(self, tx: Tx, reservation: Reservation) -> Snapshot:
         day = self._day(reservation.day)
         spent = tx.one("SELECT COALESCE(SUM(micro_usd), 0) FROM charges WHERE day = ?", day)[0]
-        reserved = tx.one("SELECT COALESCE(SUM(micro_usd), 0) FROM reservations")[0]
+        reserved = tx.one("SELECT COALESCE(SUM(micro_usd), 0) FROM reservations WHERE id <> ?", reservation.id)[0]
         # Only real charges teach a price (a booking at a worst case repeats a quote).
         highest = tx.one("SELECT MAX(CAST(micro_usd AS DOUBLE PRECISION) / images) FROM charges WHERE day = ? AND "
                          "provider = ? AND model = ? AND source <> ? AND images > 0", day, reservation.provider,

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,13 +32,19 @@ MAX_BYTES = 1 << 30
 def import_file(ledger: Ledger, path: Path) -> None:
     """Import `path` (if it is there) into `ledger`, then rename it aside."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_BYTES + 1)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        # (Non-blocking, and only a regular file: a named pipe there would hang every process that opens the ledger.)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as exc:
         log.warning("The old spend ledger %s could not be read (%s): it was not imported.", path, exc.strerror)
         return
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        log.warning("The old spend ledger %s is not a regular file: it was not imported.", path)
+        return
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         log.warning("The old spend ledger %s is over 1 GB: it was not imported; import it in parts.", path)
         return

@@ -11,16 +11,19 @@ booked as spent.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from .ledger import SCHEMA, Ledger, Tx, wrapped
+from .ledger import SCHEMA, Ledger, LedgerError, T, Tx, wrapped
 from .legacy import import_file
 from .location import shown
+
+log = logging.getLogger("flux_klein_mcp")
 
 #: The advisory locks' first key, "FKLG": (NAMESPACE, 0) serializes reserve and settle, (NAMESPACE, n) is a
 #: process's liveness lock.
@@ -108,6 +111,17 @@ class PostgresLedger(Ledger):
             db = self._connect()
             with db.transaction():
                 yield _PostgresTx(db)
+
+    def _transact(self, work: Callable[[Tx], T], write: bool = True) -> T:
+        try:
+            return super()._transact(work, write)
+        except LedgerError:
+            # A connection that broke (a server restart, a failover, an idle connection a proxy dropped) is worth
+            # one more try on a new one; `work` is written to come out the same when run twice.
+            if self._db is None or not self._db.broken:
+                raise
+            log.warning("The connection to the ledger %s broke; trying again on a new one.", self.where)
+            return super()._transact(work, write)
 
     def _owner_lock(self) -> int | None:
         return self._key
