@@ -525,3 +525,33 @@ async def test_a_charge_the_ledger_could_not_take_still_counts_today(connect, le
         second = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
     assert any("could not be written to the ledger" in note for note in first["notes"])
     assert second["spent_today_usd"] == pytest.approx(2 * KLEIN) and len(ledger_lines(ledger)) == 1
+
+
+# --- the ledger in PostgreSQL, when it cannot be used ----------------------------------------------------------
+
+async def test_a_postgres_ledger_without_its_driver_refuses_paid_calls_naming_the_extra(connect, fake, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
+    monkeypatch.delitem(sys.modules, "flux_klein_mcp.spend.postgres", raising=False)
+    async with connect(FLUX_KLEIN_LEDGER="postgresql://flux:s3cret-pw@db.example/flux") as client:
+        paid = await client.call_tool("generate_image", {"prompt": "a fox"})
+        usage = await client.call_tool("get_usage", {})
+        free = summary(await client.call_tool("generate_image", {"prompt": "a fox", "provider": "sandbox"}))
+    for result in (paid, usage):
+        text = error_text(result)
+        assert result.is_error and "pip install 'flux-klein-mcp[postgres]'" in text and "s3cret-pw" not in text
+    assert "nothing was sent" in error_text(paid) and fake.requests == [] and free["spend_scope"]
+
+
+async def test_a_postgres_ledger_that_cannot_be_reached_refuses_paid_calls_before_any_request(connect, fake):
+    from tests.test_http import free_port
+
+    url = f"postgresql://flux:s3cret-pw@127.0.0.1:{free_port()}/flux"  # nothing listens there
+    async with connect(FLUX_KLEIN_LEDGER=url) as client:
+        with anyio.fail_after(30):
+            paid = await client.call_tool("generate_image", {"prompt": "a fox"})
+    text = error_text(paid)
+    assert paid.is_error and "The spend ledger cannot be written" in text and "FLUX_KLEIN_LEDGER" in text
+    assert f"postgresql://flux@127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}/flux" in text
+    assert "s3cret-pw" not in text and fake.requests == []

@@ -80,10 +80,9 @@ class Accountant:
         if quote.usd <= 0:
             return
         with self._lock:
-            reservation = self._reservation(quote)
             try:
-                snapshot = self.ledger.snapshot(reservation)
-            except LedgerError as exc:
+                snapshot = self.ledger.snapshot(self._reservation(quote))
+            except LedgerError as exc:  # (opening it included: a PostgreSQL URL without its driver)
                 raise unwritable(exc) from None
             self._checked(quote, snapshot)
 
@@ -93,7 +92,7 @@ class Accountant:
         if quote.usd <= 0:
             return Tab(quote, None)
         with self._lock:
-            draft, learned = self._reservation(quote), quote
+            learned = quote
 
             def check(snapshot: Snapshot) -> Reservation:
                 nonlocal learned
@@ -101,8 +100,9 @@ class Accountant:
                 return replace(draft, usd=learned.usd, source=learned.source)
 
             try:
+                draft = self._reservation(quote)
                 reservation = self.ledger.reserve(draft, check)
-            except LedgerError as exc:
+            except LedgerError as exc:  # (opening it included: a PostgreSQL URL without its driver)
                 raise unwritable(exc) from None
             self._reserved += learned.usd
         return Tab(learned, reservation)
@@ -185,8 +185,8 @@ class Accountant:
     def usage(self) -> dict[str, Any]:
         """Everything `get_usage` reports from the ledger and this process."""
         with self._lock:
-            day = self._day(self._clock())
             try:
+                day = self._day(self._clock())
                 reap(self.ledger, self._clock())
                 today = self.ledger.total(day, day)
             except LedgerError as exc:

@@ -102,7 +102,7 @@ class SQLiteLedger(Ledger):
             return True
         if not stat.S_ISREG(info.st_mode):  # a folder, a FIFO that would block the reader, a link swapped in
             raise OSError(errno.EINVAL, "it is not a regular file")
-        if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        if info.st_mode & 0o077 and info.st_uid == getattr(os, "getuid", lambda: -1)():
             os.chmod(self.path, 0o600)  # a ledger made by an older version, or copied in: others may not read it
         with open(self.path, "rb") as fh:
             header = fh.read(len(HEADER))
@@ -140,8 +140,10 @@ class SQLiteLedger(Ledger):
         with wrapped(_ERRORS, self.where):
             db = self._connect(create=False)
             if db is None:  # nothing written yet: an empty ledger, and no file made for it
-                db = sqlite3.connect(":memory:")
-                db.executescript(SCHEMA.format(**_TYPES))
+                with contextlib.closing(sqlite3.connect(":memory:")) as empty:
+                    empty.executescript(SCHEMA.format(**_TYPES))
+                    yield _SQLiteTx(empty)
+                return
             db.execute("BEGIN")
             try:
                 yield _SQLiteTx(db)
