@@ -269,19 +269,29 @@ def test_reading_a_ledger_that_does_not_exist_makes_nothing(tmp_path):
     assert ledger.total().usd == 0 and ledger.grouped() == [] and not path.parent.exists()
 
 
-@pytest.mark.parametrize("what", ["write-ahead log", "not a database"])
+@pytest.mark.parametrize("what", ["write-ahead log", "not a database", "another program's database"])
 def test_a_sqlite_ledger_that_cannot_take_a_write_refuses_the_reservation(tmp_path, what):
+    import contextlib
+    import sqlite3
+
     path = tmp_path / "ledger.sqlite3"
     if what == "write-ahead log":
         path.with_name("ledger.sqlite3-wal").mkdir()  # what SQLite must create next to the file
-    else:
+    elif what == "not a database":
         path.write_text("somebody's notes\n")
+    else:
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY)")
     ledger = open_at(str(path))
     for attempt in (ledger.probe, lambda: reserve(ledger, reservation(KLEIN))):
         with pytest.raises(LedgerError, match="ledger.sqlite3"):
             attempt()
     if what == "not a database":
         assert path.read_text() == "somebody's notes\n"
+    if what == "another program's database":
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert [row[0] for row in db.execute("SELECT name FROM sqlite_master")] == ["photos"]
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # not even its journal
 
 
 @pytest.mark.postgres
@@ -435,5 +445,17 @@ def test_an_old_ledger_that_is_no_file_is_left_alone(tmp_path, kind, caplog):
         assert ledger.total().images == 0 and "not a regular file" in caplog.text
         ledger.settle(reserve(ledger, reservation(KLEIN)), [charge(KLEIN)], datetime.now(UTC))
         assert ledger.total().images == 1 and old.exists()
+    finally:
+        ledger.close()
+
+
+def test_an_endless_line_in_an_old_ledger_is_damaged_and_the_rest_imported(tmp_path, caplog):
+    old = tmp_path / "ledger.jsonl"
+    good = json.dumps({"time": datetime.now().astimezone().isoformat(), "provider": "openrouter", "model": "m",
+                       "cost_usd": 0.014})
+    old.write_bytes(b"[" * (10 << 20) + b"\n" + good.encode() + b"\n")  # 10 MB in one line: never held whole
+    ledger = open_at(str(tmp_path / "ledger.sqlite3"), legacy=old)
+    try:
+        assert ledger.total().images == 1 and "line 1 (the line is too long)" in caplog.text
     finally:
         ledger.close()

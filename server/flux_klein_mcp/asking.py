@@ -16,7 +16,7 @@ from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field, model_validator
 
-from .errors import BudgetExceeded
+from .errors import FluxKleinError
 from .spend import Consent, consent_quote, question
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[
     runtime = cast("Runtime", ctx.request_context.lifespan_context)
     try:
         quote = await consent_quote(runtime, tier, n, provider)
-    except BudgetExceeded as exc:
+    except FluxKleinError as exc:  # a budget reached, a ledger that cannot record the charge: no question then
         raise ToolError(runtime.settings.redact(str(exc), shapes=False)) from None
     if quote is None:
         return None

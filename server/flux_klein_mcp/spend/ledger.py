@@ -22,7 +22,7 @@ import abc
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -188,7 +188,7 @@ class Tx(abc.ABC):
         """Execute; the number of rows changed."""
 
     @abc.abstractmethod
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
     def one(self, sql: str, *params: Any) -> tuple[Any, ...]:
         return self.rows(sql, *params)[0]
@@ -318,16 +318,17 @@ class Ledger(abc.ABC):
         return [(_as_date(day), provider, model, int(usd) / MICRO, int(images)) for day, provider, model, usd, images
                 in rows]
 
-    def import_charges(self, sha256: str, file: str, charges: Sequence[tuple[datetime, Charge]],
-                       damaged: int) -> bool:
-        """Book charges read from an old JSON-lines ledger, once per file content; False when already done."""
+    def import_charges(self, sha256: str, file: str, charges: Callable[[], Iterable[tuple[datetime, Charge]]],
+                       good: int, damaged: int) -> bool:
+        """Book the charges read from an old JSON-lines ledger (`charges()` yields them, as many times as asked),
+        once per file content; False when that content was imported before."""
         def work(tx: Tx) -> bool:
             if tx.rows("SELECT 1 FROM imports WHERE sha256 = ?", sha256):
                 return False
-            tx.many(INSERT_CHARGE, [self._charge_row(charge, at, self.day_of(at), None, f"imported from {file}",
-                                                     None) for at, charge in charges])
+            tx.many(INSERT_CHARGE, (self._charge_row(charge, at, self.day_of(at), None, f"imported from {file}",
+                                                     None) for at, charge in charges()))
             tx.run("INSERT INTO imports (sha256, file, at, charges, damaged) VALUES (?, ?, ?, ?, ?)", sha256, file,
-                   self._time(datetime.now(UTC)), len(charges), damaged)
+                   self._time(datetime.now(UTC)), good, damaged)
             return True
 
         return self._transact(work)

@@ -16,8 +16,10 @@ import logging
 import math
 import os
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from .ledger import MAX_LINE_USD, Charge, Ledger
 
@@ -25,33 +27,42 @@ log = logging.getLogger("flux_klein_mcp")
 
 #: Damaged lines named one by one in the log; past these, a count.
 NAMED = 20
-#: An old ledger larger than this is not read into memory at once (it would be years of heavy use).
-MAX_BYTES = 1 << 30
+#: A line longer than this is damaged (a charge is about 250 bytes).
+MAX_LINE = 64 * 1024
 
 
 def import_file(ledger: Ledger, path: Path) -> None:
-    """Import `path` (if it is there) into `ledger`, then rename it aside."""
-    try:
-        # (Non-blocking, and only a regular file: a named pipe there would hang every process that opens the ledger.)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except (FileNotFoundError, NotADirectoryError):
+    """Import `path` (if it is there) into `ledger`, then rename it aside. The file is read in pieces (a hash, a
+    count, then the charges booked), so that memory stays flat however long it is."""
+    opened = _open(path)
+    if opened is None:
         return
-    except OSError as exc:
-        log.warning("The old spend ledger %s could not be read (%s): it was not imported.", path, exc.strerror)
-        return
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        log.warning("The old spend ledger %s is not a regular file: it was not imported.", path)
-        return
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        log.warning("The old spend ledger %s is over 1 GB: it was not imported; import it in parts.", path)
-        return
-    charges, damaged = parse(data, str(path))
-    if ledger.import_charges(hashlib.sha256(data).hexdigest(), str(path), charges, damaged):
-        log.warning("Imported %d charge(s) from the old spend ledger %s into %s%s.", len(charges), path,
-                    ledger.where, f" ({damaged} damaged line(s) skipped)" if damaged else "")
+    with opened as fh:
+        digest, size = hashlib.sha256(), 0
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        good, damaged = 0, 0
+        for number, raw in _lines(fh, size):
+            if not raw.strip():
+                continue
+            if _parsed(raw, number, path, damaged) is None:
+                damaged += 1
+            else:
+                good += 1
+        if damaged > NAMED:
+            log.warning("... and %d more damaged line(s) in the ledger %s.", damaged - NAMED, path)
+
+        def charges() -> Iterator[tuple[datetime, Charge]]:
+            for number, raw in _lines(fh, size):  # (what was hashed: a line appended since waits for the next start)
+                charge = _parsed(raw, number, path, NAMED) if raw.strip() else None
+                if charge is not None:
+                    yield charge
+
+        imported = ledger.import_charges(digest.hexdigest(), str(path), charges, good, damaged)
+    if imported:
+        log.warning("Imported %d charge(s) from the old spend ledger %s into %s%s.", good, path, ledger.where,
+                    f" ({damaged} damaged line(s) skipped)" if damaged else "")
     aside = _aside(path)
     try:
         os.replace(path, aside)
@@ -61,21 +72,53 @@ def import_file(ledger: Ledger, path: Path) -> None:
                     "imported again.", path, aside.name, exc.strerror)
 
 
-def parse(data: bytes, name: str) -> tuple[list[tuple[datetime, Charge]], int]:
-    """The charges of a JSON-lines ledger, and how many lines were damaged."""
-    charges, damaged = [], 0
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            charges.append(_charge(raw))
-        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
-            damaged += 1
-            if damaged <= NAMED:
-                log.warning("Skipping a damaged line in the ledger %s, line %d (%s): %.80r", name, number, exc, raw)
-    if damaged > NAMED:
-        log.warning("... and %d more damaged line(s) in the ledger %s.", damaged - NAMED, name)
-    return charges, damaged
+def _open(path: Path) -> BinaryIO | None:
+    try:
+        # (Non-blocking, and only a regular file: a named pipe there would hang every process that opens the ledger.)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        log.warning("The old spend ledger %s could not be read (%s): it was not imported.", path, exc.strerror)
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        log.warning("The old spend ledger %s is not a regular file: it was not imported.", path)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _lines(fh: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) over the first `size` bytes, from the start. A line longer than MAX_LINE comes as its
+    first MAX_LINE bytes (damaged); the rest is skipped a piece at a time, never held whole."""
+    fh.seek(0)
+    number, read = 0, 0
+    while read < size:
+        raw = fh.readline(min(MAX_LINE, size - read))
+        if not raw:
+            return
+        read += len(raw)
+        piece = raw
+        while not piece.endswith(b"\n") and len(piece) == MAX_LINE and read < size:
+            piece = fh.readline(min(MAX_LINE, size - read))
+            read += len(piece)
+            if not piece:
+                break
+        number += 1
+        yield number, raw
+
+
+def _parsed(raw: bytes, number: int, path: Path, damaged: int) -> tuple[datetime, Charge] | None:
+    """The charge on a line, or None when it is damaged (named in the log while fewer than NAMED were)."""
+    try:
+        if len(raw) >= MAX_LINE:
+            raise ValueError("the line is too long")
+        return _charge(raw)
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        if damaged < NAMED:
+            log.warning("Skipping a damaged line in the ledger %s, line %d (%s): %.80r", path, number, exc,
+                        raw.rstrip(b"\n"))
+        return None
 
 
 def _charge(raw: bytes) -> tuple[datetime, Charge]:

@@ -40,9 +40,13 @@ def _started(pid: int) -> str | None:
     process is gone or a zombie (killed, not yet reaped by its parent: it will never settle anything)."""
     if not os.path.isdir("/proc/self"):
         return _UNKNOWN
-    stat = _read(f"/proc/{pid}/stat")
-    if stat == _UNKNOWN:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
         return None
+    except OSError:  # there, but not ours to read: ask the kernel instead
+        return _UNKNOWN
     fields = stat.rsplit(")", 1)[-1].split()  # (the command name in parentheses may hold spaces)
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None

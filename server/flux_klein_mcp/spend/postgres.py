@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,8 @@ class _PostgresTx(Tx):
     def run(self, sql: str, *params: Any) -> int:
         return self._db.execute(sql.replace("?", "%s"), params).rowcount
 
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._db.cursor().executemany(sql.replace("?", "%s"), rows)
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._db.cursor().executemany(sql.replace("?", "%s"), rows)
 
 
 class PostgresLedger(Ledger):

@@ -12,7 +12,7 @@ import errno
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ class _SQLiteTx(Tx):
     def run(self, sql: str, *params: Any) -> int:
         return self._db.execute(sql, params).rowcount
 
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._db.executemany(sql, rows)
 
 
@@ -70,6 +70,13 @@ class SQLiteLedger(Ledger):
                 return None
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             try:
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "charges" not in tables:  # a path mistyped onto another program's database
+                    raise OSError(errno.EINVAL, f"it is another program's database (tables: "
+                                  f"{', '.join(sorted(tables)[:5])}); nothing was changed in it")
+                info = os.stat(self.path)
+                if info.st_mode & 0o077 and info.st_uid == getattr(os, "getuid", lambda: -1)():
+                    os.chmod(self.path, 0o600)  # a ledger copied in, or made by hand: others may not read it
                 db.execute("PRAGMA journal_mode = WAL")
                 # In WAL mode, NORMAL never corrupts and loses nothing when a process dies; only a power cut can
                 # lose the last commits. FULL would sync the disk twice per call: 1-7 ms here, at the disk's mercy.
@@ -102,8 +109,6 @@ class SQLiteLedger(Ledger):
             return True
         if not stat.S_ISREG(info.st_mode):  # a folder, a FIFO that would block the reader, a link swapped in
             raise OSError(errno.EINVAL, "it is not a regular file")
-        if info.st_mode & 0o077 and info.st_uid == getattr(os, "getuid", lambda: -1)():
-            os.chmod(self.path, 0o600)  # a ledger made by an older version, or copied in: others may not read it
         with open(self.path, "rb") as fh:
             header = fh.read(len(HEADER))
         if header not in (b"", HEADER):
