@@ -116,6 +116,16 @@ def postgres_schema() -> Iterator[str]:
             db.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@pytest.fixture
+def book(ledger_at: str) -> Iterator[Any]:
+    """This test's own ledger, opened on each backend (`ledger_at`)."""
+    from tests.ledger_helpers import open_at
+
+    ledger = open_at(ledger_at)
+    yield ledger
+    ledger.close()
+
+
 def rows_at(where: str, table: str = "charges") -> list[dict[str, Any]]:
     """The rows of a ledger on either backend, as dicts with `usd` added, in the order they were written."""
     if not where.startswith("postgresql://"):

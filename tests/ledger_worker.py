@@ -1,7 +1,9 @@
 """A process that uses a ledger, for the tests that need several processes (or one that dies).
 
-    python tests/ledger_worker.py WHERE race BUDGET        wait for a line on stdin, then reserve and settle $0.014
-                                                           calls against a daily budget until refused; print how many
+    python tests/ledger_worker.py WHERE race BUDGET        print "ready", wait for a line on stdin, open the ledger;
+                                                           print "connected", wait for a line, then reserve and
+                                                           settle $0.014 calls against a daily budget until
+                                                           refused; print how many
     python tests/ledger_worker.py WHERE reserve-and-die N  reserve N images at $0.014, print "reserved", and end
                                                            without settling (as a SIGKILL would leave it)
 """
@@ -28,7 +30,11 @@ def main(where: str, command: str, argument: str) -> None:
         print("reserved", flush=True)
         os._exit(0)  # no settle, no close: what a killed process leaves behind
     quote = Quote("openrouter", "OpenRouter", "m", "low", 1, KLEIN, "price list")
-    sys.stdin.readline()  # the start line: every racer begins at once
+    for step in ("ready", "connected"):  # each step starts on a line from the test, for every racer at once
+        print(step, flush=True)
+        sys.stdin.readline()
+        if step == "ready":
+            ledger.probe()  # all open a ledger that does not exist yet at the same moment
     booked = 0
     while True:
         try:

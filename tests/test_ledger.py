@@ -7,67 +7,20 @@ an old JSON-lines ledger is imported once; reserve and settle stay on indexes ho
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from flux_klein_mcp.errors import BudgetExceeded
-from flux_klein_mcp.spend import Accountant, Charge, Ledger, LedgerError, LedgerURL, Quote, open_ledger
+from flux_klein_mcp.spend import Accountant, LedgerError, LedgerURL, Quote, open_ledger
 from flux_klein_mcp.spend.ledger import DEAD_NOTE, UNSETTLED, Reservation
 from flux_klein_mcp.spend.owner import me
 from tests.conftest import rows_at
-
-KLEIN = 0.014
-WORKER = Path(__file__).with_name("ledger_worker.py")
-ELSEWHERE = "another-host pid:[1]|-|4242|-"  # a process on another host: this one cannot tell if it lives
-
-
-def reservation(usd: float, *, images: int = 1, at: datetime | None = None, owner: str | None = None,
-                day: date | None = None, model: str = "m") -> Reservation:
-    at = at or datetime.now(UTC)
-    return Reservation(uuid.uuid4().hex, at, day or at.astimezone().date(), "openrouter", model, "low", images, usd,
-                       "price list", owner or me())
-
-
-def charge(usd: float, images: int = 1, model: str = "m", source: str = "provider") -> Charge:
-    return Charge("openrouter", model, "low", images, usd, source, "gen-1", None)
-
-
-def open_at(where: str, timezone: Any = None, legacy: Path | None = None) -> Ledger:
-    if where.startswith("postgresql://"):
-        from flux_klein_mcp.spend.postgres import PostgresLedger
-
-        return PostgresLedger(where, timezone, legacy)
-    from flux_klein_mcp.spend.sqlite import SQLiteLedger
-
-    return SQLiteLedger(Path(where), timezone, legacy)
-
-
-@pytest.fixture
-def book(ledger_at: str) -> Iterator[Ledger]:
-    ledger = open_at(ledger_at)
-    yield ledger
-    ledger.close()
-
-
-def reserve(ledger: Ledger, r: Reservation) -> Reservation:
-    return ledger.reserve(r, lambda snapshot: r)
-
-
-def worker(where: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(WORKER.parent.parent)}
-    return subprocess.Popen([sys.executable, str(WORKER), where, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
-
+from tests.ledger_helpers import ELSEWHERE, KLEIN, charge, open_at, reservation, reserve, worker
 
 # --- a call's life ---------------------------------------------------------------------------------------------
 
@@ -331,131 +284,15 @@ def test_a_postgres_ledger_without_its_driver_names_the_extra_to_install(monkeyp
 def test_a_postgres_url_is_shown_without_its_password():
     assert str(LedgerURL("postgresql://me:s3cret@db.example:5433/flux?sslmode=require")) == \
         "postgresql://me@db.example:5433/flux"
+    assert "s3cret" not in repr(LedgerURL("postgresql://me:s3cret@db.example/flux"))
 
 
-# --- an old JSON-lines ledger ------------------------------------------------------------------------------
-
-def test_an_old_ledger_is_imported_once_and_kept_beside_it(ledger_at, tmp_path, caplog):
-    old = tmp_path / "old" / "ledger.jsonl"
-    old.parent.mkdir()
-    line = {"time": "2026-03-04T23:30:00-05:00", "provider": "openrouter", "model": "m", "tier": "low",
-            "cost_usd": 0.014, "cost_source": "provider", "generation_id": "gen-1", "path": "/x.png"}
-    text = "\n".join([json.dumps(line), "not json", json.dumps({**line, "cost_usd": -1}), json.dumps(line)])
-    old.write_text(text)  # (the last line without its newline)
-    ledger = open_at(ledger_at, ZoneInfo("America/New_York"), legacy=old)
-    try:
-        assert ledger.total(date(2026, 3, 4), date(2026, 3, 4)).images == 2  # the day where it was charged
-        assert "line 2" in caplog.text and "line 3" in caplog.text and "damaged line" in caplog.text
-        kept = old.with_name("ledger.jsonl.imported")
-        assert not old.exists() and kept.read_text() == text and kept.stat().st_mode & 0o777 == 0o600
-        [row, _] = rows_at(ledger_at)
-        assert (row["usd"], row["source"], row["generation_id"], row["path"]) == (0.014, "provider", "gen-1", "/x.png")
-        old.write_text(text)  # the same file again (say its rename failed): not counted twice
-        ledger.close()
-        assert ledger.total().images == 2 and old.with_name("ledger.jsonl.imported-2").exists()
-    finally:
-        ledger.close()
-
-
-# --- a long ledger -------------------------------------------------------------------------------------------
-
-def test_reserve_and_settle_stay_on_indexes_in_a_ledger_of_200000_rows(book, ledger_at, monkeypatch):
-    """The 5 ms target is measured by `make bench`; here, that no statement reads the whole table of charges."""
-    book.probe()  # the tables
-    fill(ledger_at, 200_000)
-
-    def calls() -> None:
-        late = reserve(book, reservation(KLEIN, at=datetime.now(UTC) - timedelta(hours=4)))
-        book.settle(reserve(book, reservation(KLEIN)), [charge(KLEIN)], datetime.now(UTC))  # books `late` as dead
-        book.settle(late, [charge(KLEIN)], datetime.now(UTC))  # replaces that booking
-
-    statements = recorded(monkeypatch, calls)
-    touching = {(sql, params) for sql, params in statements if "charges" in sql and not sql.startswith("INSERT")}
-    # The day's sum and its highest price; for the call settled after it was booked as dead: whether it was
-    # settled already, and the booking it replaces.
-    assert len({sql for sql, _ in touching}) == 4
-    for sql, params in touching:
-        plan = explain(book, ledger_at, sql, params)
-        assert "SCAN charges" not in plan and "Seq Scan on charges" not in plan, (sql, plan)
-
-
-def fill(where: str, count: int) -> None:
-    """`count` charges over the last 400 days, written straight into the tables (as years of use would)."""
-    values = "(CAST(? AS {t}), CAST(? AS {d}), 'openrouter', 'm', 'low', 1, 14000, 'provider', ?, 'o')"
-    if where.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(where, autocommit=True) as db:
-            db.execute("INSERT INTO charges (at, day, provider, model, tier, images, micro_usd, source, request_id, "
-                       "owner) SELECT now(), current_date - mod(i, 400), 'openrouter', 'm', 'low', 1, 14000, "
-                       "'provider', 'r' || i, 'o' FROM generate_series(1, %s) AS i", (count,))
-            db.execute("ANALYZE charges")
-        return
-    import contextlib
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(where)) as db, db:
-        today = date.today()
-        rows = [(datetime.now(UTC).isoformat(), (today - timedelta(days=i % 400)).isoformat(), f"r{i}")
-                for i in range(count)]
-        db.executemany("INSERT INTO charges (at, day, provider, model, tier, images, micro_usd, source, request_id, "
-                       f"owner) VALUES {values.format(t='TEXT', d='TEXT')}", rows)
-        db.execute("ANALYZE")
-
-
-def recorded(monkeypatch: pytest.MonkeyPatch, action: Any) -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements (and their parameters) `action` ran through the ledger's transactions."""
-    from flux_klein_mcp.spend.ledger import Tx
-
-    seen: list[tuple[str, tuple[Any, ...]]] = []
-
-    def spying(real: Any) -> Any:
-        def spy(self: Any, sql: str, *params: Any) -> Any:
-            seen.append((sql, params))
-            return real(self, sql, *params)
-
-        return spy
-
-    for cls in Tx.__subclasses__():
-        for name in ("rows", "run"):
-            monkeypatch.setattr(cls, name, spying(getattr(cls, name)))
-    action()
-    return seen
-
-
-def explain(ledger: Ledger, where: str, sql: str, params: tuple[Any, ...]) -> str:
-    if where.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(where, autocommit=True) as db:
-            return "\n".join(row[0] for row in db.execute("EXPLAIN " + sql.replace("?", "%s"), params))
-    import contextlib
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(where)) as db:
-        return "\n".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + sql, params))
-
-
-@pytest.mark.parametrize("kind", ["fifo", "folder"])
-def test_an_old_ledger_that_is_no_file_is_left_alone(tmp_path, kind, caplog):
-    old = tmp_path / "ledger.jsonl"
-    os.mkfifo(old) if kind == "fifo" else old.mkdir()  # (a pipe opened the plain way would hang every start)
-    ledger = open_at(str(tmp_path / "ledger.sqlite3"), legacy=old)
-    try:
-        assert ledger.total().images == 0 and "not a regular file" in caplog.text
-        ledger.settle(reserve(ledger, reservation(KLEIN)), [charge(KLEIN)], datetime.now(UTC))
-        assert ledger.total().images == 1 and old.exists()
-    finally:
-        ledger.close()
-
-
-def test_an_endless_line_in_an_old_ledger_is_damaged_and_the_rest_imported(tmp_path, caplog):
-    old = tmp_path / "ledger.jsonl"
-    good = json.dumps({"time": datetime.now().astimezone().isoformat(), "provider": "openrouter", "model": "m",
-                       "cost_usd": 0.014})
-    old.write_bytes(b"[" * (10 << 20) + b"\n" + good.encode() + b"\n")  # 10 MB in one line: never held whole
-    ledger = open_at(str(tmp_path / "ledger.sqlite3"), legacy=old)
-    try:
-        assert ledger.total().images == 1 and "line 1 (the line is too long)" in caplog.text
-    finally:
-        ledger.close()
+@pytest.mark.parametrize("url", ["postgresql://me:top%zzsecret@127.0.0.1:1/flux",  # a bad %-escape, quoted back
+                                 "postgresql://me:topsecret@[::1:1/flux",  # a URL the driver quotes whole
+                                 "postgresql://me:topsecret@127.0.0.1:1/flux?sslmode=bogus"])
+def test_a_postgres_ledger_that_cannot_connect_never_repeats_the_password(url):
+    ledger = open_ledger(LedgerURL(url))
+    with pytest.raises(LedgerError) as refused:
+        ledger.probe()
+    assert "secret" not in str(refused.value) and "postgresql://me" in str(refused.value)
+    assert refused.value.__cause__ is None  # (a traceback in a log would carry the driver's words)

@@ -448,7 +448,7 @@ async def test_a_long_old_ledger_is_imported_once(connect, fake, ledger, caplog)
 
 def test_every_spelling_of_one_ledger_shares_its_reservations(tmp_path):
     from flux_klein_mcp.spend.sqlite import SQLiteLedger
-    from tests.test_ledger import reservation
+    from tests.ledger_helpers import reservation
 
     real = tmp_path / "state" / "ledger.sqlite3"
     real.parent.mkdir()

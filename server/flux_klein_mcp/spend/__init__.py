@@ -7,6 +7,7 @@ for consent through one pre-check and report usage.
     precheck.py  the one budget check before asking the person, for MCP and the CLI alike
     consent.py   FLUX_KLEIN_HIGH_TIER and what a high-tier call needs from the person
     ledger.py    the ledger's interface and its SQL: charges and reservations, totals by budget day
+    schema.py    its tables, one schema for both backends
     sqlite.py    the default backend (a file in the per-user state folder)
     postgres.py  the backend for replicas sharing one budget (FLUX_KLEIN_LEDGER=postgresql://...)
     location.py  FLUX_KLEIN_LEDGER: which backend, where

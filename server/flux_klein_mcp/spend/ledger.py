@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..store import user_folder
+from .schema import INSERT_CHARGE, INSERT_RESERVATION, RESERVATION_COLUMNS
 
 log = logging.getLogger("flux_klein_mcp")
 T = TypeVar("T")
@@ -125,58 +126,6 @@ class Total:
         entry[1] += images
 
 
-#: Column types per backend, so that both hold one schema.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS charges (
-    id {id},
-    at {time} NOT NULL,
-    day {day} NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    tier TEXT NOT NULL,
-    images INTEGER NOT NULL CHECK (images >= 0),
-    micro_usd BIGINT NOT NULL CHECK (micro_usd >= 0),
-    source TEXT NOT NULL,
-    request_id TEXT,
-    generation_id TEXT,
-    owner TEXT NOT NULL,
-    person TEXT,
-    path TEXT,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS charges_by_day ON charges (day, provider, model, source, micro_usd, images);
-CREATE INDEX IF NOT EXISTS charges_by_request ON charges (request_id);
-CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY,
-    at {time} NOT NULL,
-    expires {time} NOT NULL,
-    day {day} NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    tier TEXT NOT NULL,
-    images INTEGER NOT NULL CHECK (images > 0),
-    micro_usd BIGINT NOT NULL CHECK (micro_usd >= 0),
-    source TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    owner_lock BIGINT,
-    person TEXT
-);
-CREATE TABLE IF NOT EXISTS imports (
-    sha256 TEXT PRIMARY KEY,
-    file TEXT NOT NULL,
-    at {time} NOT NULL,
-    charges INTEGER NOT NULL,
-    damaged INTEGER NOT NULL
-);
-"""
-
-_CHARGE_COLUMNS = ("at, day, provider, model, tier, images, micro_usd, source, request_id, generation_id, owner, "
-                   "person, path, note")
-INSERT_CHARGE = f"INSERT INTO charges ({_CHARGE_COLUMNS}) VALUES ({', '.join('?' * 14)})"
-_RESERVATION_COLUMNS = ("id, at, expires, day, provider, model, tier, images, micro_usd, source, owner, owner_lock, "
-                        "person")
-
-
 class Tx(abc.ABC):
     """One transaction (or one read) on a backend's connection; SQL is written with `?` placeholders."""
 
@@ -248,12 +197,9 @@ class Ledger(abc.ABC):
         def work(tx: Tx) -> Reservation:
             self._reap(tx, reservation.at)
             chosen = check(self._snapshot(tx, reservation))
-            # (DO NOTHING: run again after a commit whose answer was lost, it must not fail or count twice.)
-            tx.run(f"INSERT INTO reservations ({_RESERVATION_COLUMNS}) VALUES ({', '.join('?' * 13)}) "
-                   "ON CONFLICT (id) DO NOTHING",
-                   chosen.id, self._time(chosen.at), self._time(chosen.expires), self._day(chosen.day),
-                   chosen.provider, chosen.model, chosen.tier, chosen.images, micro(chosen.usd), chosen.source,
-                   chosen.owner, self._owner_lock(), chosen.person)
+            tx.run(INSERT_RESERVATION, chosen.id, self._time(chosen.at), self._time(chosen.expires),
+                   self._day(chosen.day), chosen.provider, chosen.model, chosen.tier, chosen.images, micro(chosen.usd),
+                   chosen.source, chosen.owner, self._owner_lock(), chosen.person)
             return chosen
 
         return self._transact(work)
@@ -359,7 +305,7 @@ class Ledger(abc.ABC):
         return Snapshot(int(spent) / MICRO, int(reserved) / MICRO, float(highest or 0) / MICRO)
 
     def _reap(self, tx: Tx, now: datetime) -> None:
-        rows = tx.rows(f"SELECT {_RESERVATION_COLUMNS} FROM reservations")
+        rows = tx.rows(f"SELECT {RESERVATION_COLUMNS} FROM reservations")
         if not rows:
             return
         owners = {(row[10], row[11]) for row in rows}
@@ -402,12 +348,15 @@ def _as_time(value: Any) -> datetime:
 
 
 @contextlib.contextmanager
-def wrapped(errors: tuple[type[BaseException], ...], where: str) -> Iterator[None]:
-    """Database and file errors as `LedgerError`, naming the ledger."""
+def wrapped(errors: tuple[type[BaseException], ...], where: str, hidden: Sequence[str] = ()) -> Iterator[None]:
+    """Database and file errors as `LedgerError`, naming the ledger (and never what `hidden` holds)."""
     try:
         yield
     except errors as exc:
-        raise LedgerError(f"{where}: {_reason(exc)}") from exc
+        reason = _reason(exc)
+        for secret in hidden:
+            reason = reason.replace(secret, "***")
+        raise LedgerError(f"{where}: {reason}") from None
 
 
 def _reason(exc: BaseException) -> str:

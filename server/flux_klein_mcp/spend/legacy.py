@@ -67,6 +67,8 @@ def import_file(ledger: Ledger, path: Path) -> None:
     try:
         os.replace(path, aside)
         os.chmod(aside, 0o600)  # (an old ledger was readable by others; what it holds is no more public now)
+    except FileNotFoundError:
+        pass  # another process starting at the same moment imported it (its hash said so) and moved it
     except OSError as exc:
         log.warning("The old spend ledger %s was imported but could not be renamed to %s (%s); it will not be "
                     "imported again.", path, aside.name, exc.strerror)

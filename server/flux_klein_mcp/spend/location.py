@@ -6,10 +6,11 @@ configurations written for an earlier version keep working, and the old file is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .ledger import Ledger, LedgerError, default_ledger
 
@@ -19,12 +20,26 @@ EXTRA = "pip install 'flux-klein-mcp[postgres]'"
 
 @dataclass(frozen=True)
 class LedgerURL:
-    """A PostgreSQL ledger; `str()` leaves out the password."""
+    """A PostgreSQL ledger; `str()` and `repr()` leave out the password."""
 
-    url: str
+    url: str = field(repr=False)
 
     def __str__(self) -> str:
         return shown(self.url)
+
+    def __repr__(self) -> str:
+        return f"LedgerURL({shown(self.url)!r})"
+
+
+def password_of(url: str) -> list[str]:
+    """The URL's password, as written and decoded (to scrub it from a driver's messages, which may quote a URL they
+    cannot read whole)."""
+    match = _USERINFO.search(url)
+    raw = match.group(1) if match else ""
+    return sorted((text for text in {raw, unquote(raw)} if len(text) >= 3), key=len, reverse=True)
+
+
+_USERINFO = re.compile(r"://[^/?#@]*?:([^/?#]*)@")
 
 
 def shown(url: str) -> str:

@@ -19,9 +19,10 @@ from typing import Any
 
 import psycopg
 
-from .ledger import SCHEMA, Ledger, LedgerError, T, Tx, wrapped
+from .ledger import Ledger, LedgerError, T, Tx, wrapped
 from .legacy import import_file
-from .location import shown
+from .location import password_of, shown
+from .schema import SCHEMA
 
 log = logging.getLogger("flux_klein_mcp")
 
@@ -54,6 +55,7 @@ class PostgresLedger(Ledger):
         super().__init__(timezone)
         self.url = url
         self.where = shown(url)
+        self._hidden = password_of(url)
         self.legacy = legacy
         self._db: psycopg.Connection[tuple[Any, ...]] | None = None
         self._key: int | None = None
@@ -98,7 +100,7 @@ class PostgresLedger(Ledger):
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Tx]:
-        with wrapped(_ERRORS, self.where):
+        with wrapped(_ERRORS, self.where, self._hidden):
             db = self._connect()
             with db.transaction():
                 db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))
@@ -106,7 +108,7 @@ class PostgresLedger(Ledger):
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Tx]:
-        with wrapped(_ERRORS, self.where):
+        with wrapped(_ERRORS, self.where, self._hidden):
             db = self._connect()
             with db.transaction():
                 yield _PostgresTx(db)

@@ -19,8 +19,9 @@ from typing import Any
 
 from ..store import room
 from . import owner
-from .ledger import SCHEMA, Ledger, Tx, wrapped
+from .ledger import Ledger, Tx, wrapped
 from .legacy import import_file
+from .schema import SCHEMA
 
 #: How long a transaction waits for another process's to end before the ledger counts as unusable.
 BUSY_TIMEOUT_S = 30.0
@@ -105,11 +106,16 @@ class SQLiteLedger(Ledger):
             if not create:
                 return False
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
-            return True
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                                 0o600))
+                return True
+            except FileExistsError:  # another process made it a moment ago: check what is there now
+                info = os.lstat(self.path)
         if not stat.S_ISREG(info.st_mode):  # a folder, a FIFO that would block the reader, a link swapped in
             raise OSError(errno.EINVAL, "it is not a regular file")
-        with open(self.path, "rb") as fh:
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:  # (non-blocking: a pipe swapped in a moment ago must not hang us)
             header = fh.read(len(HEADER))
         if header not in (b"", HEADER):
             raise OSError(errno.EINVAL, "it is not a SQLite database (a JSON-lines ledger of an earlier version "
