@@ -22,7 +22,7 @@ endif
 # The clients' own environments: the agent frameworks (and uv), langchain-mcp-adapters (it pins mcp<2), npm tools.
 CLIENT_TOOLS := .venv-clients/.installed .venv-langchain/.installed clients/npm/node_modules/.installed
 
-.PHONY: help demo test test-view test-clients bench bundle clean
+.PHONY: help demo test test-postgres test-view test-clients bench bundle clean
 
 ## help: list these targets
 help:
@@ -51,7 +51,11 @@ demo: $(SERVER)
 test: $(TOOLS)
 	$(BIN)/ruff check server tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto -m "not postgres"
+
+## test-postgres: the ledger's suite on PostgreSQL: starts a throw-away server (Debian's postgresql), runs, stops it
+test-postgres: $(TOOLS)
+	$(BIN)/python -m tests.pg_cluster -- $(BIN)/python -m pytest -n auto -m postgres
 
 ## test-view: the MCP Apps view in headless Chromium, under the official host bridge and in the MCP Inspector web app
 test-view: $(TOOLS) $(VENV)/.installed-browser build/browser/host.js build/browser/host.html \

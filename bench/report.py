@@ -44,6 +44,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("cold start: spawn -> tools/list", "cold.server", "cold.floor", "one-tool MCPServer", "s", 1.1),
     Figure("result size, n=1", "result.bytes", "baseline:result_bytes", "baseline (today)", "bytes", 1.0),
     Figure("vision tokens, n=1", "result.tokens", "baseline:vision_tokens", "baseline (today)", "tokens", 1.0),
+    Figure("ledger reserve + settle, 200k rows", "ledger.full", "ledger.empty", "the same, empty ledger", "s",
+           0.005, absolute=True),
     # Not one of the targets: how the warm call compares with the least work a result with a thumbnail needs.
     Figure("warm call, n=1, 0 s latency", "warm.server", "warm.thumb", "httpx + decode + thumbnail", "s", None),
 )

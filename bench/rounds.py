@@ -43,6 +43,8 @@ CONCURRENT_CALLS, IMAGES_PER_CALL = 16, 4
 SERVER_MARKER = "flux-klein-mcp"
 FLOOR_SERVER = HERE / "floor_mcp_server.py"
 FLOOR_ONESHOT = HERE / "floor_oneshot.py"
+LEDGER_TIMING = HERE / "ledger_timing.py"
+LEDGER_ROWS, LEDGER_CALLS = 200_000, 20
 
 @dataclass
 class Setup:
@@ -68,7 +70,7 @@ class Setup:
         return path
 
     def env(self, folder: Path, base_url: str | None) -> dict[str, str]:
-        extra = {"FLUX_KLEIN_LEDGER": str(folder / "ledger.jsonl"), "FLUX_KLEIN_OUTPUT_DIR": str(folder / "output")}
+        extra = {"FLUX_KLEIN_LEDGER": str(folder / "ledger.sqlite3"), "FLUX_KLEIN_OUTPUT_DIR": str(folder / "output")}
         if base_url is not None:
             extra |= {"OPENROUTER_API_KEY": BENCH_KEY, "OPENROUTER_BASE_URL": f"{base_url}/api/v1"}
         return process_env(extra)
@@ -97,7 +99,7 @@ async def run_rounds(setup: Setup, rounds: int) -> Samples:
         flip = index % 2 == 1
         timings = []
         for name, section in (("cold start + warm calls", cold_and_warm), ("1 s latency", at_one_second),
-                              ("command line", command_line)):
+                              ("command line", command_line), ("ledger", ledger_calls)):
             started = time.perf_counter()
             await _section(samples, name, section, setup, flip)
             timings.append(f"{name} {time.perf_counter() - started:.1f} s")
@@ -236,6 +238,21 @@ async def command_line(setup: Setup, samples: Samples, flip: bool) -> None:
         for key, argv in commands[shift:] + commands[:shift]:
             samples.add(key, timed_run(argv, env, folder))
     shutil.rmtree(folder, ignore_errors=True)
+
+
+async def ledger_calls(setup: Setup, samples: Samples, flip: bool) -> None:
+    """Reserve + settle on a ledger of LEDGER_ROWS charges and on an empty one, in the server's own Python."""
+    python = Path(setup.server).parent / "python"
+    folder = setup.work / "ledger"
+    folder.mkdir(exist_ok=True)
+    done = await anyio.run_process([str(python if python.exists() else setup.python), str(LEDGER_TIMING),
+                                    str(folder), str(LEDGER_ROWS), str(LEDGER_CALLS)], check=False)
+    if done.returncode:
+        raise RuntimeError(done.stderr.decode(errors="replace").strip().splitlines()[-1])
+    found = json.loads(done.stdout)
+    for key in ("full", "empty"):
+        for seconds in found[key]:
+            samples.add(f"ledger.{key}", seconds)
 
 
 def _cli_commands(setup: Setup, folder: Path) -> dict[str, list[str]]:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import uuid
 
 # Before anything reads it: the default ledger (~/.local/state/...) and the per-user output folder must never be
 # the user's during tests. HOME too: a server the MCP SDK spawns over stdio gets HOME from this process but not
@@ -10,7 +12,7 @@ os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="flux-klein-state-")
 os.environ["HOME"] = tempfile.mkdtemp(prefix="flux-klein-home-")
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,98 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
-    """This test's own ledger (never the user's)."""
-    return tmp_path / "state" / "ledger.jsonl"
+    """This test's own ledger (never the user's): a SQLite file."""
+    return tmp_path / "state" / "ledger.sqlite3"
+
+
+def ledger_rows(path: Path, table: str = "charges") -> list[dict[str, Any]]:
+    """The rows of a SQLite ledger (FLUX_KLEIN_LEDGER's value: a .jsonl path names the .sqlite3 beside it), as
+    dicts, with `usd` for the whole micro-dollars; [] when there is no ledger yet."""
+    import sqlite3
+
+    path = path.with_suffix(".sqlite3") if path.suffix == ".jsonl" else path
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db.row_factory = sqlite3.Row
+        rows = [dict(row) for row in db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+    for row in rows:
+        row["usd"] = row["micro_usd"] / 1_000_000
+    return rows
+
+
+#: Both backends of the ledger; PostgreSQL's needs a server (`make test-postgres` starts one).
+BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
+
+
+def postgres_url() -> str:
+    """The test server's URL; without one, skip (fail under CI=true: the suite must not pass by skipping)."""
+    url = os.environ.get("FLUX_KLEIN_TEST_POSTGRES", "")
+    if not url:
+        message = "no PostgreSQL server: run `make test-postgres`, which starts one (FLUX_KLEIN_TEST_POSTGRES)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def ledger_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """FLUX_KLEIN_LEDGER for this test's own ledger, on each backend: a SQLite file, or a PostgreSQL schema of
+    its own (a URL whose search_path is that schema), dropped afterwards."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "state" / "ledger.sqlite3")
+        return
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_at() -> Iterator[str]:
+    """Like `ledger_at`, PostgreSQL only (mark the test `postgres`)."""
+    with postgres_schema() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    import psycopg
+
+    url, schema = postgres_url(), f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{url}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def book(ledger_at: str) -> Iterator[Any]:
+    """This test's own ledger, opened on each backend (`ledger_at`)."""
+    from tests.ledger_helpers import open_at
+
+    ledger = open_at(ledger_at)
+    yield ledger
+    ledger.close()
+
+
+def rows_at(where: str, table: str = "charges") -> list[dict[str, Any]]:
+    """The rows of a ledger on either backend, as dicts with `usd` added, in the order they were written."""
+    if not where.startswith("postgresql://"):
+        return ledger_rows(Path(where), table)
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(where, autocommit=True, row_factory=dict_row) as db:
+        exists = db.execute("SELECT to_regclass(%s) IS NOT NULL AS here", (table,)).fetchone()
+        if not exists or not exists["here"]:
+            return []
+        rows = db.execute(f"SELECT * FROM {table} ORDER BY {'id' if table == 'charges' else 'at'}").fetchall()
+    for row in rows:
+        row["usd"] = row["micro_usd"] / 1_000_000
+    return rows
 
 
 @pytest.fixture

@@ -91,6 +91,25 @@ def test_demo_runs_the_server_over_stdio_on_the_sandbox_without_a_key(workdir):
     assert "generate_image, edit_image, compose_images" in done.stderr
 
 
+def test_the_demo_on_a_machine_with_a_ledger_shows_the_sandboxs_own_spend(workdir, tmp_path):
+    """Issue 16: the first `make demo` on a machine with a ledger reported spent_today_usd: 5.00 on a free run."""
+    from datetime import datetime
+
+    state = tmp_path / "xdg-state"
+    old = state / "flux-klein-mcp" / "ledger.jsonl"  # an earlier version's ledger, at the default place
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"time": datetime.now().astimezone().isoformat(), "provider": "openrouter",
+                               "model": "black-forest-labs/flux.2-klein-4b", "tier": "low", "cost_usd": 5.0,
+                               "cost_source": "provider", "generation_id": None, "path": None}) + "\n")
+    done = cli(["demo"], workdir, XDG_STATE_HOME=str(state))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["spent_today_usd"], data["spent_session_usd"]) == (0, 0) and "sandbox" in data["spend_scope"]
+    assert [path.name for path in old.parent.iterdir()] == ["ledger.jsonl"]  # not even opened
+    generated = cli(["generate", "a fox", "--provider", "sandbox"], workdir, XDG_STATE_HOME=str(state))
+    assert json.loads(generated.stdout)["spent_today_usd"] == 0 and not old.with_suffix(".sqlite3").exists()
+
+
 def test_spend_reports_today_this_month_and_each_day_from_the_ledger(workdir, tmp_path):
     from datetime import datetime, timedelta
 
@@ -119,4 +138,36 @@ def test_spend_reports_today_this_month_and_each_day_from_the_ledger(workdir, tm
 def test_spend_with_no_ledger_yet_reports_nothing_spent(workdir, tmp_path):
     done = cli(["spend", "--json"], workdir, FLUX_KLEIN_LEDGER=str(tmp_path / "none.jsonl"))
     assert done.returncode == 0 and json.loads(done.stdout)["today"]["spent_usd"] == 0
-    assert not (tmp_path / "none.jsonl").exists()
+    assert not (tmp_path / "none.jsonl").exists() and not (tmp_path / "none.sqlite3").exists()
+
+
+def test_spend_groups_the_last_days_by_day_provider_or_model(workdir, tmp_path):
+    from datetime import datetime, timedelta
+
+    ledger = tmp_path / "ledger.jsonl"
+    now = datetime.now().astimezone()
+    rows = [(now, "openrouter", "black-forest-labs/flux.2-klein-4b", 0.014),
+            (now, "openrouter", "bytedance-seed/seedream-4.5", 0.04),
+            (now - timedelta(days=1), "empiriolabs", "flux-2-klein-4b", 0.0085),
+            (now - timedelta(days=30), "fluxrouter", "flux-2-klein", 3.0)]  # outside the last 7 days
+    ledger.write_text("".join(json.dumps({"time": when.isoformat(), "provider": provider, "model": model,
+                                          "tier": "low", "cost_usd": usd, "cost_source": "provider"}) + "\n"
+                              for when, provider, model, usd in rows))
+    by = {}
+    for group in ("day", "provider", "model"):
+        done = cli(["spend", "--json", "--by", group], workdir, FLUX_KLEIN_LEDGER=str(ledger))
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["by"] == group and report["today"]["spent_usd"] == pytest.approx(0.054)
+        by[group] = report["rows"]
+    assert [(row["date"], row["spent_usd"]) for row in by["day"][:2]] == [
+        (now.date().isoformat(), pytest.approx(0.054)), ((now - timedelta(days=1)).date().isoformat(), 0.0085)]
+    assert len(by["day"]) == 7
+    assert by["provider"] == [{"provider": "openrouter", "spent_usd": pytest.approx(0.054), "images": 2},
+                              {"provider": "empiriolabs", "spent_usd": 0.0085, "images": 1}]
+    assert [(row["model"], row["images"]) for row in by["model"]] == [
+        ("bytedance-seed/seedream-4.5", 1), ("black-forest-labs/flux.2-klein-4b", 1), ("flux-2-klein-4b", 1)]
+    table = cli(["spend", "--by", "model", "--days", "2"], workdir, FLUX_KLEIN_LEDGER=str(ledger))
+    assert table.returncode == 0 and "The last 2 days by model:" in table.stdout
+    assert "bytedance-seed/seedream-4.5" in table.stdout and "fluxrouter" not in table.stdout
+    assert cli(["spend", "--by", "tier"], workdir).returncode == 2  # not a grouping it knows

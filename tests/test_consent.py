@@ -110,6 +110,15 @@ async def test_a_budget_that_cannot_pay_refuses_before_the_person_is_asked(conne
     assert person.asked == [] and fake.requests == []
 
 
+async def test_a_ledger_that_cannot_record_the_charge_refuses_before_the_question(connect, fake, ledger):
+    ledger.mkdir(parents=True)  # a folder where the ledger should be
+    person = Person()
+    async with connect(elicit=person) as client:
+        result = await client.call_tool("generate_image", FINAL)
+    assert result.is_error and "The spend ledger cannot be written" in error_text(result)
+    assert person.asked == [] and fake.requests == []
+
+
 async def test_a_high_tier_refused_elsewhere_is_not_asked_about(connect):
     from tests.fakes.images_api import AIGATEWAY, FakeImagesAPI
 

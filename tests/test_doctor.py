@@ -155,3 +155,24 @@ def test_doctor_reports_a_ledger_that_cannot_record_and_is_not_ready(workdir):
     assert "cannot be written" in report["ledger_status"] and "FLUX_KLEIN_LEDGER" in report["ledger_status"]
     assert "Spend ledger:" in table.stdout and "every paid call is refused" in table.stdout
     assert json.loads(sandbox.stdout)["usable"]  # the sandbox spends nothing, so needs no ledger
+
+
+def test_doctor_proves_the_ledger_takes_a_write_and_leaves_nothing_behind(workdir, tmp_path):
+    from tests.conftest import ledger_rows
+
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    ledger = tmp_path / "state" / "ledger.sqlite3"
+    try:
+        env = {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": f"{server.url}/api/v1",
+               "FLUX_KLEIN_LEDGER": str(ledger)}
+        ready = cli(["doctor", "--json"], workdir, **env)
+        assert ledger_rows(ledger) == [] and ledger_rows(ledger, "reservations") == []  # rolled back
+        ledger.with_name("ledger.sqlite3-wal").unlink(missing_ok=True)
+        ledger.with_name("ledger.sqlite3-wal").mkdir()  # SQLite cannot keep its write-ahead log: no write can land
+        broken = cli(["doctor", "--json"], workdir, **env)
+    finally:
+        server.close()
+    report = json.loads(ready.stdout)
+    assert report["usable"] and report["ledger"] == str(ledger) and "rolled back" in report["ledger_status"]
+    assert json.loads(broken.stdout)["state"] == "ledger" and broken.returncode == 1

@@ -245,7 +245,8 @@ async def test_bad_arguments_are_refused_before_any_request(connect, fake, workd
     ("FLUX_KLEIN_BUDGET_USD", "-1"), ("FLUX_KLEIN_DAILY_BUDGET_USD", "nan"), ("FLUX_KLEIN_HIGH_TIER", "maybe"),
     # A home folder that cannot be found used to crash the server at start-up.
     ("FLUX_KLEIN_OUTPUT_DIR", "~nobody-like-this-user/out"), ("FLUX_KLEIN_INPUT_DIRS", "~nobody-like-this-user"),
-    ("FLUX_KLEIN_LEDGER", "~nobody-like-this-user/ledger.jsonl"),
+    ("FLUX_KLEIN_LEDGER", "~nobody-like-this-user/ledger.jsonl"), ("FLUX_KLEIN_LEDGER", "mysql://me:pw@db/flux"),
+    ("FLUX_KLEIN_TIMEZONE", "Mars/Olympus_Mons"), ("FLUX_KLEIN_TIMEZONE", "../../etc/passwd"),
 ])
 async def test_a_bad_environment_variable_is_reported_by_every_tool(fake, workdir, variable, value):
     server = create_server(env={"OPENROUTER_API_KEY": TEST_KEY, variable: value}, transport=mock_transport(fake))

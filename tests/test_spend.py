@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import error_text, output_files, provider_env, summary
+from tests.conftest import error_text, ledger_rows, output_files, provider_env, summary
 from tests.fakes.core import Fault, Loopback
 from tests.fakes.images_api import AIGATEWAY, FakeImagesAPI
 from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
@@ -24,7 +25,7 @@ KLEIN = 0.014  # OpenRouter's list price for one klein image (PROVIDERS.md §1)
 
 
 def ledger_lines(ledger: Path) -> list[dict]:
-    return [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
+    return ledger_rows(ledger)
 
 
 async def call_many(client, count: int, arguments: dict | None = None) -> list:
@@ -80,7 +81,7 @@ async def test_without_a_reported_cost_the_list_price_is_charged(connect, ledger
     async with connect(fake) as client:
         data = summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}))
     assert data["spent_session_usd"] == pytest.approx(2 * KLEIN) and "budget_left_usd" not in data
-    assert [line["cost_source"] for line in ledger_lines(ledger)] == ["price list", "price list"]
+    assert [line["source"] for line in ledger_lines(ledger)] == ["price list", "price list"]
 
 
 async def test_a_provider_without_a_price_is_reserved_and_charged_at_the_klein_estimate(connect, ledger):
@@ -90,7 +91,7 @@ async def test_a_provider_without_a_price_is_reserved_and_charged_at_the_klein_e
         data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
     assert "an estimate: the provider publishes no price" in error_text(refused) and len(gateway.generations) == 1
     assert data["cost_usd"] is None and data["spent_session_usd"] == pytest.approx(KLEIN)
-    assert ledger_lines(ledger)[0]["cost_source"] == "estimate"
+    assert ledger_lines(ledger)[0]["source"] == "estimate"
 
 
 # --- failed and cancelled calls cost nothing ---------------------------------------------------------------
@@ -105,9 +106,10 @@ async def test_failed_calls_cost_nothing_and_free_their_reservation(connect, fak
     assert len(ledger_lines(ledger)) == 1
 
 
-async def test_a_cancelled_call_costs_nothing(connect, fake, ledger):
+async def test_a_call_cancelled_after_its_request_was_sent_is_booked_at_its_worst_case(connect, fake, ledger):
+    """The provider may charge a request whose answer nobody waited for (issue 15: it used to cost nothing)."""
     fake.then(Fault.HANG)
-    async with connect(loopback=True, FLUX_KLEIN_BUDGET_USD="0.014") as client:
+    async with connect(loopback=True, FLUX_KLEIN_BUDGET_USD="0.03") as client:
         with anyio.CancelScope() as scope:
             async def cancel_when_it_arrives() -> None:
                 await anyio.to_thread.run_sync(fake.arrived.wait, 10)
@@ -117,8 +119,11 @@ async def test_a_cancelled_call_costs_nothing(connect, fake, ledger):
                 group.start_soon(cancel_when_it_arrives)
                 await client.call_tool("generate_image", {"prompt": "a fox"})
         data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
-    assert data["spent_session_usd"] == pytest.approx(KLEIN)
-    assert len(ledger_lines(ledger)) == 1
+        refused = await client.call_tool("generate_image", {"prompt": "a fox"})
+    assert data["spent_session_usd"] == pytest.approx(2 * KLEIN) and refused.is_error
+    cancelled, kept = ledger_lines(ledger)
+    assert (cancelled["usd"], cancelled["images"], cancelled["path"]) == (KLEIN, 1, None)
+    assert "cancelled after the request was sent" in cancelled["note"] and kept["path"]
 
 
 async def test_images_kept_by_a_call_that_failed_after_them_are_charged(connect, fake, ledger):
@@ -147,11 +152,17 @@ async def test_each_charged_image_is_one_ledger_line_with_what_was_charged(conne
     lines = ledger_lines(ledger)
     assert len(lines) == 2
     for line in lines:
-        assert set(line) == {"time", "provider", "model", "tier", "cost_usd", "cost_source", "generation_id", "path"}
+        assert set(line) == {"id", "at", "day", "provider", "model", "tier", "images", "micro_usd", "usd", "source",
+                             "request_id", "generation_id", "owner", "person", "path", "note"}
         assert (line["provider"], line["model"], line["tier"]) == ("openrouter", "black-forest-labs/flux.2-klein-4b",
                                                                    "low")
-        assert line["cost_usd"] == KLEIN and line["cost_source"] == "provider"
+        assert line["usd"] == KLEIN and line["source"] == "provider" and line["images"] == 1
         assert line["generation_id"].startswith("gen-")
+        at = datetime.fromisoformat(line["at"])
+        assert at.utcoffset() == timedelta(0) and line["day"] == at.astimezone().date().isoformat()  # local day
+        assert line["person"] is None and line["note"] is None
+    assert lines[0]["request_id"] == lines[1]["request_id"]  # one call
+    assert ledger_rows(ledger, "reservations") == []  # settled
     assert sorted(line["path"] for line in lines) == sorted(i["path"] for i in data["images"])
 
 
@@ -161,8 +172,29 @@ async def test_the_sandbox_is_never_charged(connect, ledger):
     assert data["spent_session_usd"] == 0 and not ledger.exists()
 
 
+async def test_a_sandbox_run_shows_its_own_zero_spend_and_never_opens_the_ledger(connect, fake, ledger):
+    """Issue 16: the first `make demo` on a machine with a ledger reported the day's real spend on a free run."""
+    async with connect() as client:  # a real charge today
+        summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    before = {path.name: path.stat().st_mtime_ns for path in ledger.parent.iterdir()}
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox", FLUX_KLEIN_DAILY_BUDGET_USD="0.01") as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert (data["spent_session_usd"], data["spent_today_usd"]) == (0, 0) and "budget_left_usd" not in data
+    assert data["spend_scope"].startswith("sandbox: nothing is charged")
+    assert {path.name: path.stat().st_mtime_ns for path in ledger.parent.iterdir()} == before
+
+
+async def test_a_sandbox_run_works_when_the_ledger_is_unusable(connect, ledger):
+    ledger.mkdir(parents=True)  # a folder where the ledger should be: every paid call is refused
+    async with connect(FLUX_KLEIN_PROVIDER="sandbox") as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+        paid = await client.call_tool("generate_image", {"prompt": "a fox", "provider": "openrouter"})
+    assert data["spend_scope"] and "The spend ledger cannot be written" in error_text(paid)
+
+
 async def test_a_damaged_ledger_line_is_skipped_not_fatal(connect, fake, ledger, caplog):
     ledger.parent.mkdir(parents=True)
+    ledger = ledger.with_suffix(".jsonl")  # an earlier version's ledger, imported
     good = {"time": "2020-01-01T10:00:00+00:00", "provider": "openrouter", "model": "m", "tier": "low",
             "cost_usd": 0.5, "cost_source": "provider", "generation_id": None, "path": "/x.png"}
     ledger.write_text(f"{json.dumps(good)}\nnot json at all\n{{\"cost_usd\": \"NaN\"}}\n")
@@ -315,9 +347,11 @@ async def test_a_call_cancelled_after_the_provider_delivered_still_counts_what_w
                 group.start_soon(cancel_after_the_first_image)
                 await client.call_tool("generate_image", {"prompt": "a fox", "n": 2}, progress_callback=progress)
         usage = json.loads((await client.call_tool("get_usage", {})).content[0].text)
-    [line] = ledger_lines(ledger)
-    assert line["cost_usd"] == KLEIN and not Path(line["path"]).exists()  # rolled back, but billed
-    assert usage["session"]["spent_usd"] == pytest.approx(KLEIN)
+    delivered, unanswered = ledger_lines(ledger)
+    assert delivered["usd"] == KLEIN and not Path(delivered["path"]).exists()  # rolled back, but billed
+    # The second request was sent and never answered: the provider may charge it too (issue 15).
+    assert (unanswered["usd"], unanswered["path"]) == (KLEIN, None) and "cancelled" in unanswered["note"]
+    assert usage["session"]["spent_usd"] == pytest.approx(2 * KLEIN)
 
 
 async def test_a_billed_reply_without_a_usable_image_counts_against_the_budget(connect, ledger):
@@ -334,7 +368,7 @@ async def test_a_billed_reply_without_a_usable_image_counts_against_the_budget(c
     assert failed.is_error and "without an image" in error_text(failed)
     assert refused.is_error and "Budget reached" in error_text(refused)  # $0.006 left
     [line] = ledger_lines(ledger)
-    assert line["path"] is None and line["cost_source"] == "provider" and len(fake.completions) == 1
+    assert line["path"] is None and line["source"] == "provider" and len(fake.completions) == 1
 
 
 async def test_an_empiriolabs_job_that_outlives_the_timeout_is_counted_at_its_list_price(connect, ledger):
@@ -346,7 +380,7 @@ async def test_an_empiriolabs_job_that_outlives_the_timeout_is_counted_at_its_li
         result = await client.call_tool("generate_image", {"prompt": "a fox", "n": 2})
     assert result.is_error and "may still finish and be charged" in error_text(result)
     lines = ledger_lines(ledger)
-    assert [(line["cost_usd"], line["path"]) for line in lines] == [(0.0085, None), (0.0085, None)]
+    assert [(line["usd"], line["images"], line["path"]) for line in lines] == [(0.017, 2, None)]
 
 
 async def test_a_provider_without_a_price_is_quoted_at_the_most_it_was_seen_to_charge(connect, ledger):
@@ -378,6 +412,7 @@ async def test_huge_reported_costs_never_add_up_to_infinity(connect, cost):
 
 async def test_odd_ledger_lines_are_skipped_not_fatal(connect, fake, ledger, caplog):
     ledger.parent.mkdir(parents=True)
+    ledger = ledger.with_suffix(".jsonl")  # an earlier version's ledger, imported
     good = {"time": "2020-01-01T10:00:00+00:00", "provider": "openrouter", "model": "m", "tier": "low",
             "cost_usd": 0.5, "cost_source": "provider", "generation_id": None, "path": "/x.png"}
     odd = [{k: v for k, v in good.items() if k != "provider"}, {**good, "time": "0001-01-01T00:00:00+14:00"},
@@ -389,33 +424,39 @@ async def test_odd_ledger_lines_are_skipped_not_fatal(connect, fake, ledger, cap
     assert caplog.text.count("damaged line") >= 6
 
 
-async def test_a_long_ledger_is_read_from_its_end(connect, fake, ledger, caplog):
+async def test_a_long_old_ledger_is_imported_once(connect, fake, ledger, caplog):
     ledger.parent.mkdir(parents=True)
     old = json.dumps({"time": "2020-01-01T10:00:00+00:00", "provider": "openrouter", "model": "m", "tier": "low",
                       "cost_usd": 0.014, "cost_source": "provider", "generation_id": None, "path": "/x.png"})
-    with ledger.open("w") as fh:  # a damaged line at the very start, then years of history (about 8 MB)
+    jsonl = ledger.with_suffix(".jsonl")
+    with jsonl.open("w") as fh:  # a damaged line at the very start, then years of history (about 8 MB)
         fh.write("damaged at the start\n")
         fh.write((old + "\n") * 40_000)
     async with connect(FLUX_KLEIN_DAILY_BUDGET_USD="1") as client:
         data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
     assert data["spent_today_usd"] == pytest.approx(KLEIN)
-    assert "damaged at the start" not in caplog.text  # only the end of the file was read
+    assert caplog.text.count("damaged at the start") == 1 and "line 1" in caplog.text  # reported, not fatal
+    assert not jsonl.exists() and jsonl.with_name("ledger.jsonl.imported").stat().st_size > 7_000_000  # kept
+    caplog.clear()
+    async with connect(FLUX_KLEIN_DAILY_BUDGET_USD="1") as client:  # the next start: nothing to import
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
+    assert data["spent_today_usd"] == pytest.approx(2 * KLEIN) and "damaged" not in caplog.text
+    assert len(ledger_lines(ledger)) == 40_002
 
 
 # --- found by the third adversarial pass ---------------------------------------------------------------------
 
-def test_every_spelling_of_one_ledger_shares_its_lock_and_reservations(tmp_path):
-    from flux_klein_mcp.spend.ledger import Ledger
+def test_every_spelling_of_one_ledger_shares_its_reservations(tmp_path):
+    from flux_klein_mcp.spend.sqlite import SQLiteLedger
+    from tests.ledger_helpers import reservation
 
-    real = tmp_path / "state" / "ledger.jsonl"
+    real = tmp_path / "state" / "ledger.sqlite3"
     real.parent.mkdir()
-    link = tmp_path / "link.jsonl"
+    link = tmp_path / "link.sqlite3"
     link.symlink_to(real)
-    through_link, direct = Ledger(link), Ledger(real)
-    with through_link.locked():
-        through_link.set_pending("call-1", 0.03)
-    with direct.locked():
-        assert direct.pending_total() == pytest.approx(0.03)  # a daily budget sees the other spelling's call
+    through_link, direct = SQLiteLedger(link), SQLiteLedger(real)
+    through_link.reserve(reservation(0.03), lambda snapshot: reservation(0.03))
+    assert direct.snapshot(reservation(0.01)).reserved_usd == pytest.approx(0.03)  # a daily budget sees it
 
 
 async def test_an_image_without_a_cost_is_booked_at_the_estimate_not_the_highest_charge_seen(connect, ledger):
@@ -427,9 +468,9 @@ async def test_an_image_without_a_cost_is_booked_at_the_estimate_not_the_highest
         gateway.cost_usd = "nan"  # a cost the server cannot read
         second = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
     first_line, second_line = ledger_lines(ledger)
-    assert first_line["cost_usd"] == 0.05 and first_line["cost_source"] == "provider"
+    assert first_line["usd"] == 0.05 and first_line["source"] == "provider"
     # Quoted at the $0.05 seen (the worst case), but booked at the klein estimate, as an estimate.
-    assert second_line["cost_usd"] == KLEIN and second_line["cost_source"] == "estimate"
+    assert second_line["usd"] == KLEIN and second_line["source"] == "estimate"
     assert second["spent_session_usd"] == pytest.approx(0.05 + KLEIN)
 
 
@@ -449,37 +490,68 @@ async def test_a_ledger_that_cannot_be_read_is_named_by_get_usage_and_spend(conn
 
 def test_a_ledger_replaced_by_a_link_while_the_server_runs_is_not_written_through(tmp_path):
     """Found by the fifth adversarial pass: a charge was appended to whatever file a link put there pointed to."""
-    from flux_klein_mcp.spend.ledger import Ledger, LedgerError
+    from flux_klein_mcp.spend.ledger import LedgerError
+    from flux_klein_mcp.spend.sqlite import SQLiteLedger
 
-    path = tmp_path / "state" / "ledger.jsonl"
+    path = tmp_path / "state" / "ledger.sqlite3"
     path.parent.mkdir()
-    ledger = Ledger(path)
-    ledger.check_writable()
+    ledger = SQLiteLedger(path)
+    ledger.probe()
     victim = tmp_path / "victim.txt"
     victim.write_text("mine\n")
     path.unlink()
     path.symlink_to(victim)
-    with pytest.raises(LedgerError):
-        ledger.check_writable()
+    with pytest.raises(LedgerError, match="not a regular file"):
+        ledger.probe()
     assert victim.read_text() == "mine\n"
 
 
 async def test_a_charge_the_ledger_could_not_take_still_counts_today(connect, ledger, monkeypatch):
     """Found by the fifth adversarial pass: after a failed ledger write, today's figure (and a refusal's words)
     left the charge out."""
-    from flux_klein_mcp.spend.ledger import Ledger
+    from flux_klein_mcp.spend.ledger import Ledger, LedgerError
 
-    real, writes = Ledger.append, []
+    real, writes = Ledger.settle, []
 
-    def fails_once(self, charges):
+    def fails_once(self, reservation, charges, at):
         writes.append(len(charges))
         if len(writes) == 1:
-            raise OSError(28, "No space left on device")
-        return real(self, charges)
+            raise LedgerError("No space left on device")
+        return real(self, reservation, charges, at)
 
-    monkeypatch.setattr(Ledger, "append", fails_once)
+    monkeypatch.setattr(Ledger, "settle", fails_once)
     async with connect(FLUX_KLEIN_DAILY_BUDGET_USD="1") as client:
         first = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
         second = summary(await client.call_tool("generate_image", {"prompt": "a fox"}))
     assert any("could not be written to the ledger" in note for note in first["notes"])
     assert second["spent_today_usd"] == pytest.approx(2 * KLEIN) and len(ledger_lines(ledger)) == 1
+
+
+# --- the ledger in PostgreSQL, when it cannot be used ----------------------------------------------------------
+
+async def test_a_postgres_ledger_without_its_driver_refuses_paid_calls_naming_the_extra(connect, fake, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
+    monkeypatch.delitem(sys.modules, "flux_klein_mcp.spend.postgres", raising=False)
+    async with connect(FLUX_KLEIN_LEDGER="postgresql://flux:s3cret-pw@db.example/flux") as client:
+        paid = await client.call_tool("generate_image", {"prompt": "a fox"})
+        usage = await client.call_tool("get_usage", {})
+        free = summary(await client.call_tool("generate_image", {"prompt": "a fox", "provider": "sandbox"}))
+    for result in (paid, usage):
+        text = error_text(result)
+        assert result.is_error and "pip install 'flux-klein-mcp[postgres]'" in text and "s3cret-pw" not in text
+    assert "nothing was sent" in error_text(paid) and fake.requests == [] and free["spend_scope"]
+
+
+async def test_a_postgres_ledger_that_cannot_be_reached_refuses_paid_calls_before_any_request(connect, fake):
+    from tests.test_http import free_port
+
+    url = f"postgresql://flux:s3cret-pw@127.0.0.1:{free_port()}/flux"  # nothing listens there
+    async with connect(FLUX_KLEIN_LEDGER=url) as client:
+        with anyio.fail_after(30):
+            paid = await client.call_tool("generate_image", {"prompt": "a fox"})
+    text = error_text(paid)
+    assert paid.is_error and "The spend ledger cannot be written" in text and "FLUX_KLEIN_LEDGER" in text
+    assert f"postgresql://flux@127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}/flux" in text
+    assert "s3cret-pw" not in text and fake.requests == []

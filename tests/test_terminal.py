@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import error_text, output_files, provider_env
+from tests.conftest import error_text, ledger_rows, output_files, provider_env
 from tests.fakes.core import Loopback, png
 from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
 from tests.test_cli import BASE_ENV, COMMAND
@@ -130,7 +130,7 @@ def test_a_paid_call_whose_result_cannot_be_printed_fails_and_keeps_its_images(w
     assert done.returncode == 1 and "could not write the result" in sentence and "1 image saved" in sentence
     [image] = [p for p in output_files(workdir) if p.suffix == ".png"]
     assert str(image) in sentence and image.with_suffix(".json").exists()
-    assert json.loads(ledger.read_text().splitlines()[0])["path"] == str(image)
+    assert [row["path"] for row in ledger_rows(ledger)] == [str(image)]
 
 
 def test_no_amount_is_ever_minus_zero(workdir, openrouter):

@@ -16,8 +16,8 @@ from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field, model_validator
 
-from .errors import BudgetExceeded, FluxKleinError
-from .spend import Consent, question
+from .errors import FluxKleinError
+from .spend import Consent, consent_quote, question
 from .words import for_mcp
 
 if TYPE_CHECKING:
@@ -43,24 +43,13 @@ class Approval(BaseModel):
 
 
 async def _ask(ctx: Context, tier: str, n: int, provider: str | None) -> Elicit[Approval] | Consent | None:
-    if tier != "high":
-        return None
     runtime = cast("Runtime", ctx.request_context.lifespan_context)
-    if runtime.settings.high_tier != "ask":
-        return None
     try:
-        chosen = runtime.providers.choose(provider)
-    except FluxKleinError:
-        return None  # the tool body reports it
-    if chosen.name == "sandbox" or "high" not in chosen.capabilities.tiers:
-        return None
-    from .pipeline import quote_for
-
-    quote = quote_for(chosen, "high", n)
-    try:
-        await runtime.in_worker(runtime.spend.check, quote)
-    except BudgetExceeded as exc:
+        quote = await consent_quote(runtime, tier, n, provider)
+    except FluxKleinError as exc:  # a budget reached, a ledger that cannot record the charge: no question then
         raise ToolError(str(exc)) from None
+    if quote is None:
+        return None
     if not can_elicit(ctx):
         return Consent.CANNOT_ASK
     return Elicit(for_mcp(question(quote)), Approval)

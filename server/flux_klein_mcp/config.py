@@ -8,15 +8,18 @@ from __future__ import annotations
 import math
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from .errors import ConfigError
 from .redact import Redactor, counts_as_secret
-from .spend import HIGH_TIER_MODES, HighTierMode, default_ledger
+from .spend import HIGH_TIER_MODES, HighTierMode, LedgerURL, Location, default_ledger
+from .spend.location import is_url
 
 DEFAULT_THUMBNAIL_PX = 512
 DEFAULT_TIMEOUT_S = 120.0
@@ -34,7 +37,10 @@ VARIABLES: dict[str, str] = {
     "FLUX_KLEIN_MAX_INPUT_MB": f"largest input image accepted, in MB (default {DEFAULT_MAX_INPUT_MB:g})",
     "FLUX_KLEIN_BUDGET_USD": "the most this server process (a session) may spend, in USD; unset = no cap",
     "FLUX_KLEIN_DAILY_BUDGET_USD": "the most all processes sharing the ledger may spend in a calendar day, in USD",
-    "FLUX_KLEIN_LEDGER": "the ledger of charged images (default ~/.local/state/flux-klein-mcp/ledger.jsonl)",
+    "FLUX_KLEIN_LEDGER": "the ledger of charged images: a SQLite file (default "
+                         "~/.local/state/flux-klein-mcp/ledger.sqlite3), or a postgresql:// URL for replicas",
+    "FLUX_KLEIN_TIMEZONE": "the time zone whose calendar day the daily budget counts, e.g. Europe/Paris "
+                           "(default: this machine's)",
     "FLUX_KLEIN_HIGH_TIER": "ask (default: the person approves each high-tier call) | allow | deny",
     "FLUX_KLEIN_RESOURCE_LINKS": "auto (default: not for clients that turn links into URLs a model provider must "
                                  "fetch, such as LangChain's adapters) | always | never",
@@ -60,7 +66,9 @@ class Settings:
     http_allowed_hosts: tuple[str, ...] = ()
     budget_usd: float | None = None
     daily_budget_usd: float | None = None
-    ledger: Path = field(default_factory=default_ledger)
+    ledger: Location = field(default_factory=default_ledger)
+    #: The budget day's time zone (None: this machine's local time).
+    timezone: tzinfo | None = None
     high_tier: HighTierMode = "ask"
     resource_links: Literal["auto", "always", "never"] = "auto"
 
@@ -94,7 +102,8 @@ class Settings:
             ),
             budget_usd=_budget(env, "FLUX_KLEIN_BUDGET_USD"),
             daily_budget_usd=_budget(env, "FLUX_KLEIN_DAILY_BUDGET_USD"),
-            ledger=_path(env, "FLUX_KLEIN_LEDGER", cwd) or default_ledger(),
+            ledger=_ledger(env, cwd),
+            timezone=_timezone(env),
             high_tier=_high_tier(env),
             resource_links=_choice(env, "FLUX_KLEIN_RESOURCE_LINKS", ("auto", "always", "never")),
         )
@@ -154,6 +163,29 @@ def _path(env: Mapping[str, str], name: str, cwd: Path) -> Path | None:
         return None
     path = _expand(raw, name)
     return path if path.is_absolute() else cwd / path
+
+
+def _ledger(env: Mapping[str, str], cwd: Path) -> Location:
+    raw = _get(env, "FLUX_KLEIN_LEDGER")
+    if is_url(raw):
+        return LedgerURL(raw)
+    if "://" in raw:
+        raise ConfigError(f"FLUX_KLEIN_LEDGER={quoted(raw.split('@')[-1])} is a URL the ledger cannot use: it takes a "
+                          "file path (SQLite) or a postgresql:// URL. Fix or unset it.")
+    return _path(env, "FLUX_KLEIN_LEDGER", cwd) or default_ledger()
+
+
+def _timezone(env: Mapping[str, str]) -> tzinfo | None:
+    """FLUX_KLEIN_TIMEZONE as an IANA zone ("Europe/Paris", "UTC"), or None for this machine's local time."""
+    raw = _get(env, "FLUX_KLEIN_TIMEZONE")
+    if not raw:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(raw)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"FLUX_KLEIN_TIMEZONE={quoted(raw)} is not a time zone this machine knows: it takes an "
+                          "IANA name such as Europe/Paris, America/New_York or UTC. Fix or unset it (unset: this "
+                          "machine's local time).") from None
 
 
 def _expand(raw: str, name: str) -> Path:

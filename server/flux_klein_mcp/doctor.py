@@ -14,6 +14,7 @@ from .config import Settings
 from .errors import FluxKleinError
 from .providers import KeyCheck, Provider
 from .runtime import Runtime
+from .spend import LedgerError
 from .words import usd
 
 
@@ -49,12 +50,7 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         folder_note = runtime.store.note or "writable"
     except FluxKleinError as exc:
         folder, folder_note = None, exc.raw
-    ledger = runtime.spend.ledger
-    try:
-        await anyio.to_thread.run_sync(ledger.check_writable)
-        ledger_note, ledger_ok = "writable", True
-    except OSError as exc:
-        ledger_note, ledger_ok = f"cannot be written: {exc.strerror or exc}; set FLUX_KLEIN_LEDGER", False
+    ledger_where, ledger_note, ledger_ok = await anyio.to_thread.run_sync(_probe_ledger, runtime)
     state = "ready"
     paid = False
     try:
@@ -80,13 +76,25 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         "providers": [asdict(row) for row in rows],
         "output_dir": folder,
         "output_dir_status": folder_note,
-        "ledger": str(ledger.path),
+        "ledger": ledger_where,
         "ledger_status": ledger_note,
         "provider_for_calls": choice,
         "provider_note": choice_note,
         "usable": usable and folder is not None,
         "warnings": warnings,
     }
+
+
+def _probe_ledger(runtime: Runtime) -> tuple[str, str, bool]:
+    """Where the ledger is, and whether a charge could be written now: proved by a real write, rolled back."""
+    where = str(runtime.settings.ledger)
+    try:
+        ledger = runtime.spend.ledger
+        where = ledger.where
+        ledger.probe()
+    except LedgerError as exc:
+        return where, f"cannot be written: {exc}; set FLUX_KLEIN_LEDGER", False
+    return where, "writable (a test write was made and rolled back)", True
 
 
 def _low_credit(provider: Provider, credit: dict[str, float | None] | None) -> str | None:

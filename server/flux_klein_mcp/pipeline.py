@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from . import pricing
-from .errors import BadReply, FluxKleinError, InputError, ProviderError, StorageError
+from .errors import AuthFailed, BadReply, CreditsExhausted, FluxKleinError, InputError, ProviderError, StorageError
 from .images import ImageInfo, NotAnImage, inspect
 from .inputs import InputPolicy, resolve_inputs
 from .metadata import strip_metadata
@@ -23,9 +23,9 @@ from .providers import Call, Provider, Reply
 from .providers.base import Gate, Link
 from .redact import Redactor
 from .request import ImageRequest
-from .rules import Tier, nearest_aspect_ratio
+from .rules import nearest_aspect_ratio
 from .runtime import Runtime
-from .spend import Charge, Consent, Quote, require_consent
+from .spend import Bill, Consent, Delivered, quote_for, require_consent
 from .store import SavedFile, Store, ascii_fold, file_stem, name_stem, timestamp
 from .words import arg, either, item, plural
 
@@ -53,6 +53,10 @@ class GeneratedImage:
     generation_id: str | None
     #: The JPEG thumbnail the model sees, made from the pixels decoded to check the image (None: thumbnails off).
     thumbnail: bytes | None = field(repr=False)
+
+    def delivered(self) -> Delivered:
+        """What the ledger needs to know of this image."""
+        return Delivered(self.cost_usd, self.cost_source, self.generation_id, str(self.saved.path))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -183,53 +187,12 @@ async def run(
     finally:
         # Settled to what the provider made (kept or not); whatever else was reserved is freed.
         with anyio.CancelScope(shield=True):
-            charges = batch.bill.charges(batch.kept(), tab.quote, timestamp(runtime.clock()), settings.redact)
+            charges = batch.bill.charges([image.delivered() for image in batch.kept()], tab.quote, settings.redact)
             warning = await runtime.in_worker(runtime.spend.settle, tab, charges)
     if warning:
         outcome.notes.append(warning)
-    outcome.spend = await runtime.in_worker(runtime.spend.standing)
+    outcome.spend = await runtime.in_worker(runtime.spend.standing, tab.quote)
     return outcome
-
-
-def quote_for(provider: Provider, tier: Tier, n: int) -> Quote:
-    """The most a request can cost, before anything is sent (the sandbox costs nothing)."""
-    model = provider.model_for(tier)
-    per_image, source = (0.0, "sandbox") if provider.name == "sandbox" else pricing.worst_case(provider.name, model)
-    return Quote(provider.name, provider.label, model, tier, n, per_image, source)
-
-
-@dataclass
-class Bill:
-    """Everything one call's provider requests made, kept or not: the ledger counts what the provider billed."""
-
-    #: Saved, then removed because the call was cancelled.
-    discarded: list[GeneratedImage] = field(default_factory=list)
-    #: Delivered but not saved (unusable, or more than asked for): (reply, how many).
-    unsaved: list[tuple[Reply, int]] = field(default_factory=list)
-    #: Requests that failed after the provider did the work: (USD per image, images, cost source).
-    failed: list[tuple[float, int, str]] = field(default_factory=list)
-
-    def charges(self, kept: list[GeneratedImage], quote: Quote, when: str, scrub: Callable[[str], str]) -> list[Charge]:
-        """The ledger's lines: each image's own cost (the provider's figure, else the list price), else the quote's
-        per-image price (an estimate where the provider publishes none). The sandbox is never charged. The
-        provider's generation id is scrubbed of secrets (the ledger is an exit)."""
-        booked_usd, booked_source = quote.booked
-
-        def line(usd: float, source: str, generation_id: str | None, path: str | None) -> Charge:
-            return Charge(when, quote.provider, quote.model, quote.tier, round(usd, 6) + 0.0, source,
-                          None if generation_id is None else scrub(generation_id), path)  # (+ 0.0: never -0.0)
-
-        lines = [line(image.cost_usd if image.cost_usd is not None else booked_usd,
-                      image.cost_source or booked_source, image.generation_id, str(image.saved.path))
-                 for image in kept + self.discarded if image.cost_source != "sandbox"]
-        for reply, count in self.unsaved:
-            if not reply.simulated:
-                reported = reply.reported_cost_usd
-                usd = reported / max(1, len(reply.images)) if reported is not None else booked_usd
-                lines += [line(usd, "provider" if reported is not None else booked_source, reply.generation_id, None)
-                          for _ in range(count)]
-        lines += [line(usd, source, None, None) for usd, count, source in self.failed for _ in range(count)]
-        return lines if quote.usd > 0 else []
 
 
 class _Batch:
@@ -262,7 +225,7 @@ class _Batch:
             with anyio.CancelScope(shield=True):
                 for image in self._saved():
                     await self.runtime.in_worker(Store.discard, image.saved)
-                self.bill.discarded += self._saved()
+                self.bill.discarded += [image.delivered() for image in self._saved()]
                 self.results = [None] * self.request.n
             raise
         return self._outcome()
@@ -276,7 +239,11 @@ class _Batch:
         gate = Gate(self.runtime.replies)
         try:
             link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep, self.runtime.in_worker, gate)
-            reply = (await send_with_policy(self.provider, call, link)).clipped()
+            try:
+                reply = (await send_with_policy(self.provider, call, link)).clipped()
+            except anyio.get_cancelled_exc_class():
+                self._unanswered(call)
+                raise
             self.replies.append(reply)
             for k, data in enumerate(reply.images[: call.count]):
                 # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
@@ -306,8 +273,14 @@ class _Batch:
                 "try again, and report it if it keeps happening.", provider=self.provider.label))
         finally:
             gate.leave()  # this reply is saved (or given up): the next one may come in
-            if reply is not None and len(reply.images) > saved:  # made and billed, but unusable or not kept
-                self.bill.unsaved.append((reply, len(reply.images) - saved))
+            if reply is not None and reply.billed_images > saved:  # made and billed, but unusable or not kept
+                self.bill.unsaved.append((reply, reply.billed_images - saved))
+
+    def _unanswered(self, call: Call) -> None:
+        """A request cancelled after it was sent may still be charged: booked at its worst case. Not when a sibling
+        found the key out of credits or rejected (the provider charges nothing then), nor on the free sandbox."""
+        if not isinstance(self.fatal, CreditsExhausted | AuthFailed):
+            self.bill.unanswered += call.count
 
     def _call_progress(self, call: Call) -> Callable[[float, str], Awaitable[None]]:
         async def progress(fraction: float, message: str) -> None:
@@ -359,7 +332,7 @@ class _Batch:
         if reply.simulated:
             return 0.0, "sandbox"
         if reply.reported_cost_usd is not None:
-            return round(reply.reported_cost_usd / max(1, len(reply.images)), 6), "provider"
+            return round(reply.reported_cost_usd / max(1, reply.billed_images), 6), "provider"
         price = pricing.list_price(self.provider.name, reply.model, info.width, info.height)
         return price, (None if price is None else "price list")
 

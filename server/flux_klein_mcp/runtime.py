@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from .config import Settings
 from .errors import StorageError
-from .spend import Accountant, Ledger
+from .spend import Accountant, open_ledger
 from .store import Store
 
 if TYPE_CHECKING:
@@ -92,8 +92,8 @@ class Runtime:
         store = Store(settings.output_dir, explicit=settings.output_dir_explicit)
         # Image work is admitted by memory (images.MEMORY); threads only need to cover the cores and the disk waits.
         work = anyio.CapacityLimiter(max(4, 2 * (os.cpu_count() or 2)))
-        spend = Accountant(Ledger(settings.ledger), settings.budget_usd, settings.daily_budget_usd,
-                           clock=lambda: runtime.clock())
+        spend = Accountant(lambda: open_ledger(settings.ledger, settings.timezone), settings.budget_usd,
+                           settings.daily_budget_usd, clock=lambda: runtime.clock())
         replies = anyio.CapacityLimiter(max(4, 2 * (os.cpu_count() or 2)))
         runtime = cls(settings=settings, store=store, spend=spend, image_work=work, replies=replies,
                       transport=transport)
@@ -102,6 +102,7 @@ class Runtime:
         try:
             yield runtime
         finally:
+            spend.close()
             if runtime._http is not None:
                 with anyio.CancelScope(shield=True):
                     await runtime._http.aclose()

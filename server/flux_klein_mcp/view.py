@@ -172,7 +172,7 @@ def install(server: MCPServer[Runtime], guard: Guard) -> None:
 def final_quote(provider: Provider, mode: str, host_can_ask: bool) -> dict[str, Any]:
     """What the view shows on its Final button: the price of one high-tier image on `provider` and what happens
     when it is pressed (FLUX_KLEIN_HIGH_TIER and whether this host can ask the person)."""
-    from .pipeline import quote_for
+    from .spend import quote_for
     from .spend.consent import needs_consent
 
     if "high" not in provider.capabilities.tiers:

@@ -6,7 +6,7 @@
     flux-klein-mcp compose PROMPT --image A --image B ...
     flux-klein-mcp demo [PROMPT]                drive the real server over stdio, like an MCP client would
     flux-klein-mcp doctor [--json]              which keys are set and valid, where files go, which provider
-    flux-klein-mcp spend [--json] [--days N]    what has been spent, from the ledger
+    flux-klein-mcp spend [--json] [--days N] [--by day|provider|model]   what has been spent, from the ledger
 
 Exit codes (docs/cli.md): 0 done; 1 the provider, the disk or the output failed (a paid call whose result could
 not be printed keeps its images, sidecars and ledger lines); 2 bad arguments or configuration, no consent for the
@@ -107,6 +107,8 @@ def build_parser() -> _Parser:
     spend.add_argument("--json", action="store_true", help="print the report as JSON")
     spend.add_argument("--days", type=whole_number(1, 366), default=7, metavar="N",
                        help="how many recent days to list (1-366, default 7)")
+    spend.add_argument("--by", choices=("day", "provider", "model"),
+                       help="group the last N days by day, provider or model (with --json: 'rows')")
     return parser
 
 
@@ -163,7 +165,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from . import commands
 
     if command == "spend":
-        return _report_errors(lambda: commands.spend(args.json, args.days))
+        return _report_errors(lambda: commands.spend(args.json, args.days, args.by))
     return int(anyio.run(commands.one_call, args))
 
 

@@ -19,7 +19,8 @@ from ..config import Settings
 from ..errors import FluxKleinError
 from ..request import ImageRequest
 from ..runtime import Runtime
-from ..spend import Consent, Ledger, needs_consent, question
+from ..spend import Consent, LedgerError, consent_quote, open_ledger, question
+from ..spend.budget import unusable
 from ..spend.report import ledger_report
 from ..spend.report import render as render_spend
 from ..words import plural
@@ -87,17 +88,9 @@ async def _run_until_sigterm(request: ImageRequest, settings: Settings, yes: boo
 async def _ask_on_the_terminal(request: ImageRequest, runtime: Runtime, given: bool) -> Consent | None:
     """The person's consent for a high-tier call: `--yes`, else a y/N question on the terminal (asked only when
     the budget leaves room), else none (the pipeline then refuses, exit 2)."""
-    settings = runtime.settings
-    if request.tier != "high" or settings.high_tier != "ask":
+    quote = await consent_quote(runtime, request.tier, request.n, request.provider)
+    if quote is None:
         return None
-    try:
-        provider = runtime.providers.choose(request.provider)
-    except FluxKleinError:
-        return None  # the pipeline reports it
-    if not needs_consent(settings.high_tier, request.tier, provider.name):
-        return None
-    quote = pipeline.quote_for(provider, request.tier, request.n)
-    await runtime.in_worker(runtime.spend.check, quote)
     if given:
         return Consent.GRANTED
     stdin = sys.stdin
@@ -108,13 +101,19 @@ async def _ask_on_the_terminal(request: ImageRequest, runtime: Runtime, given: b
     return Consent.GRANTED if answer.strip().lower() in ("y", "yes") else Consent.DECLINED
 
 
-def spend(as_json: bool, days: int) -> int:
+def spend(as_json: bool, days: int, by: str | None = None) -> int:
     log_to_stderr(logging.WARNING, "%(levelname)s %(message)s")  # a damaged ledger line is worth a warning
     try:
         settings = Settings.from_env()
-        report = ledger_report(Ledger(settings.ledger), datetime.now().astimezone().date(), days)
+        ledger = open_ledger(settings.ledger, settings.timezone)
+        try:
+            report = ledger_report(ledger, datetime.now().astimezone(), days, by)
+        finally:
+            ledger.close()
     except FluxKleinError as exc:
         return failed(exc)
+    except LedgerError as exc:
+        return failed(unusable(exc))
     if as_json:
         out_json(report)
     else:

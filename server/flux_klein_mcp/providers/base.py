@@ -92,6 +92,13 @@ class Reply:
     would_send: dict[str, Any] | None = None
     simulated: bool = False
     notes: list[str] = field(default_factory=list)
+    #: Images the provider made beyond what was asked for and that were not downloaded: billed all the same.
+    undelivered: int = 0
+
+    @property
+    def billed_images(self) -> int:
+        """Every image this reply was billed for (a cost reported for the reply is shared across them)."""
+        return len(self.images) + self.undelivered
 
     def clipped(self) -> Reply:
         """This reply with the strings the provider chose kept short: they reach sidecars, results, the ledger and

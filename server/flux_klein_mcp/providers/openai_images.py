@@ -133,15 +133,17 @@ class OpenAIImages:
                            provider=self.label, status=200)
         wanted = count_of(payload)
         notes = []
-        if len(items) > wanted:  # never download (and hold) more than was asked for
+        extra = max(0, len(items) - wanted)
+        if extra:  # never download (and hold) more than was asked for; they are booked, though (they were made)
             notes.append(f"{self.label} returned {len(items)} images, more than the {wanted} asked for; the rest "
-                         "were not downloaded.")
+                         "were not downloaded (they are booked: the provider made them).")
             items = items[:wanted]
         images = [await self._image_of(item, link) for item in items]
         raw_cost = headers.get(self.cost_header) if headers is not None and self.cost_header else None
         cost, cost_note = pricing.reported(raw_cost, self.label)
         return Reply(images=images, model=self.model, prompt_sent=payload["prompt"], reported_cost_usd=cost,
-                     generation_id=self._request_id(headers), notes=notes + ([cost_note] if cost_note else []))
+                     generation_id=self._request_id(headers), notes=notes + ([cost_note] if cost_note else []),
+                     undelivered=extra)
 
     async def _image_of(self, item: Any, link: Link) -> bytes:
         if isinstance(item, dict) and isinstance(item.get("b64_json"), str):

@@ -1,27 +1,30 @@
 """Budgets, refused before any spend: a call reserves its worst case against the session and daily budgets, then
-settles to what was charged (saved images only) or releases the reservation (a failed or cancelled call).
+settles to what was charged or releases the reservation (a call that failed before the provider did any work).
 
 - The session budget (FLUX_KLEIN_BUDGET_USD) covers this process: its reservations and charges are counted here,
   under one lock, so concurrent calls cannot both pass a check only one of them fits.
-- The daily budget (FLUX_KLEIN_DAILY_BUDGET_USD) covers every process sharing the ledger: its check and the
-  reservation happen under the ledger's file lock, counting the day's charges and every live reservation.
+- The daily budget (FLUX_KLEIN_DAILY_BUDGET_USD) covers every process sharing the ledger: the check and the
+  reservation are one ledger transaction, counting the day's charges and every call in flight.
+
+Every paid call is reserved in the ledger, budget or not: a ledger that cannot take a write refuses the call before
+anything is sent, and a call whose process is killed is still booked (see `ledger.py`). The ledger is opened on
+first use: a server that only ever runs the free sandbox never reads or writes it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from ..errors import BudgetExceeded, ConfigError
-from ..words import either, plural, usd
-from .ledger import Charge, DayTotal, Ledger, unusable
+from .billing import Quote, budget_reached
+from .ledger import Charge, Ledger, LedgerError, Reservation, Snapshot, Total
+from .owner import me
 
 log = logging.getLogger("flux_klein_mcp")
 
@@ -29,125 +32,128 @@ log = logging.getLogger("flux_klein_mcp")
 _EPSILON = 1e-9
 
 
-@dataclass(frozen=True)
-class Quote:
-    """The worst case a call can cost, known before any request."""
-
-    provider: str
-    label: str
-    model: str
-    tier: str
-    images: int
-    per_image_usd: float
-    #: "price list" when the provider publishes a price, "estimate" when the klein list price stands in, "highest
-    #: charge seen" when the provider charged more than either.
-    source: str
-    #: With "highest charge seen": the price and source an image is booked at when the provider reports no cost
-    #: (a worst case learned from one odd charge must not become every image's price).
-    book: tuple[float, str] | None = None
-
-    @property
-    def usd(self) -> float:
-        return round(self.per_image_usd * self.images, 6)
-
-    @property
-    def booked(self) -> tuple[float, str]:
-        """What one image with no cost of its own is recorded at, and the source named for it."""
-        return self.book or (self.per_image_usd, self.source)
-
-
 @dataclass
 class Tab:
-    """One call's reservation."""
+    """One call's reservation (None for a call that costs nothing)."""
 
     quote: Quote
-    key: str
+    reservation: Reservation | None
     open: bool = True
 
 
 class Accountant:
-    def __init__(self, ledger: Ledger, session_budget: float | None, daily_budget: float | None,
-                 clock: Callable[[], datetime]) -> None:
-        self.ledger = ledger
+    def __init__(self, open_ledger: Callable[[], Ledger], session_budget: float | None, daily_budget: float | None,
+                 clock: Callable[[], datetime], person: str | None = None) -> None:
+        self._open_ledger = open_ledger
+        self._ledger: Ledger | None = None
         self.session_budget = session_budget
         self.daily_budget = daily_budget
+        #: The signed-in person this accountant books for (None: nobody signed in).
+        self.person = person
         self._clock = clock
-        self._lock = threading.Lock()
-        self._session = DayTotal()
+        self._lock = threading.RLock()
+        self._session = Total()
+        #: The most one image of each (provider, model) cost in this session.
+        self._highest: dict[tuple[str, str], float] = {}
         self._reserved = 0.0
-        self._keys = itertools.count(1)
         #: Charges the ledger could not take, by day: still part of today's spend (and of what a refusal says).
         self._unrecorded: dict[date, float] = {}
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger, opened on first use (a failure is tried again next time: the person may have fixed it)."""
+        with self._lock:
+            if self._ledger is None:
+                self._ledger = self._open_ledger()
+            return self._ledger
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ledger is not None:
+                self._ledger.close()
 
     # --- a call's life -------------------------------------------------------------------------------------
 
     def check(self, quote: Quote) -> None:
         """Raise `BudgetExceeded` if the quote would be refused now; reserves nothing (for asking the person
         only about calls the budget allows)."""
-        if quote.usd > 0:
-            with self._lock, self._ledger_locked():
-                self._check_both(self._learned(quote))
+        if quote.usd <= 0:
+            return
+        with self._lock:
+            try:
+                snapshot = self.ledger.snapshot(self._reservation(quote))
+            except LedgerError as exc:  # (opening it included: a PostgreSQL URL without its driver)
+                raise unwritable(exc) from None
+            self._checked(quote, snapshot)
 
     def reserve(self, quote: Quote) -> Tab:
         """Reserve the quote against both budgets, or raise `BudgetExceeded`, before anything is sent. A ledger
         that could not record the charge refuses the call too (ConfigError): spend must never go unrecorded."""
         if quote.usd <= 0:
-            return Tab(quote, "")
-        # Only a daily budget needs the other processes' calls in flight: without one, no shared reservation is
-        # written and the ledger's lock is not taken (the check runs under this process's lock alone).
-        shared = self.daily_budget is not None
+            return Tab(quote, None)
         with self._lock:
-            with self._ledger_locked() if shared else self._ledger_writable():
-                quote = self._learned(quote)
-                self._check_both(quote)
-                tab = Tab(quote, f"{os.getpid()}-{id(self)}-{next(self._keys)}" if shared else "")
-                if shared:
-                    self.ledger.set_pending(tab.key, quote.usd)
-            self._reserved += quote.usd
-        return tab
+            learned = quote
 
-    def _learned(self, quote: Quote) -> Quote:
+            def check(snapshot: Snapshot) -> Reservation:
+                nonlocal learned
+                learned = self._checked(quote, snapshot)
+                return replace(draft, usd=learned.usd, source=learned.source)
+
+            try:
+                draft = self._reservation(quote)
+                reservation = self.ledger.reserve(draft, check)
+            except LedgerError as exc:  # (opening it included: a PostgreSQL URL without its driver)
+                raise unwritable(exc) from None
+            self._reserved += learned.usd
+        return Tab(learned, reservation)
+
+    def _reservation(self, quote: Quote) -> Reservation:
+        at = self._clock().astimezone(UTC)
+        return Reservation(uuid.uuid4().hex, at, self._day(at), quote.provider, quote.model, quote.tier, quote.images,
+                           quote.usd, quote.source, me(), self.person)
+
+    def _checked(self, quote: Quote, snapshot: Snapshot) -> Quote:
+        """The quote raised to what was learned, checked against both budgets (hold `_lock`)."""
+        quote = self._learned(quote, snapshot.highest_usd)
+        self._check(quote, "FLUX_KLEIN_BUDGET_USD", self.session_budget, self._session.usd, self._reserved,
+                    "in this session (this process)")
+        if self.daily_budget is not None:
+            spent = snapshot.spent_usd + self._unrecorded.get(self._day(self._clock()), 0.0)
+            self._check(quote, "FLUX_KLEIN_DAILY_BUDGET_USD", self.daily_budget, spent, snapshot.reserved_usd,
+                        "today (every process sharing the ledger)")
+        return quote
+
+    def _learned(self, quote: Quote, highest_today: float) -> Quote:
         """The quote, raised to the most this provider and model was seen to charge for one image (today, or in
         this session): a provider that publishes no price is quoted at an estimate until it reports its own."""
-        key = f"{quote.provider} {quote.model}"
-        totals = [self._session, *self.ledger.days(since=self._today()).values()]
-        seen = max((total.by[key][2] for total in totals if key in total.by), default=0.0)
-        if seen <= quote.per_image_usd:
+        seen = max(highest_today, self._highest.get((quote.provider, quote.model), 0.0))
+        if seen <= quote.per_image_usd + _EPSILON:
             return quote
         return replace(quote, per_image_usd=seen, source="highest charge seen",
                        book=(quote.per_image_usd, quote.source))
 
-    def _check_both(self, quote: Quote) -> None:
-        """Both budgets against the quote (hold `_lock` and the ledger's lock)."""
-        self._check(quote, "FLUX_KLEIN_BUDGET_USD", self.session_budget, self._session.usd, self._reserved,
-                    "in this session (this process)")
-        if self.daily_budget is not None:
-            self._check(quote, "FLUX_KLEIN_DAILY_BUDGET_USD", self.daily_budget, self._today_spent(),
-                        self.ledger.pending_total(), "today (every process sharing the ledger)")
-
     def settle(self, tab: Tab, charges: list[Charge]) -> str | None:
-        """Record what the call was charged and free the rest of its reservation. The session's total counts the
-        charges even when the ledger cannot take them (then a warning comes back, for the result's notes)."""
+        """Book what the call was charged and free its reservation, in one ledger transaction. The session's total
+        counts the charges even when the ledger cannot take them (then a warning comes back, for the notes)."""
         if not tab.open:
             return None
         with self._lock:
             tab.open = False
-            if tab.quote.usd > 0:
-                self._reserved = max(0.0, self._reserved - tab.quote.usd)
-            for charge in charges:
-                self._session.add(charge.provider, charge.model, charge.cost_usd)
-            if not charges and tab.quote.usd <= 0:
+            if tab.reservation is None:
                 return None
+            self._reserved = max(0.0, self._reserved - tab.quote.usd)
+            for charge in charges:
+                self._session.add(charge.provider, charge.model, charge.usd, charge.images)
+                if charge.images:
+                    key = (charge.provider, charge.model)
+                    self._highest[key] = max(self._highest.get(key, 0.0), charge.usd / charge.images)
             try:
-                with self.ledger.locked():
-                    self.ledger.append(charges)
-                    if tab.key:
-                        self.ledger.set_pending(tab.key, None)
-            except OSError as exc:
-                today = self._today()
-                self._unrecorded[today] = self._unrecorded.get(today, 0.0) + sum(c.cost_usd for c in charges)
-                log.error("Could not record %d charge(s) in the ledger %s: %s", len(charges), self.ledger.path, exc)
-                return (f"The charge for this call could not be written to the ledger {self.ledger.path} ({exc}); "
+                self.ledger.settle(tab.reservation, charges, self._clock().astimezone(UTC))
+            except LedgerError as exc:
+                day = tab.reservation.day
+                self._unrecorded[day] = self._unrecorded.get(day, 0.0) + sum(c.usd for c in charges)
+                log.error("Could not record %d charge(s) in the ledger: %s", len(charges), exc)
+                return (f"The charge for this call could not be written to the ledger {self.ledger.where} ({exc}); "
                         "this session's budget still counts it. Check FLUX_KLEIN_LEDGER.")
         return None
 
@@ -155,32 +161,23 @@ class Accountant:
         """A call that failed before anything was charged."""
         self.settle(tab, [])
 
-    @contextlib.contextmanager
-    def _ledger_locked(self) -> Iterator[None]:
-        """The ledger's lock, with a ledger that could not record a charge turned into a refusal naming it."""
-        try:
-            with self.ledger.locked():
-                self.ledger.check_writable()
-                yield
-        except OSError as exc:  # (LedgerError for a folder, a FIFO, a file that refuses writes)
-            raise _unwritable(exc) from None
-
-    @contextlib.contextmanager
-    def _ledger_writable(self) -> Iterator[None]:
-        """Like `_ledger_locked`, without the lock (nothing shared is read or written under it)."""
-        try:
-            self.ledger.check_writable()
-        except OSError as exc:
-            raise _unwritable(exc) from None
-        yield
-
     # --- what has been spent -------------------------------------------------------------------------------
 
-    def standing(self) -> dict[str, float]:
-        """`spent_session_usd`, `spent_today_usd`, and `budget_left_usd` when a budget is set."""
+    def standing(self, quote: Quote | None = None) -> dict[str, Any]:
+        """`spent_session_usd`, `spent_today_usd`, and `budget_left_usd` when a budget is set. For a call that
+        cost nothing (the sandbox), its own spend, labelled, without reading the ledger."""
+        if quote is not None and quote.usd <= 0:
+            return {"spent_session_usd": 0.0, "spent_today_usd": 0.0,
+                    "spend_scope": f"{quote.provider}: nothing is charged, and the spend ledger is not read"}
         with self._lock:
-            out = {"spent_session_usd": round(self._session.usd, 6), "spent_today_usd": round(self._today_spent(), 6)}
-            left = self._left()
+            out: dict[str, Any] = {"spent_session_usd": round(self._session.usd, 6)}
+            try:
+                today = self._today_spent()
+            except LedgerError as exc:
+                log.error("Could not read today's spend from the ledger: %s", exc)
+                return out
+            out["spent_today_usd"] = round(today, 6)
+            left = self._left(today)
             if left is not None:
                 out["budget_left_usd"] = left
             return out
@@ -189,33 +186,36 @@ class Accountant:
         """Everything `get_usage` reports from the ledger and this process."""
         with self._lock:
             try:
-                today = self.ledger.days(since=self._today()).get(self._today(), DayTotal())
-            except OSError as exc:
-                raise unusable(exc, self.ledger.path) from None
+                day = self._day(self._clock())
+                reap(self.ledger, self._clock())
+                today = self.ledger.total(day, day)
+            except LedgerError as exc:
+                raise unusable(exc) from None
+            today.usd += self._unrecorded.get(day, 0.0)
             return {
-                "session": _summary(self._session),
-                "today": _summary(today),
+                "session": summary(self._session),
+                "today": summary(today),
                 "in_flight_usd": max(0.0, round(self._reserved, 6)),
                 "budgets": {
                     "session_usd": self.session_budget,
                     "session_left_usd": _left(self.session_budget, self._session.usd),
                     "daily_usd": self.daily_budget,
                     "today_left_usd": _left(self.daily_budget, today.usd),
-                    "left_usd": self._left(),
+                    "left_usd": self._left(today.usd),
                 },
-                "ledger": str(self.ledger.path),
+                "ledger": self.ledger.where,
             }
 
-    def _today(self) -> date:
-        return self._clock().astimezone().date()
+    def _day(self, moment: datetime) -> date:
+        return self.ledger.day_of(moment)
 
     def _today_spent(self) -> float:
-        today = self._today()
-        return self.ledger.spent_on(today) + self._unrecorded.get(today, 0.0)
+        day = self._day(self._clock())
+        return self.ledger.total(day, day).usd + self._unrecorded.get(day, 0.0)
 
-    def _left(self) -> float | None:
-        lefts = [x for x in (_left(self.session_budget, self._session.usd),
-                             _left(self.daily_budget, self._today_spent())) if x is not None]
+    def _left(self, today: float) -> float | None:
+        lefts = [x for x in (_left(self.session_budget, self._session.usd), _left(self.daily_budget, today))
+                 if x is not None]
         return min(lefts) if lefts else None
 
     @staticmethod
@@ -223,37 +223,38 @@ class Accountant:
                scope: str) -> None:
         if budget is None or spent + reserved + quote.usd <= budget + _EPSILON:
             return
-        left = max(0.0, budget - spent - reserved)
-        in_flight = f" (and {usd(reserved)} is reserved by calls still running)" if reserved > _EPSILON else ""
-        estimate = " (an estimate: the provider publishes no price)" if quote.source == "estimate" else ""
-        each = " each" if quote.images > 1 else ""
-        raise BudgetExceeded(
-            f"Budget reached: this call could cost up to {usd(quote.usd)} ({plural(quote.images, 'image')} at "
-            f"{usd(quote.per_image_usd)}{each}{estimate} on {quote.label}), but {variable} is {usd(budget)} and "
-            f"{usd(spent)} was already spent {scope}{in_flight}, leaving {usd(left)}. Nothing was sent. "
-            + either("STOP: do not retry, and do not switch tier, model or provider to get around it. Tell the user "
-                     f"the budget is reached; they can raise {variable} (in the server's environment) if they want "
-                     "to spend more.", f"To spend more, raise {variable}.")
-        )
+        raise BudgetExceeded(budget_reached(quote, variable, budget, spent, reserved, scope))
 
 
-def _unwritable(exc: OSError) -> ConfigError:
-    return ConfigError(f"The spend ledger cannot be written ({exc.strerror or exc}), so this call's charge could not "
-                       "be recorded: nothing was sent. Set FLUX_KLEIN_LEDGER to a file you can write, or fix the "
-                       "one named.")
+def reap(ledger: Ledger, now: datetime) -> None:
+    """Book the calls of processes that died, before a report (a ledger only readable here is read as it is)."""
+    try:
+        ledger.reap(now.astimezone(UTC))
+    except LedgerError as exc:
+        log.warning("Calls left unsettled by processes that ended could not be booked now: %s", exc)
+
+
+def unwritable(exc: LedgerError) -> ConfigError:
+    return ConfigError(f"The spend ledger cannot be written ({exc}), so this call's charge could not be recorded: "
+                       "nothing was sent. Set FLUX_KLEIN_LEDGER to a file you can write, or fix the one named.")
+
+
+def unusable(exc: LedgerError) -> ConfigError:
+    """A ledger that cannot be read, in words that name the variable to fix."""
+    return ConfigError(f"The spend ledger cannot be read ({exc}). Set FLUX_KLEIN_LEDGER to a file you can write (a "
+                       "regular file, or a path where one can be made), or fix the one named.")
 
 
 def _left(budget: float | None, spent: float) -> float | None:
     return None if budget is None else round(max(0.0, budget - spent), 6)
 
 
-def _summary(total: DayTotal) -> dict[str, Any]:
+def summary(total: Total) -> dict[str, Any]:
     return {
         "spent_usd": round(total.usd, 6),
         "images": total.images,
         "by_provider_model": [
-            {"provider": key.split(" ", 1)[0], "model": key.split(" ", 1)[1], "spent_usd": round(usd, 6),
-             "images": int(images)}
-            for key, (usd, images, _) in sorted(total.by.items())
+            {"provider": provider, "model": model, "spent_usd": round(usd, 6), "images": int(images)}
+            for (provider, model), (usd, images) in sorted(total.by.items())
         ],
     }

@@ -20,7 +20,7 @@ from typing import Literal, get_args
 
 from ..errors import ConsentRefused
 from ..words import either, plural, usd
-from .budget import Quote
+from .billing import Quote
 
 HighTierMode = Literal["ask", "allow", "deny"]
 HIGH_TIER_MODES: tuple[str, ...] = get_args(HighTierMode)
@@ -52,24 +52,25 @@ def needs_consent(mode: str, tier: str, provider: str) -> bool:
 
 def require_consent(mode: str, tier: str, provider: str, consent: Consent | None) -> None:
     """Refuse, before any request, a high-tier call the person has not approved."""
-    if not needs_consent(mode, tier, provider):
+    if not needs_consent(mode, tier, provider) or (mode != "deny" and consent is Consent.GRANTED):
         return
+    raise ConsentRefused(refusal(mode, consent))
+
+
+def refusal(mode: str, consent: Consent | None) -> str:
+    """Why a high-tier call is refused, and what to do instead (in each audience's words: `words.either`)."""
     stop = either("Do not retry, do not ask again through another tool or provider, and do not switch to a "
                   "workaround; continue on the low tier (tier='low') or tell the user.", "Use --tier low for drafts.")
     if mode == "deny":
-        raise ConsentRefused("The high tier is switched off " + either("on this server ", "")
-                             + f"(FLUX_KLEIN_HIGH_TIER=deny); nothing was sent. {stop}"
-                             + either("", " To allow it, set FLUX_KLEIN_HIGH_TIER=ask (or allow)."))
-    if consent is Consent.GRANTED:
-        return
+        return ("The high tier is switched off " + either("on this server ", "")
+                + f"(FLUX_KLEIN_HIGH_TIER=deny); nothing was sent. {stop}"
+                + either("", " To allow it, set FLUX_KLEIN_HIGH_TIER=ask (or allow)."))
     if consent in (Consent.DECLINED, Consent.CANCELLED):
-        raise ConsentRefused(either(f"The person {consent.value}", f"You {consent.value}") + " the high-tier spend; "
-                             f"nothing was sent or charged. {stop}")
+        return (either(f"The person {consent.value}", f"You {consent.value}") + " the high-tier spend; "
+                f"nothing was sent or charged. {stop}")
     if consent is Consent.NOT_GIVEN:
-        raise ConsentRefused("The high tier costs more and needs your approval: pass --yes, run it on a terminal "
-                             "to be asked, or set FLUX_KLEIN_HIGH_TIER=allow. Nothing was sent.")
-    raise ConsentRefused(
-        "The high tier needs the person's approval, and this client cannot ask them (it declares no "
-        "elicitation). Nothing was sent. Tell the user: to allow finals without being asked, they can set "
-        f"FLUX_KLEIN_HIGH_TIER=allow in the server's environment (their standing consent). {stop}"
-    )
+        return ("The high tier costs more and needs your approval: pass --yes, run it on a terminal "
+                "to be asked, or set FLUX_KLEIN_HIGH_TIER=allow. Nothing was sent.")
+    return ("The high tier needs the person's approval, and this client cannot ask them (it declares no "
+            "elicitation). Nothing was sent. Tell the user: to allow finals without being asked, they can set "
+            f"FLUX_KLEIN_HIGH_TIER=allow in the server's environment (their standing consent). {stop}")

@@ -1,330 +1,365 @@
-"""The ledger: one JSON line per charged image, shared by every process that points at the same file.
+"""The ledger: what was charged, and what calls in flight have reserved, in a real database shared by every process
+(and every replica) that points at it. SQLite by default (`sqlite.py`), PostgreSQL when FLUX_KLEIN_LEDGER is a
+`postgresql://` URL (`postgres.py`); one schema and one interface, the SQL below shared by both.
 
-    {"time": "2026-11-21T09:05:07+01:00", "provider": "openrouter", "model": "black-forest-labs/flux.2-klein-4b",
-     "tier": "low", "cost_usd": 0.014, "cost_source": "provider", "generation_id": "gen-1", "path": "/.../a.png"}
+    charges       one row per booking: when (UTC), the budget day, provider, model, tier, images, micro-USD, where
+                  the figure came from (`source`), the call's request id, the provider's generation id, the owner
+                  (the process that booked it), the person (signed-in user, when there is one), the image's path
+                  and a note
+    reservations  one row per paid call in flight: its worst case, owner, person, when it expires
 
-Appends happen under a file lock (`<ledger>.lock`), so several processes can share one ledger. Beside it,
-`<ledger>.pending` holds the reservations of calls still in flight (so a daily budget counts every process's
-calls, not only the settled ones); a reservation whose process is gone does not count. A damaged line is skipped
-with a warning, never fatal. Totals are kept per day and read incrementally: each look reads only the lines
-appended since the last one.
+Amounts are whole micro-dollars (USD x 1,000,000): sums are exact, and a budget stops exactly at its cap. Totals
+always come from SQL over the budget day, never from the order rows were written in. A call reserves in one
+transaction that also checks the budget (`reserve`); it settles in one transaction that deletes its reservation
+and books its charges (`settle`). A reservation whose owner died is booked as spent at its worst case
+(`UNSETTLED`), never silently freed: the provider may have charged it. Should the owner turn out alive after all
+(its connection came back), its settle replaces that booking with what was charged.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
-import errno
-import json
 import logging
-import math
-import os
-import socket
-import stat
-import sys
-import time
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import ConfigError
-from ..store import room, user_folder
+from ..store import user_folder
+from .schema import INSERT_CHARGE, INSERT_RESERVATION, RESERVATION_COLUMNS
 
 log = logging.getLogger("flux_klein_mcp")
+T = TypeVar("T")
 
-#: A pending reservation this old counts no more, whoever made it (a call never runs this long).
-PENDING_STALE_S = 3 * 3600
-
-def _host() -> str:
-    """This host, and on Linux its pid namespace: two containers sharing a host name cannot see each other's pids."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return f"{socket.gethostname()} {namespace}".strip()
-
-
-_HOST = _host()
+#: A reservation this old is booked as spent whoever holds it (no call runs this long: two requests of at most
+#: an hour each, and a wait). It is how a process on another host is known dead on SQLite.
+RESERVATION_TTL = timedelta(hours=3)
+#: The source of a booking made for a reservation whose owner died before settling it.
+UNSETTLED = "unsettled"
+DEAD_NOTE = ("the process that made this call ended (or its reservation expired) before it was settled; booked at "
+             "its worst case, since the provider may have charged it")
+#: A charge above this for one image is damaged (no image costs a thousand dollars).
+MAX_LINE_USD = 1000.0
+MICRO = 1_000_000
+#: What the `spend` command can group by.
+GROUPS = ("day", "provider", "model")
 
 
 def default_ledger() -> Path:
     """The per-user state folder's ledger: ~/.local/state on Linux, the platform's equivalent elsewhere."""
-    return user_folder("XDG_STATE_HOME", ".local/state") / "ledger.jsonl"
+    return user_folder("XDG_STATE_HOME", ".local/state") / "ledger.sqlite3"
+
+
+def micro(usd: float) -> int:
+    return round(usd * MICRO)
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened, read or written (a folder, no permission, a full disk, a server down)."""
 
 
 @dataclass(frozen=True)
 class Charge:
-    """One charged image, as a ledger line."""
+    """What one call was charged for some of its images (the billing's side; the ledger adds when, the day, the
+    request id, owner and person)."""
 
-    time: str
     provider: str
     model: str
     tier: str
-    cost_usd: float
-    cost_source: str
-    generation_id: str | None
-    #: The saved image; None when it was charged but not kept (unusable, or more than asked for).
-    path: str | None
+    images: int
+    usd: float
+    #: "provider", "price list", "estimate", "highest charge seen", or `UNSETTLED`.
+    source: str
+    generation_id: str | None = None
+    #: The saved image; None when it was charged but not kept (unusable, cancelled, more than asked for).
+    path: str | None = None
+    note: str | None = None
 
-    def line(self) -> bytes:
-        return (json.dumps(self.__dict__, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+@dataclass(frozen=True)
+class Reservation:
+    """One paid call in flight: its worst case, reserved before anything is sent."""
+
+    id: str
+    at: datetime  # UTC
+    day: date  # the budget day it was made on
+    provider: str
+    model: str
+    tier: str
+    images: int
+    usd: float
+    source: str
+    owner: str
+    person: str | None = None
+
+    @property
+    def expires(self) -> datetime:
+        return self.at + RESERVATION_TTL
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a budget check needs, read in the transaction that reserves."""
+
+    spent_usd: float  # booked on the day
+    reserved_usd: float  # reserved by every call in flight
+    #: The most one image of the provider and model was booked at on the day (0 when none was).
+    highest_usd: float
 
 
 @dataclass
-class DayTotal:
+class Total:
+    """Spend over some rows: USD, images, and by (provider, model)."""
+
     usd: float = 0.0
     images: int = 0
-    #: By "provider model": [USD, images, the highest cost of one image].
-    by: dict[str, list[float]] = field(default_factory=dict)
+    by: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
-    def add(self, provider: str, model: str, usd: float) -> None:
+    def add(self, provider: str, model: str, usd: float, images: int) -> None:
         self.usd += usd
-        self.images += 1
-        entry = self.by.setdefault(f"{provider} {model}", [0.0, 0, 0.0])
+        self.images += images
+        entry = self.by.setdefault((provider, model), [0.0, 0])
         entry[0] += usd
-        entry[1] += 1
-        entry[2] = max(entry[2], usd)
+        entry[1] += images
 
 
-class LedgerError(OSError):
-    """The ledger cannot be read or written (a folder, a FIFO, no permission, a full disk)."""
+class Tx(abc.ABC):
+    """One transaction (or one read) on a backend's connection; SQL is written with `?` placeholders."""
+
+    @abc.abstractmethod
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]: ...
+
+    @abc.abstractmethod
+    def run(self, sql: str, *params: Any) -> int:
+        """Execute; the number of rows changed."""
+
+    @abc.abstractmethod
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def one(self, sql: str, *params: Any) -> tuple[Any, ...]:
+        return self.rows(sql, *params)[0]
 
 
-def unusable(exc: OSError, path: Path) -> ConfigError:
-    """A ledger that cannot be read, in words that name the variable to fix."""
-    return ConfigError(f"The spend ledger {path} cannot be read ({exc.strerror or exc}). Set FLUX_KLEIN_LEDGER to "
-                       "a file you can write (a regular file, or a path where one can be made), or fix the one named.")
+class Ledger(abc.ABC):
+    """The interface the budgets, `get_usage`, `spend` and `doctor` use. Thread-safe (one operation at a time)."""
 
+    #: Where it is, for messages: a path, or a URL without its password.
+    where: str
 
-#: Reading starts this far back from a day asked about (clocks of processes sharing a ledger may disagree).
-_SLACK = timedelta(days=1)
-_CHUNK = 1 << 20
+    def __init__(self, timezone: Any = None) -> None:
+        #: The budget day's time zone (None: this machine's).
+        self.timezone = timezone
+        self._lock = threading.RLock()
 
+    # --- what a backend provides -------------------------------------------------------------------------
 
-class Ledger:
-    def __init__(self, path: Path) -> None:
-        # Resolved, so that every spelling of one ledger (a symlink, a relative path) shares one lock and one
-        # record of reservations.
-        self.path = path = Path(os.path.realpath(path))
-        self._lock_path = path.with_name(path.name + ".lock")
-        self._pending_path = path.with_name(path.name + ".pending")
-        self._days: dict[date, DayTotal] = {}
-        self._read_to = 0  # how far into the file the totals go
-        self._identity: tuple[int, int] | None = None  # (device, inode) the totals were read from
-        self._since: date | None = None  # the totals are complete from this day on (None: from the start)
+    @abc.abstractmethod
+    def _write(self) -> contextlib.AbstractContextManager[Tx]:
+        """An exclusive transaction (reserve and settle run one at a time across every process), committed when
+        the block ends, rolled back on any exception. Database errors come out as `LedgerError`."""
 
-    # --- reading -------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _read(self) -> contextlib.AbstractContextManager[Tx]:
+        """A consistent read."""
 
-    def days(self, since: date | None = None) -> dict[date, DayTotal]:
-        """Totals per local calendar day, brought up to date with what other processes appended. With `since`,
-        only the end of a long ledger is read (lines are appended in time order), and days before it may be
-        incomplete."""
-        try:
-            info = self.path.stat()
-        except FileNotFoundError:
-            self._days, self._read_to, self._identity, self._since = {}, 0, None, None
-            return self._days
-        except OSError as exc:
-            raise LedgerError(exc.errno, f"{self.path}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(info.st_mode):  # a folder, or a FIFO that would block the reader
-            raise LedgerError(errno.EINVAL, f"{self.path} is not a regular file")
-        identity = (info.st_dev, info.st_ino)
-        wider = self._since is not None and (since is None or since < self._since)
-        if identity != self._identity or info.st_size < self._read_to or wider:  # replaced, cut, or more wanted
-            self._days, self._identity, self._since = {}, identity, since
-            self._read_to = self._start(since, info.st_size) if since is not None else 0
-        if info.st_size > self._read_to:
-            with self.path.open("rb") as fh:
-                fh.seek(self._read_to)
-                while self._read_to < info.st_size:
-                    chunk = fh.read(min(_CHUNK * 4, info.st_size - self._read_to))
-                    complete = chunk.rfind(b"\n") + 1  # a line still being written is read next time
-                    if complete == 0:
-                        break
-                    for raw in chunk[:complete].splitlines():
-                        self._count(raw)
-                    self._read_to += complete
-                    fh.seek(self._read_to)
-        return self._days
+    @abc.abstractmethod
+    def _dead(self, tx: Tx, owners: list[tuple[str, int | None]]) -> set[tuple[str, int | None]]:
+        """Which of these (owner, owner_lock) are gone."""
 
-    def spent_on(self, day: date) -> float:
-        total = self.days(since=day).get(day)
-        return 0.0 if total is None else total.usd
-
-    def _start(self, since: date, size: int) -> int:
-        """Where to start reading for the days from `since`: the start of a line older than that (with slack),
-        found by stepping back from the end; 0 for a small ledger."""
-        if size <= _CHUNK * 4:
-            return 0
-        with self.path.open("rb") as fh:
-            pos = size
-            while pos > 0:
-                pos = max(0, pos - _CHUNK)
-                fh.seek(pos)
-                chunk = fh.read(_CHUNK)
-                first = chunk.find(b"\n") + 1 if pos else 0
-                line = chunk[first:].split(b"\n", 1)[0]
-                when = _time_of(line)
-                if pos == 0 or (when is not None and when < since - _SLACK):
-                    return pos + first
-        return 0
-
-    def _count(self, raw: bytes) -> None:
-        if not raw.strip():
-            return
-        try:
-            charge = json.loads(raw)
-            cost = float(charge["cost_usd"])
-            provider, model = charge["provider"], charge["model"]
-            day = datetime.fromisoformat(str(charge["time"])).astimezone().date()
-            if not math.isfinite(cost) or not 0 <= cost <= MAX_LINE_USD:
-                raise ValueError("cost_usd is not an amount")
-            if not isinstance(provider, str) or not isinstance(model, str):
-                raise ValueError("provider and model must be text")
-        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
-            log.warning("Skipping a damaged line in the ledger %s (%s): %.80r", self.path, exc, raw)
-            return
-        self._days.setdefault(day, DayTotal()).add(provider, model, cost)
-
-    # --- writing, under the lock ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the ledger's lock (across processes) for a read-check-write."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _open_regular(self._lock_path, os.O_RDWR)
-        try:
-            _lock(fd)
-            try:
-                yield
-            finally:
-                _unlock(fd)
-        finally:
-            os.close(fd)
-
-    def check_writable(self) -> None:
-        """Raise `LedgerError` unless a charge could be appended now (before any spend): the file opens for
-        appending and its file system has room for a few lines (opening succeeds on a full disk)."""
-        try:
-            os.close(_open_regular(self.path, os.O_WRONLY | os.O_APPEND))
-        except LedgerError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            self.path.parent.mkdir(parents=True, exist_ok=True)  # a first run, or a state folder cleaned up
-            os.close(_open_regular(self.path, os.O_WRONLY | os.O_APPEND))
-        too_small = room(self.path.parent, MIN_ROOM_BYTES, MIN_FREE_FILES)
-        if too_small is not None:
-            raise LedgerError(errno.ENOSPC, f"the ledger's folder {self.path.parent} {too_small}")
-
-    def append(self, charges: list[Charge]) -> None:
-        """Add charged images (call under `locked()`)."""
-        if not charges:
-            return
-        fd = _open_regular(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            os.write(fd, b"".join(charge.line() for charge in charges))
-        finally:
-            os.close(fd)
-
-    def pending_total(self, now: float | None = None) -> float:
-        """What calls in flight, in every process sharing the ledger, have reserved (call under `locked()`)."""
-        now = time.time() if now is None else now
-        return sum(float(entry["usd"]) for entry in self._live_pending(now).values())
-
-    def set_pending(self, key: str, usd: float | None) -> None:
-        """Record (or, with None, remove) one call's reservation (call under `locked()`)."""
-        pending = self._live_pending(time.time())
-        if usd is None:
-            pending.pop(key, None)
-        else:
-            pending[key] = {"usd": usd, "pid": os.getpid(), "host": _HOST, "time": time.time()}
-        tmp = self._pending_path.with_name(self._pending_path.name + f".{os.getpid()}")
-        tmp.write_text(json.dumps(pending))
-        os.replace(tmp, self._pending_path)
-
-    def _live_pending(self, now: float) -> dict[str, dict[str, Any]]:
-        try:
-            fd = _open_regular(self._pending_path, os.O_RDONLY, create=False)
-            with os.fdopen(fd, "rb") as fh:
-                pending = json.loads(fh.read(1 << 20))
-        except (OSError, ValueError, RecursionError):
-            return {}
-        if not isinstance(pending, dict):
-            return {}
-        return {key: entry for key, entry in pending.items()
-                if isinstance(entry, dict) and _alive(entry, now)}
-
-
-#: What the ledger's file system must have free before a call: room for many lines, the lock and the reservations.
-MIN_ROOM_BYTES = 64 * 1024
-MIN_FREE_FILES = 4
-
-#: A ledger line above this is damaged (no image costs a thousand dollars).
-MAX_LINE_USD = 1000.0
-
-
-def _time_of(line: bytes) -> date | None:
-    try:
-        return datetime.fromisoformat(str(json.loads(line)["time"])).astimezone().date()
-    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+    def _owner_lock(self) -> int | None:
+        """This process's liveness lock (PostgreSQL), recorded with its reservations."""
         return None
 
+    def _time(self, moment: datetime) -> Any:
+        return moment
 
-def _open_regular(path: Path, flags: int, *, create: bool = True) -> int:
-    """Open a ledger file without ever blocking (a FIFO there would hang the server holding the lock), and only
-    if it is a regular file."""
-    # O_NOFOLLOW: the path was resolved when the server started; a link put there since is not the ledger.
-    flags |= (getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-              | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o600)
-    except OSError as exc:
-        raise LedgerError(exc.errno, f"{path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise LedgerError(errno.EINVAL, f"{path} is not a regular file")
-    return fd
+    def _day(self, day: date) -> Any:
+        return day
 
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection (and with it, on PostgreSQL, this process's liveness lock)."""
 
-def _alive(entry: dict[str, Any], now: float) -> bool:
-    try:
-        usd, pid, made = float(entry["usd"]), int(entry["pid"]), float(entry["time"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    if not math.isfinite(usd) or now - made > PENDING_STALE_S:
-        return False
-    if entry.get("host") != _HOST or sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+    # --- the budget day ----------------------------------------------------------------------------------
 
+    def day_of(self, moment: datetime) -> date:
+        """The budget day a moment falls on: the calendar day in FLUX_KLEIN_TIMEZONE, else this machine's."""
+        return moment.astimezone(self.timezone).date()
 
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
+    # --- a call's life -----------------------------------------------------------------------------------
 
-    def _lock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-                return
-            except OSError:
+    def reserve(self, reservation: Reservation, check: Callable[[Snapshot], Reservation]) -> Reservation:
+        """Reserve a call's worst case in one exclusive transaction: book dead owners' reservations, read the
+        day (`check` may raise to refuse the call, or return the reservation to record), write it."""
+        def work(tx: Tx) -> Reservation:
+            self._reap(tx, reservation.at)
+            chosen = check(self._snapshot(tx, reservation))
+            tx.run(INSERT_RESERVATION, chosen.id, self._time(chosen.at), self._time(chosen.expires),
+                   self._day(chosen.day), chosen.provider, chosen.model, chosen.tier, chosen.images, micro(chosen.usd),
+                   chosen.source, chosen.owner, self._owner_lock(), chosen.person)
+            return chosen
+
+        return self._transact(work)
+
+    def snapshot(self, reservation: Reservation) -> Snapshot:
+        """What `check` would be given now, without reserving (to ask the person only about calls a budget allows)."""
+        return self._transact(lambda tx: self._snapshot(tx, reservation), write=False)
+
+    def settle(self, reservation: Reservation, charges: Sequence[Charge], at: datetime) -> None:
+        """Delete the reservation and book what the call was charged, in one transaction. Had the reservation been
+        booked as its owner's death, that booking is replaced by these charges; had it been settled already (this
+        run again after a commit whose answer was lost), nothing changes."""
+        def work(tx: Tx) -> None:
+            if tx.run("DELETE FROM reservations WHERE id = ?", reservation.id) == 0:
+                if tx.rows("SELECT 1 FROM charges WHERE request_id = ? AND source <> ? LIMIT 1", reservation.id,
+                           UNSETTLED):
+                    return
+                tx.run("DELETE FROM charges WHERE request_id = ? AND source = ?", reservation.id, UNSETTLED)
+            tx.many(INSERT_CHARGE, [self._charge_row(charge, at, reservation.day, reservation.id, reservation.owner,
+                                                     reservation.person) for charge in charges])
+
+        self._transact(work)
+
+    def reap(self, now: datetime) -> None:
+        """Book the reservations whose owner died (run before reporting, so a killed call shows as spent)."""
+        # (Nothing is written, or made, when nothing is in flight.)
+        if self._transact(lambda tx: bool(tx.rows("SELECT 1 FROM reservations LIMIT 1")), write=False):
+            self._transact(lambda tx: self._reap(tx, now))
+
+    def _transact(self, work: Callable[[Tx], T], write: bool = True) -> T:
+        """`work` in one transaction, exclusive when it writes (a backend may run it again on a new connection:
+        what `work` does must come out the same when it is run twice)."""
+        with self._lock, (self._write() if write else self._read()) as tx:
+            return work(tx)
+
+    def probe(self) -> None:
+        """Prove a charge could be written now: a real write, rolled back."""
+        def work(tx: Tx) -> None:
+            tx.run(INSERT_CHARGE, *self._charge_row(Charge("probe", "probe", "low", 0, 0.0, "probe"),
+                                                    datetime.now(UTC), date.today(), None, "probe", None))
+            raise _RolledBack
+
+        with contextlib.suppress(_RolledBack):
+            self._transact(work)
+
+    # --- what was spent ----------------------------------------------------------------------------------
+
+    def total(self, first: date | None = None, last: date | None = None, person: str | None = None) -> Total:
+        """Spend over the budget days from `first` to `last` (inclusive; None: unbounded)."""
+        total = Total()
+        for _, provider, model, usd, images in self.grouped(first, last, person):
+            total.add(provider, model, usd, images)
+        return total
+
+    def grouped(self, first: date | None = None, last: date | None = None,
+                person: str | None = None) -> list[tuple[date, str, str, float, int]]:
+        """(day, provider, model, USD, images) over the budget days from `first` to `last`."""
+        where, params = self._where(first, last, person)
+        rows = self._transact(lambda tx: tx.rows(
+            "SELECT day, provider, model, SUM(micro_usd), SUM(images) FROM charges" + where
+            + " GROUP BY day, provider, model ORDER BY day, provider, model", *params), write=False)
+        return [(_as_date(day), provider, model, int(usd) / MICRO, int(images)) for day, provider, model, usd, images
+                in rows]
+
+    def import_charges(self, sha256: str, file: str, charges: Callable[[], Iterable[tuple[datetime, Charge]]],
+                       good: int, damaged: int) -> bool:
+        """Book the charges read from an old JSON-lines ledger (`charges()` yields them, as many times as asked),
+        once per file content; False when that content was imported before."""
+        def work(tx: Tx) -> bool:
+            if tx.rows("SELECT 1 FROM imports WHERE sha256 = ?", sha256):
+                return False
+            tx.many(INSERT_CHARGE, (self._charge_row(charge, at, self.day_of(at), None, f"imported from {file}",
+                                                     None) for at, charge in charges()))
+            tx.run("INSERT INTO imports (sha256, file, at, charges, damaged) VALUES (?, ?, ?, ?, ?)", sha256, file,
+                   self._time(datetime.now(UTC)), good, damaged)
+            return True
+
+        return self._transact(work)
+
+    # --- shared SQL ----------------------------------------------------------------------------------------
+
+    def _where(self, first: date | None, last: date | None, person: str | None) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if first is not None:
+            clauses.append("day >= ?")
+            params.append(self._day(first))
+        if last is not None:
+            clauses.append("day <= ?")
+            params.append(self._day(last))
+        if person is not None:
+            clauses.append("person = ?")
+            params.append(person)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def _snapshot(self, tx: Tx, reservation: Reservation) -> Snapshot:
+        day = self._day(reservation.day)
+        spent = tx.one("SELECT COALESCE(SUM(micro_usd), 0) FROM charges WHERE day = ?", day)[0]
+        reserved = tx.one("SELECT COALESCE(SUM(micro_usd), 0) FROM reservations WHERE id <> ?", reservation.id)[0]
+        # Only real charges teach a price (a booking at a worst case repeats a quote).
+        highest = tx.one("SELECT MAX(CAST(micro_usd AS DOUBLE PRECISION) / images) FROM charges WHERE day = ? AND "
+                         "provider = ? AND model = ? AND source <> ? AND images > 0", day, reservation.provider,
+                         reservation.model, UNSETTLED)[0]
+        return Snapshot(int(spent) / MICRO, int(reserved) / MICRO, float(highest or 0) / MICRO)
+
+    def _reap(self, tx: Tx, now: datetime) -> None:
+        rows = tx.rows(f"SELECT {RESERVATION_COLUMNS} FROM reservations")
+        if not rows:
+            return
+        owners = {(row[10], row[11]) for row in rows}
+        dead = self._dead(tx, sorted(owners - {(_me(), self._owner_lock())}, key=str))
+        for (rid, _, expires, day, provider, model, tier, images, micro_usd, _, owner, owner_lock,
+             person) in rows:
+            if (owner, owner_lock) not in dead and _as_time(expires) > now:
                 continue
+            tx.run("DELETE FROM reservations WHERE id = ?", rid)
+            charge = Charge(provider, model, tier, images, micro_usd / MICRO, UNSETTLED, note=DEAD_NOTE)
+            tx.run(INSERT_CHARGE, *self._charge_row(charge, now, _as_date(day), rid, owner, person))
+            log.warning("A call that was never settled (its process, %s, ended, or its reservation expired) is booked "
+                        "as spent at its worst case: $%.4f for %d image(s) on %s.", owner, micro_usd / MICRO, images,
+                        provider)
 
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-else:
-    import fcntl
+    def _charge_row(self, charge: Charge, at: datetime, day: date, request_id: str | None, owner: str,
+                    person: str | None) -> tuple[Any, ...]:
+        return (self._time(at), self._day(day), charge.provider, charge.model, charge.tier, charge.images,
+                micro(charge.usd), charge.source, request_id, charge.generation_id, owner, person, charge.path,
+                charge.note)
 
-    def _lock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
 
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+class _RolledBack(Exception):
+    """Ends `probe`'s transaction without committing it."""
+
+
+def _me() -> str:
+    from .owner import me
+
+    return me()
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _as_time(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def wrapped(errors: tuple[type[BaseException], ...], where: str, hidden: Sequence[str] = ()) -> Iterator[None]:
+    """Database and file errors as `LedgerError`, naming the ledger (and never what `hidden` holds)."""
+    try:
+        yield
+    except errors as exc:
+        reason = _reason(exc)
+        for secret in hidden:
+            reason = reason.replace(secret, "***")
+        raise LedgerError(f"{where}: {reason}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,11 +1,11 @@
 """What has been spent, as data: `get_usage` (this process, today, the budgets, the provider's credit) and
-`flux-klein-mcp spend` (the ledger by day and month). Reading never spends: the credit comes from OpenRouter's
-`GET /key`, which is free."""
+`flux-klein-mcp spend` (the ledger by day and month, or grouped by day, provider or model). Reading never spends:
+the credit comes from OpenRouter's `GET /key`, which is free."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import date, timedelta
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -13,8 +13,8 @@ import httpx
 
 from ..providers import Provider
 from ..words import plural
-from .budget import _summary
-from .ledger import DayTotal, Ledger, unusable
+from .budget import reap, summary, unusable
+from .ledger import Ledger, LedgerError, Total
 
 
 async def provider_credit(providers: Iterable[Provider], http: httpx.AsyncClient) -> dict[str, Any]:
@@ -43,34 +43,58 @@ async def provider_credit(providers: Iterable[Provider], http: httpx.AsyncClient
     return found
 
 
-def ledger_report(ledger: Ledger, today: date, days: int) -> dict[str, Any]:
-    """Today, this month, and each of the last `days` days (with what was spent on each, by provider and model)."""
+def ledger_report(ledger: Ledger, now: datetime, days: int, by: str | None = None) -> dict[str, Any]:
+    """Today, this month, each of the last `days` days and all time (with what was spent by provider and model);
+    with `by`, the last `days` days grouped by day, provider or model."""
+    today = ledger.day_of(now)
     try:
-        totals = ledger.days()
-    except OSError as exc:
-        raise unusable(exc, ledger.path) from None
-    month = _merge(total for day, total in totals.items() if (day.year, day.month) == (today.year, today.month))
+        reap(ledger, now)
+        rows = ledger.grouped()
+    except LedgerError as exc:
+        raise unusable(exc) from None
     recent = [today - timedelta(days=back) for back in range(days)]
-    return {
-        "ledger": str(ledger.path),
-        "today": {"date": today.isoformat(), **_summary(totals.get(today, DayTotal()))},
-        "this_month": {"month": f"{today:%Y-%m}", **_summary(month)},
-        "days": [{"date": day.isoformat(), **_summary(totals.get(day, DayTotal()))} for day in recent],
-        "all_time": _summary(_merge(totals.values())),
+    report = {
+        "ledger": ledger.where,
+        "today": {"date": today.isoformat(), **summary(_total(rows, lambda day: day == today))},
+        "this_month": {"month": f"{today:%Y-%m}",
+                       **summary(_total(rows, lambda day: (day.year, day.month) == (today.year, today.month)))},
+        "days": [{"date": day.isoformat(), **summary(_total(rows, _on(day)))} for day in recent],
+        "all_time": summary(_total(rows, lambda day: True)),
     }
+    if by is not None:
+        report["by"] = by
+        report["rows"] = _grouped(rows, by, recent)
+    return report
 
 
-def _merge(totals: Iterable[DayTotal]) -> DayTotal:
-    merged = DayTotal()
-    for total in totals:
-        merged.usd += total.usd
-        merged.images += total.images
-        for key, (usd, images, highest) in total.by.items():
-            entry = merged.by.setdefault(key, [0.0, 0, 0.0])
-            entry[0] += usd
-            entry[1] += images
-            entry[2] = max(entry[2], highest)
-    return merged
+def _on(day: date) -> Callable[[date], bool]:
+    return lambda other: other == day
+
+
+def _total(rows: list[tuple[date, str, str, float, int]], which: Callable[[date], bool]) -> Total:
+    total = Total()
+    for day, provider, model, usd, images in rows:
+        if which(day):
+            total.add(provider, model, usd, images)
+    return total
+
+
+def _grouped(rows: list[tuple[date, str, str, float, int]], by: str, recent: list[date]) -> list[dict[str, Any]]:
+    """The last days' spend by day (each day, newest first), provider or provider and model (most spent first)."""
+    if by == "day":
+        return [{"date": day.isoformat(), **_figures(_total(rows, _on(day)))} for day in recent]
+    groups: dict[tuple[str, ...], Total] = {}
+    for day, provider, model, usd, images in rows:
+        if recent[-1] <= day <= recent[0]:
+            key = (provider,) if by == "provider" else (provider, model)
+            groups.setdefault(key, Total()).add(provider, model, usd, images)
+    names = ("provider",) if by == "provider" else ("provider", "model")
+    ordered = sorted(groups.items(), key=lambda item: (-item[1].usd, item[0]))
+    return [{**dict(zip(names, key, strict=True)), **_figures(total)} for key, total in ordered]
+
+
+def _figures(total: Total) -> dict[str, Any]:
+    return {"spent_usd": round(total.usd, 6), "images": total.images}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -80,10 +104,21 @@ def render(report: dict[str, Any]) -> str:
                  f"({plural(report['today']['images'], 'image')})")
     month = report["this_month"]
     lines.append(f"This month ({month['month']}):  ${month['spent_usd']:.4f}  ({plural(month['images'], 'image')})")
-    lines += ["", "DATE        SPENT (USD)  IMAGES"]
-    lines += [f"{day['date']}  {day['spent_usd']:>11.4f}  {day['images']:>6}" for day in report["days"]]
+    by = report.get("by", "day")
+    if by == "day":
+        lines += ["", "DATE        SPENT (USD)  IMAGES"]
+        lines += [f"{day['date']}  {day['spent_usd']:>11.4f}  {day['images']:>6}"
+                  for day in report.get("rows", report["days"])]
+    else:
+        grouping = "provider" if by == "provider" else "model"
+        lines += ["", f"The last {plural(len(report['days']), 'day')} by {grouping}:"]
+        for row in report["rows"]:
+            name = row["provider"] if by == "provider" else f"{row['provider']:<18} {row['model']}"
+            lines.append(f"  {name:<59} ${row['spent_usd']:.4f}  ({plural(row['images'], 'image')})")
+        if not report["rows"]:
+            lines.append("  nothing was spent")
     rows = month["by_provider_model"]
-    if rows:
+    if rows and "by" not in report:
         lines += ["", "This month by provider and model:"]
         lines += [f"  {row['provider']:<18} {row['model']:<40} ${row['spent_usd']:.4f}  "
                   f"({plural(row['images'], 'image')})" for row in rows]
