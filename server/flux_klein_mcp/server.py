@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -20,6 +21,7 @@ from mcp.server import MCPServer
 from mcp.server.apps import Apps, ResourcePermissions, client_supports_apps
 from mcp.server.context import ServerRequestContext
 from mcp.server.elicitation import ElicitationResult
+from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import Context, ListRoots, Resolve, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.types import (
@@ -39,6 +41,9 @@ from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
 from .config import Settings
 from .errors import ConfigError, FluxKleinError, InputError, StorageError
 from .gallery import Thumbnails, recent
+from .remote.once import answered_round, note_answered_rounds, use_approval
+from .remote.secret import request_state_security
+from .remote.shared import SqliteShared, beside_ledger
 from .request import ImageRequest
 from .rules import (
     ASPECT_RATIO_BY_USE,
@@ -212,7 +217,7 @@ def create_server(
     transport: Any = None,
     sleep: Sleep | None = None,
     remote: bool = False,
-) -> MCPServer[Runtime]:
+) -> _Server:
     """The MCP server. Production reads `os.environ`; tests pass `settings` (or `env`) and an httpx `transport`.
 
     `remote=True` (what `serve --http` passes) serves clients on other machines: their roots and this process's
@@ -246,8 +251,12 @@ def create_server(
         "credits) or a reached budget, stop and tell the user. get_usage tells what has been spent.",
         lifespan=lifespan,
         extensions=[_view()],
+        # Over HTTP, approval rounds are sealed with the secret every replica shares: any of them continues any call.
+        request_state_security=request_state_security(active) if remote else None,
     )
     server.redact = lambda text: active.redact(text, shapes=False)
+    note_answered_rounds(server.middleware)
+    replicas = functools.cache(lambda: SqliteShared(beside_ledger(active.ledger)))
 
     async def run(ctx: Context, roots: ListRootsResult, consent: ElicitationResult[Approval],
                   build: Callable[[], ImageRequest]) -> CallToolResult:
@@ -276,6 +285,8 @@ def create_server(
         try:
             if config_error is not None:
                 raise config_error
+            if consent is Consent.GRANTED and (round_digest := answered_round()) is not None:
+                await runtime.in_worker(use_approval, replicas(), round_digest)  # once, whichever replica
             outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=ctx.report_progress,
                                          consent=consent)
             result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px,
@@ -414,6 +425,11 @@ class _Server(MCPServer[Runtime]):
         if client_supports_apps(ctx):
             return listed
         return listed.model_copy(update={"tools": [t for t in listed.tools if not _app_only(t.meta)]})
+
+    @property
+    def lowlevel(self) -> Server[Runtime]:
+        """The SDK's low-level server, which `serve --http` hands to its session manager."""
+        return self._lowlevel_server
 
     #: Removes secrets from what is quoted back (an argument may hold a key); `create_server` sets it.
     redact: Callable[[str], str] = staticmethod(lambda text: text)
