@@ -193,9 +193,7 @@ def http_app(server: _Server, host: str, settings: Settings) -> ASGIApp:
 
 
 def serve_http(server: _Server, settings: Settings, host: str, port: int) -> None:
-    import uvicorn
-
-    from .remote.limits import limits_for, uvicorn_options
+    from .remote.limits import limits_for, run
 
     app = http_app(server, host, settings)
     limits = limits_for(settings.http_max_connections, settings.http_peer_connections, settings.http_read_timeout_s)
@@ -216,5 +214,4 @@ def serve_http(server: _Server, settings: Settings, host: str, port: int) -> Non
     from sse_starlette.sse import AppStatus
 
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-                timeout_graceful_shutdown=DRAIN_S, **uvicorn_options(limits))
+    run(app, host, port, limits, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=DRAIN_S)

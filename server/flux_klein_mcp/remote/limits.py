@@ -11,7 +11,9 @@ provider's connections a call needs). So, for each connection, uvicorn's HTTP pr
   connection is busy the new one is refused in our words (503, or 429 for one address over its share).
 - a read timeout: a client has `read_timeout_s` to send a request's headers (in all: a byte at a time does not
   extend it) and may pause that long at most in its body; then it gets a 408 in our words and is closed.
-- a short listen backlog, so that one burst of connections cannot take more descriptors than were kept free.
+- connections are accepted a few at a time (so one burst cannot take more descriptors than were kept free), from a
+  long queue in the kernel (where waiting costs no descriptor, and a client's connection is not dropped while
+  idle peers reconnect as fast as they are closed).
 
 Behind a reverse proxy every connection comes from the proxy: there FLUX_KLEIN_HTTP_PEER_CONNECTIONS=0 leaves the
 per-client cap to the proxy (docs/remote.md shows its settings).
@@ -22,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +43,8 @@ RESERVED_FDS = 64
 DEFAULT_MAX_CONNECTIONS = 1000
 #: How long a refused peer is given to read the refusal before its connection is closed.
 LINGER_S = 2.0
+#: Connections the kernel may hold for the server before it accepts them (the system caps it: somaxconn).
+QUEUE = 4096
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,23 @@ def guarded_protocol(guard: Guard) -> type[GuardedProtocol]:
     return type("GuardedH11Protocol", (GuardedProtocol,), {"guard": guard})
 
 
-def uvicorn_options(limits: Limits) -> dict[str, Any]:
-    return {"http": guarded_protocol(Guard(limits)), "backlog": limits.backlog, "ws": "none",
-            "h11_max_incomplete_event_size": 16 * 1024}
+def run(app: Any, host: str, port: int, limits: Limits, **options: Any) -> None:
+    """uvicorn, serving `app` under `limits` (until a signal stops it)."""
+    import uvicorn
+
+    class QueuedServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            # asyncio accepts `backlog` connections per wake-up and listens with the same number: the kernel's
+            # queue is lengthened again after it, so that only the accepting stays short.
+            for server in getattr(self, "servers", []):
+                for listening in server.sockets:
+                    with socket.socket(fileno=os.dup(listening.fileno())) as view:
+                        view.listen(QUEUE)
+
+    config = uvicorn.Config(app, host=host, port=port, http=guarded_protocol(Guard(limits)), backlog=limits.backlog,
+                            ws="none", h11_max_incomplete_event_size=16 * 1024, **options)
+    server = QueuedServer(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # (as uvicorn.run: it could not start, and said why)
