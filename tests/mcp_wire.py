@@ -55,11 +55,12 @@ class Legacy:
         return headers
 
     def initialize(self, url: str, name: str = "mcp", version: str = "0.1.0",
-                   capabilities: dict[str, Any] | None = None) -> httpx.Response:
+                   capabilities: dict[str, Any] | None = None, *, old_session: bool = False) -> httpx.Response:
+        """`initialize` (with `old_session`, still sending the session id it had)."""
         body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": self.version, "capabilities": capabilities or {},
             "clientInfo": {"name": name, "version": version}}}
-        answer = self.http.post(url, json=body, headers=self.headers(session=False))
+        answer = self.http.post(url, json=body, headers=self.headers(session=old_session))
         self.session = answer.headers.get("mcp-session-id")
         self.http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.headers())
         return answer

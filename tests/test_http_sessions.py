@@ -60,6 +60,18 @@ def test_a_2025_client_that_names_itself_and_declares_the_view_gets_links_and_th
     assert len(fake.completions) == 1
 
 
+def test_initialising_again_while_sending_the_old_session_id_starts_a_new_session(workdir, openrouter):
+    fake, env = openrouter
+    with http_server(workdir, **env) as url, httpx.Client(timeout=30) as http:
+        client = Legacy(http)
+        client.initialize(url)
+        old = client.session
+        again = client.initialize(url, name="renamed", capabilities=ELICITATION, old_session=True)
+        listed = client.post(url, LIST_TOOLS)
+    assert again.status_code == 200 and client.session not in (None, old)
+    assert listed.status_code == 200
+
+
 def test_the_person_declining_spends_nothing(workdir, openrouter):
     fake, env = openrouter
     with http_server(workdir, **env) as url, httpx.Client(timeout=30) as http:
@@ -71,6 +83,21 @@ def test_the_person_declining_spends_nothing(workdir, openrouter):
             declined = next(message for message in stream if message.get("id") == 2)
     assert declined["result"]["isError"] and "declined the high-tier spend" in declined["result"]["content"][0]["text"]
     assert fake.requests == [] and output_files(workdir) == []
+
+
+def test_a_client_that_answers_the_question_with_an_error_is_told_in_our_words(workdir, openrouter):
+    fake, env = openrouter
+    with http_server(workdir, **env) as url, httpx.Client(timeout=30) as http:
+        client = Legacy(http)
+        client.initialize(url, capabilities=ELICITATION)
+        with client.stream(url, call("generate_image", HIGH, 2)) as stream:
+            question = next(stream)
+            client.post(url, {"jsonrpc": "2.0", "id": question["id"],
+                              "error": {"code": -32601, "message": "Method not found"}})
+            failed = next(message for message in stream if message.get("id") == 2)
+    text = failed["result"]["content"][0]["text"]
+    assert failed["result"]["isError"] and "could not ask the person" in text and "Method not found" in text
+    assert fake.requests == []
 
 
 def test_an_answer_is_taken_only_from_the_session_that_was_asked(workdir, openrouter):

@@ -25,7 +25,7 @@ from mcp.types import ElicitRequest, ElicitRequestFormParams, ElicitResult
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .errors import BudgetExceeded, FluxKleinError
-from .remote.asking import Asker, asker_for
+from .remote.asking import ASK_TIMEOUT_S, Asker, asker_for
 from .spend import Consent, question
 
 if TYPE_CHECKING:
@@ -86,13 +86,15 @@ async def _ask_on_the_call_stream(asker: Asker, ctx: Context, message: str) -> A
     if call_id is None:  # (a notification: never a tool call)
         return Consent.CANNOT_ASK
     answer = await asker.ask(call_id, wire["method"], wire["params"])
-    if answer is None:  # nobody answered in time: like a cancel, nothing is spent
-        return Consent.CANCELLED
+    if answer is None:
+        raise ToolError(f"Nobody answered the approval question within {ASK_TIMEOUT_S / 60:g} minutes, so nothing was "
+                        "sent or charged. Continue on the low tier (tier='low') or tell the user.")
     try:
         result = ElicitResult.model_validate(answer.get("result"))
     except ValidationError:
         error = answer.get("error")
         said = str(error.get("message", ""))[:200] if isinstance(error, dict) else "something other than an answer"
+        said = cast("Runtime", ctx.request_context.lifespan_context).settings.redact(said, shapes=False)
         raise ToolError(f"The client could not ask the person to approve the high-tier spend (it answered: {said}). "
                         "Nothing was sent. Continue on the low tier (tier='low') or tell the user.") from None
     if result.action == "accept":

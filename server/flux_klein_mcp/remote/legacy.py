@@ -70,6 +70,8 @@ class RememberingSessionManager(StreamableHTTPSessionManager):
         receive = _replay(body, receive)
         if isinstance(message, Mapping) and message.get("method") == "initialize":
             issued = self.sessions.issue(message.get("params"))
+            # A new session, even for a client that still sends its old id (the transport would call it a mismatch).
+            scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != MCP_SESSION_ID_HEADER.encode()]}
             await self._serve(protocol_version_hint, None, issued, scope, receive, send)
             return
         record = self.sessions.open(token) if token is not None else None

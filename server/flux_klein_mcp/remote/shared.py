@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ConsentRefused
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 class Shared(Protocol):
@@ -49,6 +51,8 @@ class SqliteShared:
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
+        import sqlite3  # (on first use: stdio servers and start-up never need it)
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
