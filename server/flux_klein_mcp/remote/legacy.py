@@ -35,6 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from .asking import ASKER, MAX_ANSWER_BYTES, Answers, Asker, question_key
 from .sessions import SessionRecord, Sessions
+from .shared import SharedStateError
 
 log = logging.getLogger("flux_klein_mcp.http")
 
@@ -82,7 +83,12 @@ class RememberingSessionManager(StreamableHTTPSessionManager):
         key = question_key(message)
         if record is not None and key is not None and len(body) <= MAX_ANSWER_BYTES:
             assert isinstance(message, Mapping)
-            await self.answers.deliver(key, record.digest, message)
+            try:
+                await self.answers.deliver(key, record.digest, message)
+            except SharedStateError as exc:  # the asking replica cannot be reached: the client may answer again
+                log.warning("Could not pass an answer on to the replica that asked: %s", exc)
+                await _error(503, "The server could not pass this answer on; send it again.")(scope, receive, send)
+                return
             await Response(status_code=202)(scope, receive, send)
             return
         await self._serve(protocol_version_hint, record, None, scope, receive, send)
