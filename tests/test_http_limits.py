@@ -46,6 +46,17 @@ def test_a_peer_that_never_finishes_its_headers_is_told_and_closed(workdir, open
         assert "waited 0.5 s for a request's headers" in json.loads(body)["message"]
 
 
+def test_a_body_that_stops_arriving_is_not_waited_for(workdir, openrouter):
+    fake, env = openrouter
+    with http_server(workdir, FLUX_KLEIN_HTTP_READ_TIMEOUT_S="0.5", **env) as url:
+        stalled = idle(port_of(url))
+        stalled.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"")
+        read_all(stalled)  # returns once the server closes the connection
+        assert httpx.post(url, json=LIST_TOOLS, headers=MCP_HEADERS).status_code == 200
+    assert fake.requests == []
+
+
 def test_at_the_cap_the_longest_idle_connection_makes_room(workdir, openrouter):
     fake, env = openrouter
     with http_server(workdir, FLUX_KLEIN_HTTP_MAX_CONNECTIONS="4", **env) as url:
