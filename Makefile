@@ -22,7 +22,7 @@ endif
 # The clients' own environments: the agent frameworks (and uv), langchain-mcp-adapters (it pins mcp<2), npm tools.
 CLIENT_TOOLS := .venv-clients/.installed .venv-langchain/.installed clients/npm/node_modules/.installed
 
-.PHONY: help demo test test-postgres test-view test-clients bench bundle clean
+.PHONY: help demo test test-postgres test-view test-clients test-http bench bundle clean
 
 ## help: list these targets
 help:
@@ -96,6 +96,18 @@ test-clients: $(TOOLS) $(CLIENT_TOOLS)
 	$(BIN)/mypy --strict --cache-dir .mypy_cache/langchain --python-executable .venv-langchain/bin/python \
 	  clients/check_langchain.py
 	$(BIN)/python -m clients.run
+
+## test-http: serve --http as deployed: SDK 1.x/2.x and LangChain clients, 2 replicas behind nginx, idle peers
+# (docs/remote.md, "What was tested"; needs nginx - Debian's nginx-light - which the tests start on loopback, and
+# PostgreSQL for the replicas' shared ledger, started like test-postgres does)
+test-http: $(TOOLS) .venv-clients/.installed .venv-langchain/.installed
+	$(BIN)/ruff check deployment
+	$(BIN)/mypy --strict --cache-dir .mypy_cache/deployment deployment/nginx.py deployment/drivers/plan.py
+	$(BIN)/mypy --strict --cache-dir .mypy_cache/langchain --python-executable .venv-langchain/bin/python \
+	  deployment/drivers/sdk1.py deployment/drivers/langchain.py
+	$(BIN)/mypy --strict --cache-dir .mypy_cache/agents --python-executable .venv-clients/bin/python \
+	  deployment/drivers/sdk2.py
+	$(BIN)/python -m tests.pg_cluster -- $(BIN)/python -m pytest deployment -p no:xdist
 
 # One pinned requirements file per venv; a changed file rebuilds its venv from scratch.
 .venv-%/.installed: clients/requirements-%.txt

@@ -145,7 +145,8 @@ def free_port() -> int:
 
 @contextmanager
 def http_server(sandbox: Sandbox, base_env: dict[str, str]) -> Iterator[str]:
-    """`flux-klein-mcp serve --http` on a free loopback port; yields its /mcp URL once uvicorn says it is ready."""
+    """`flux-klein-mcp serve --http` on a free loopback port; yields its /mcp URL once uvicorn listens (it says
+    "Application startup complete" before it binds the port)."""
     port = free_port()
     proc = subprocess.Popen(
         [str(SERVER), "serve", "--http", "--port", str(port)], cwd=sandbox.root, env={**base_env, **sandbox.env},
@@ -156,7 +157,7 @@ def http_server(sandbox: Sandbox, base_env: dict[str, str]) -> Iterator[str]:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if "Application startup complete" in line:
+            if "Uvicorn running on" in line:
                 ready.set()
         ready.set()
 

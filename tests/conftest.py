@@ -163,6 +163,15 @@ def loopback(fake: FakeOpenRouter):
     server.close()
 
 
+@pytest.fixture
+def openrouter():
+    """A fake OpenRouter on a real socket, and the variables that point a server process at it."""
+    fake = FakeOpenRouter()
+    server = Loopback(fake)
+    yield fake, {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": f"{server.url}/api/v1"}
+    server.close()
+
+
 class Sleeps:
     """Stands in for anyio.sleep: records the waits the policy asks for, returns at once."""
 

@@ -21,8 +21,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import ImageContent
 
 from tests.conftest import error_text, output_files, summary
-from tests.fakes.core import Loopback, png
-from tests.fakes.openrouter import TEST_KEY, FakeOpenRouter, error
+from tests.fakes.core import png
+from tests.fakes.openrouter import TEST_KEY, error
 from tests.test_cli import BASE_ENV, COMMAND
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +52,7 @@ def http_server(workdir: Path, host: str = "127.0.0.1", **env: str) -> Iterator[
         assert proc.stderr
         for line in proc.stderr:
             lines.append(line)
-            if "Application startup complete" in line:
+            if "Uvicorn running on" in line:
                 ready.set()
         ready.set()
 
@@ -69,14 +69,6 @@ def http_server(workdir: Path, host: str = "127.0.0.1", **env: str) -> Iterator[
 def client(url: str, token: str | None = None) -> Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=30)))
-
-
-@pytest.fixture
-def openrouter():
-    fake = FakeOpenRouter()
-    server = Loopback(fake)
-    yield fake, {"OPENROUTER_API_KEY": TEST_KEY, "OPENROUTER_BASE_URL": f"{server.url}/api/v1"}
-    server.close()
 
 
 async def test_tools_work_over_http_on_loopback_without_a_token(workdir, openrouter):
@@ -153,8 +145,12 @@ async def test_a_plain_get_on_the_endpoint_answers_405_instead_of_hanging(workdi
         ([], {"FLUX_KLEIN_HTTP_TOKEN": "development-team-token"}, "FLUX_KLEIN_HTTP_TOKEN looks guessable"),
         ([], {"FLUX_KLEIN_HTTP_TOKEN": "t0k3n-" + "x" * 40}, "FLUX_KLEIN_HTTP_TOKEN looks guessable"),
         (["--port", "{busy}"], {}, "Choose another --port"),
+        ([], {"FLUX_KLEIN_HTTP_SECRET": "short"}, "FLUX_KLEIN_HTTP_SECRET is 5 characters; use at least 32"),
+        ([], {"FLUX_KLEIN_HTTP_SECRET": "${FLUX_KLEIN_HTTP_SECRET}"}, "passed on unexpanded, not a secret"),
+        ([], {"FLUX_KLEIN_HTTP_READ_TIMEOUT_S": "0"}, "FLUX_KLEIN_HTTP_READ_TIMEOUT_S must be a number from 0.1"),
     ],
-    ids=["no-token-off-loopback", "short-token", "words-token", "placeholder-token", "port-in-use"],
+    ids=["no-token-off-loopback", "short-token", "words-token", "placeholder-token", "port-in-use", "short-secret",
+         "unexpanded-secret", "bad-timeout"],
 )
 def test_serve_http_refuses_to_start_with_a_clear_message(workdir, args, env, phrase):
     with socket.socket() as busy:
@@ -278,7 +274,7 @@ def test_sigterm_lets_a_call_in_flight_finish_before_the_server_stops(workdir, o
     try:
         assert proc.stderr
         for line in proc.stderr:
-            if "Application startup complete" in line:
+            if "Uvicorn running on" in line:
                 break
         call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
                 "params": {"name": "generate_image", "arguments": {"prompt": "a fox"}}}

@@ -174,7 +174,7 @@ def test_every_key_the_server_sends_is_one_of_its_secrets():
     from flux_klein_mcp.providers import Providers
 
     sent = {p.key_variable for p in Providers(Settings.from_env({})) if p.key_variable}
-    assert sent and sent | {"FLUX_KLEIN_HTTP_TOKEN"} == set(SECRET_VARIABLES)
+    assert sent and sent | {"FLUX_KLEIN_HTTP_TOKEN", "FLUX_KLEIN_HTTP_SECRET"} == set(SECRET_VARIABLES)
 
 
 def random_texts(count: int, seed: int = 16) -> list[str]:

@@ -24,6 +24,8 @@ from .spend.location import is_url
 DEFAULT_THUMBNAIL_PX = 512
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_INPUT_MB = 20.0
+DEFAULT_PEER_CONNECTIONS = 32
+DEFAULT_READ_TIMEOUT_S = 10.0
 
 # Every variable a user may set, with what it does: the README's configuration table and `doctor` read this.
 VARIABLES: dict[str, str] = {
@@ -46,6 +48,13 @@ VARIABLES: dict[str, str] = {
                                  "fetch, such as LangChain's adapters) | always | never",
     "FLUX_KLEIN_HTTP_TOKEN": "bearer token `serve --http` requires of every request (required off loopback)",
     "FLUX_KLEIN_HTTP_ALLOWED_HOSTS": "Host header values `serve --http` accepts off loopback (comma-separated)",
+    "FLUX_KLEIN_HTTP_SECRET": "secret (32+ characters) every `serve --http` replica behind one address shares; unset: "
+                              "one made per process, right for a single server only",
+    "FLUX_KLEIN_HTTP_MAX_CONNECTIONS": "connections `serve --http` holds open at once (default: what its open-file "
+                                       "limit allows, at most 1000)",
+    "FLUX_KLEIN_HTTP_PEER_CONNECTIONS": "connections one client address may hold open (default 32; 0 = no cap)",
+    "FLUX_KLEIN_HTTP_READ_TIMEOUT_S": "seconds a client has to send a request's headers, and the longest pause in "
+                                      "its body (default 10)",
 }
 
 
@@ -64,6 +73,11 @@ class Settings:
     max_input_bytes: int
     http_token: str | None = field(default=None, repr=False)
     http_allowed_hosts: tuple[str, ...] = ()
+    http_secret: str | None = field(default=None, repr=False)
+    #: None: as many as the open-file limit allows (see remote/limits.py).
+    http_max_connections: int | None = None
+    http_peer_connections: int = DEFAULT_PEER_CONNECTIONS
+    http_read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     budget_usd: float | None = None
     daily_budget_usd: float | None = None
     ledger: Location = field(default_factory=default_ledger)
@@ -100,6 +114,13 @@ class Settings:
             http_allowed_hosts=tuple(
                 h.strip() for h in _get(env, "FLUX_KLEIN_HTTP_ALLOWED_HOSTS").split(",") if h.strip()
             ),
+            http_secret=_get(env, "FLUX_KLEIN_HTTP_SECRET") or None,
+            http_max_connections=_number(env, "FLUX_KLEIN_HTTP_MAX_CONNECTIONS", int, 0, minimum=1, maximum=1_000_000)
+            or None,
+            http_peer_connections=_number(env, "FLUX_KLEIN_HTTP_PEER_CONNECTIONS", int, DEFAULT_PEER_CONNECTIONS,
+                                          minimum=0, maximum=1_000_000),
+            http_read_timeout_s=_number(env, "FLUX_KLEIN_HTTP_READ_TIMEOUT_S", float, DEFAULT_READ_TIMEOUT_S,
+                                        minimum=0.1, maximum=3600),
             budget_usd=_budget(env, "FLUX_KLEIN_BUDGET_USD"),
             daily_budget_usd=_budget(env, "FLUX_KLEIN_DAILY_BUDGET_USD"),
             ledger=_ledger(env, cwd),
@@ -130,7 +151,8 @@ UNFILLED = re.compile(r"\$\{(?:env:)?[A-Za-z_]\w*\}|%[A-Za-z_]\w*%|\$[A-Z_][A-Z0
 #: it is asked to send; an OAuth client secret joins this list when the server gets one. Any other `*_TOKEN` in the
 #: environment is none of the server's business.
 SECRET_VARIABLES: tuple[str, ...] = ("OPENROUTER_API_KEY", "EMPIRIOLABS_API_KEY", "AIGATEWAY_API_KEY",
-                                     "FLUX_API_KEY", "FLUX_KLEIN_API_KEY", "FLUX_KLEIN_HTTP_TOKEN")
+                                     "FLUX_API_KEY", "FLUX_KLEIN_API_KEY", "FLUX_KLEIN_HTTP_TOKEN",
+                                     "FLUX_KLEIN_HTTP_SECRET")
 
 
 def redactor_for(env: Mapping[str, str]) -> Redactor:

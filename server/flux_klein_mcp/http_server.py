@@ -16,8 +16,8 @@ import ipaddress
 import json
 import logging
 import socket
+from typing import TYPE_CHECKING
 
-from mcp.server import MCPServer
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -26,7 +26,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .config import UNFILLED, Settings
 from .errors import ConfigError
 from .redact import counts_as_secret
-from .runtime import Runtime
+from .remote.secret import check_secret, shared_secret
+
+if TYPE_CHECKING:
+    from .sdk import FluxServer
 
 log = logging.getLogger("flux_klein_mcp.http")
 
@@ -172,27 +175,43 @@ async def _healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-def http_app(server: MCPServer[Runtime], host: str, settings: Settings) -> ASGIApp:
-    check_exposure(host, settings)
+def http_app(server: FluxServer, host: str, settings: Settings) -> ASGIApp:
+    """`/mcp` (the SDK's stateless streamable HTTP, remembering 2025-era clients: see remote/) and `/healthz`."""
+    from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+    from starlette.applications import Starlette
+    from starlette.routing import Route
 
-    server.custom_route("/healthz", methods=["GET"])(_healthz)
-    app: ASGIApp = server.streamable_http_app(
-        streamable_http_path=PATH,
-        stateless_http=True,
-        transport_security=transport_security(host, settings),
-        host=host,
-    )
+    from .remote.asking import Answers
+    from .remote.legacy import RememberingSessionManager
+    from .remote.sessions import Sessions
+    from .remote.shared import LedgerShared
+
+    check_exposure(host, settings)
+    check_secret(settings)
+    manager = RememberingSessionManager(
+        server.lowlevel, sessions=Sessions(shared_secret(settings)),
+        answers=Answers(LedgerShared(settings.ledger, settings.timezone)),
+        security_settings=transport_security(host, settings))
+    app = Starlette(routes=[Route(PATH, endpoint=StreamableHTTPASGIApp(manager)),
+                            Route("/healthz", endpoint=_healthz, methods=["GET"])],
+                    lifespan=lambda _: manager.run())
     return Gate(app, settings.http_token)
 
 
-def serve_http(server: MCPServer[Runtime], settings: Settings, host: str, port: int) -> None:
-    import uvicorn
+def serve_http(server: FluxServer, settings: Settings, host: str, port: int) -> None:
+    from .remote.limits import limits_for, run
 
     app = http_app(server, host, settings)
+    limits = limits_for(settings.http_max_connections, settings.http_peer_connections, settings.http_read_timeout_s)
     guard = "bearer token required" if settings.http_token else "no token: loopback only"
     log.info("Serving MCP over streamable HTTP at http://%s:%d%s (%s)", host, port, PATH, guard)
+    log.info("At most %d connections (%s per client address); %g s to send a request's headers", limits.max_connections,
+             limits.per_peer or "no cap", limits.read_timeout_s)
     if not is_loopback(host) and not settings.http_allowed_hosts:
         log.warning("The Host header is not checked: set FLUX_KLEIN_HTTP_ALLOWED_HOSTS to the names clients use")
+    if settings.http_secret is None:
+        log.info("FLUX_KLEIN_HTTP_SECRET is unset: this server made its own. Replicas behind one address need the "
+                 "same one, or each rejects the sessions and approvals the others handed out")
     for noisy in ("mcp.server.streamable_http", "mcp.server.streamable_http_manager"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # a line per stateless request otherwise
     # On SIGTERM uvicorn stops taking requests and, after DRAIN_S, cancels those in flight: each call's
@@ -201,5 +220,4 @@ def serve_http(server: MCPServer[Runtime], settings: Settings, host: str, port: 
     from sse_starlette.sse import AppStatus
 
     AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-                timeout_graceful_shutdown=DRAIN_S)
+    run(app, host, port, limits, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=DRAIN_S)

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
@@ -25,6 +26,11 @@ from .words import for_mcp
 class FluxServer(MCPServer[Runtime]):
     """The SDK's server, except that every tool result and tool error leaves through one exit (`call_tool`), and a
     stdio line that is not JSON-RPC is answered."""
+
+    @property
+    def lowlevel(self) -> Server[Runtime]:
+        """The SDK's low-level server, which `serve --http` hands to its session manager."""
+        return self._lowlevel_server
 
     #: The server's secrets, scrubbed from every result; `create_server` sets it from the settings.
     secrets = Redactor({})

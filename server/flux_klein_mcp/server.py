@@ -7,6 +7,7 @@ The descriptions are written for the model: they carry the skill's rules because
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -32,6 +33,9 @@ from . import __version__, shutdown, view
 from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
 from .config import Settings, redactor_for
 from .errors import ConfigError, FluxKleinError, InputError
+from .remote.once import answered_round, note_answered_rounds, use_approval
+from .remote.secret import request_state_security
+from .remote.shared import LedgerShared
 from .request import ImageRequest
 from .rules import (
     ASPECT_RATIO_BY_USE,
@@ -180,7 +184,7 @@ def create_server(
     transport: Any = None,
     sleep: Sleep | None = None,
     remote: bool = False,
-) -> MCPServer[Runtime]:
+) -> FluxServer:
     """The MCP server. Production reads `os.environ`; tests pass `settings` (or `env`) and an httpx `transport`.
 
     `remote=True` (what `serve --http` passes) serves clients on other machines: their roots and this process's
@@ -214,8 +218,12 @@ def create_server(
         "credits) or a reached budget, stop and tell the user. get_usage tells what has been spent.",
         lifespan=lifespan,
         extensions=[view.extension()],
+        # Over HTTP, approval rounds are sealed with the secret every replica shares: any of them continues any call.
+        request_state_security=request_state_security(active) if remote else None,
     )
     server.secrets = active.redact if config_error is None else redactor_for(os.environ if env is None else env)
+    note_answered_rounds(server.middleware)
+    replicas = functools.cache(lambda: LedgerShared(active.ledger, active.timezone))
 
     async def run(ctx: Context, roots: ListRootsResult, consent: ElicitationResult[Approval],
                   build: Callable[[], ImageRequest]) -> CallToolResult:
@@ -247,6 +255,8 @@ def create_server(
         try:
             if config_error is not None:
                 raise config_error
+            if consent is Consent.GRANTED and (round_digest := answered_round()) is not None:
+                await runtime.in_worker(use_approval, replicas(), round_digest)  # once, whichever replica
             outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=report,
                                          consent=consent)
             result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px,

@@ -45,11 +45,13 @@ def serve_http(host: str, port: int) -> int:
     log_to_stderr()
     from ..http_server import check_exposure, check_port_free
     from ..http_server import serve_http as run_http
+    from ..remote.secret import check_secret
     from ..server import create_server
 
     try:
         settings = Settings.from_env()
         check_exposure(host, settings)
+        check_secret(settings)
         check_port_free(host, port)
     except FluxKleinError as exc:
         return failed(exc)

@@ -22,6 +22,7 @@ import abc
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -244,6 +245,39 @@ class Ledger(abc.ABC):
 
         with contextlib.suppress(_RolledBack):
             self._transact(work)
+
+    # --- what replicas share (remote/shared.py) ---------------------------------------------------------
+
+    def claim_once(self, key: str, expires: float) -> bool:
+        """True for the first claim of `key` until `expires` (a Unix time), False for every later one."""
+        def work(tx: Tx) -> bool:
+            tx.run("DELETE FROM claims WHERE expires <= ?", time.time())
+            return tx.run("INSERT INTO claims (key, expires) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                          key, expires) == 1
+
+        return self._transact(work)
+
+    def post(self, key: str, value: str, expires: float) -> None:
+        """Leave `value` under `key` for whichever process takes it, until `expires`."""
+        def work(tx: Tx) -> None:
+            tx.run("DELETE FROM answers WHERE expires <= ?", time.time())
+            tx.run("INSERT INTO answers (key, value, expires) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                   "value = excluded.value, expires = excluded.expires", key, value, expires)
+
+        self._transact(work)
+
+    def take(self, key: str) -> str | None:
+        """The value left under `key` (and gone from there), or None."""
+        # Looked up without the write lock first: a waiting replica asks several times a second.
+        if not self._transact(lambda tx: bool(tx.rows("SELECT 1 FROM answers WHERE key = ?", key)), write=False):
+            return None
+
+        def work(tx: Tx) -> str | None:
+            found = tx.rows("SELECT value, expires FROM answers WHERE key = ?", key)
+            tx.run("DELETE FROM answers WHERE key = ?", key)
+            return str(found[0][0]) if found and float(found[0][1]) > time.time() else None
+
+        return self._transact(work)
 
     # --- what was spent ----------------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ class PostgresLedger(Ledger):
                 if db.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, key)).fetchone() == (True,):
                     break
             tables = db.execute("SELECT to_regclass('charges'), to_regclass('reservations'), "
-                                "to_regclass('imports')").fetchone()
+                                "to_regclass('imports'), to_regclass('claims'), to_regclass('answers')").fetchone()
             if tables is None or None in tables:  # (a role that may only read never gets here)
                 with db.transaction():  # replicas starting together create the tables one at a time
                     db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))

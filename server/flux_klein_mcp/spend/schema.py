@@ -1,5 +1,7 @@
 """The ledger's schema, one for both backends (`{id}`, `{time}` and `{day}` are each backend's column types), and
-the statements that write its rows. The tables are described for people in docs/spending.md."""
+the statements that write its rows. The tables are described for people in docs/spending.md. Beside the money, two
+small tables hold what replicas share (remote/shared.py): approvals already used (`claims`) and answers on their way
+to the replica that asked (`answers`)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,15 @@ CREATE TABLE IF NOT EXISTS reservations (
     owner TEXT NOT NULL,
     owner_lock BIGINT,
     person TEXT
+);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    expires DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS imports (
     sha256 TEXT PRIMARY KEY,

@@ -12,6 +12,7 @@ import errno
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -78,7 +79,7 @@ class SQLiteLedger(Ledger):
                 info = os.stat(self.path)
                 if info.st_mode & 0o077 and info.st_uid == getattr(os, "getuid", lambda: -1)():
                     os.chmod(self.path, 0o600)  # a ledger copied in, or made by hand: others may not read it
-                db.execute("PRAGMA journal_mode = WAL")
+                _into_wal(db)
                 # In WAL mode, NORMAL never corrupts and loses nothing when a process dies; only a power cut can
                 # lose the last commits. FULL would sync the disk twice per call: 1-7 ms here, at the disk's mercy.
                 db.execute("PRAGMA synchronous = NORMAL")
@@ -169,6 +170,22 @@ class SQLiteLedger(Ledger):
 
     def _day(self, day: date) -> str:
         return day.isoformat()
+
+
+def _into_wal(db: sqlite3.Connection) -> None:
+    """Put the database in WAL mode (it stays so). Switching needs the file to itself, and SQLite answers "database is
+    locked" at once, without waiting on the busy timeout, while another process holds it open: processes creating
+    the ledger together retry until one has switched it (then the others find it switched)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)  # (a lock held for the microseconds another process takes to switch it)
 
 
 @contextlib.contextmanager
