@@ -1,4 +1,5 @@
-"""The docs stay true: the skill's frontmatter is valid, the README lists every variable and its quick start."""
+"""The docs stay true: the skill's frontmatter is valid, the README's quick start and Development tree match the repo,
+docs/configuration.md lists every variable, docs/providers.md every provider, and every link leads somewhere."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flux_klein_mcp.providers import Providers
 ROOT = Path(__file__).resolve().parent.parent
 SKILL = (ROOT / "SKILL.md").read_text()
 README = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
 
 
 def frontmatter(text: str) -> dict[str, str]:
@@ -54,13 +56,14 @@ PROVIDER_VARIABLES = sorted(
 
 
 @pytest.mark.parametrize("variable", [*config.VARIABLES, *PROVIDER_VARIABLES])
-def test_readme_configuration_table_lists_every_variable(variable):
-    assert f"| `{variable}` |" in README
+def test_the_configuration_page_lists_every_variable(variable):
+    assert f"| `{variable}` |" in (DOCS / "configuration.md").read_text()
 
 
 @pytest.mark.parametrize("provider", PROVIDERS, ids=lambda p: p.name)
-def test_readme_capability_table_matches_each_provider(provider):
-    row = next(line for line in README.splitlines() if line.startswith(f"| `{provider.name}` |"))
+def test_the_providers_page_capability_table_matches_each_provider(provider):
+    page = (DOCS / "providers.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith(f"| `{provider.name}` |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     caps = provider.capabilities
     marks = ["✓" if flag else "✗" for flag in (caps.generate, caps.edit, caps.compose, caps.seed)]
@@ -84,3 +87,39 @@ def test_the_public_surface_does_not_drift():
     assert sorted(flux_klein_mcp.__all__) == sorted([
         "FluxKleinError", "ImageRequest", "Outcome", "Runtime", "Settings", "__version__", "create_server", "run"])
     assert all(hasattr(flux_klein_mcp, name) for name in flux_klein_mcp.__all__)
+
+
+def _tree() -> str:
+    development = README.split("## Development", 1)[1]
+    block = re.search(r"```\n(.*?)```", development, re.S)
+    assert block, "README's Development section must hold the repository tree"
+    return block.group(1)
+
+
+def test_readme_development_tree_names_every_module_and_folder():
+    tree = _tree()
+    package = ROOT / "server" / "flux_klein_mcp"
+    modules = [p for p in package.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    missing = [str(p.relative_to(package)) for p in modules
+               if p.name not in tree and f"{p.parent.name}/" not in tree]
+    assert not missing, f"not in README's Development tree: {missing}"
+    folders = [p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and p.name not in ("build", "dist", "output", "node_modules") and not p.name.endswith(".egg-info")
+               and any(p.iterdir())]
+    assert not [f for f in folders if f"{f}/" not in tree], "a top-level folder is missing from the tree"
+
+
+def test_readme_development_tree_names_nothing_that_is_gone():
+    names = set(re.findall(r"([A-Za-z_][\w.-]*\.(?:py|html)|[A-Za-z_][\w-]*/)", _tree()))
+    everything = {p.name for p in ROOT.rglob("*") if ".venv" not in p.parts and "node_modules" not in p.parts}
+    everything |= {f"{p.name}/" for p in ROOT.rglob("*") if p.is_dir()}
+    assert not sorted(names - everything), "README's Development tree names files that do not exist"
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in DOCS.glob("*.md"))])
+def test_every_relative_link_leads_to_a_file(page):
+    text = (ROOT / page).read_text()
+    links = [link.split("#", 1)[0] for link in re.findall(r"\]\(([^)\s]+)\)", text)
+             if not re.match(r"[a-z]+:", link) and not link.startswith("#")]
+    broken = [link for link in links if link and not ((ROOT / page).parent / link).exists()]
+    assert not broken, f"{page} links to missing files: {broken}"
