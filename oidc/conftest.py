@@ -121,9 +121,6 @@ class IdP:
         """The operator rotates the signing key: the old one is gone from the JWKS."""
         assert httpx.post(f"{self.issuer}/test/keys", json={"keys": [jwk]}).status_code == 200
 
-    def token_lifetime(self, seconds: int) -> None:
-        assert httpx.post(f"{self.issuer}/test/ttl", json={"seconds": seconds}).status_code == 200
-
 
 @pytest.fixture
 def idp(tmp_path: Path) -> Iterator[IdP]:

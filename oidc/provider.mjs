@@ -8,9 +8,8 @@
 // line, "ISSUER <url>", once it is ready. Its sign-in and consent pages are the library's development pages (any
 // login name is accepted, and becomes the token's subject): the tests fill them in over HTTP.
 //
-// Two test-only endpoints change it as a real provider would be changed by its operator:
+// A test-only endpoint changes it as its operator would:
 //   POST /test/keys      {"keys": [...]}: rotate the signing keys (the old ones are gone from the JWKS)
-//   POST /test/ttl       {"seconds": n}: the lifetime of access tokens issued from now on
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
@@ -20,7 +19,6 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const server = createServer();
 await new Promise((resolve) => { server.listen(0, '127.0.0.1', resolve); });
 const issuer = `http://127.0.0.1:${server.address().port}`;
-let ttl = 300;
 
 function provider(keys) {
   const made = new Provider(issuer, {
@@ -43,7 +41,7 @@ function provider(keys) {
           return {
             scope: config.scopes.join(' '),
             audience: resource,
-            accessTokenTTL: ttl,
+            accessTokenTTL: 300,
             accessTokenFormat: 'jwt',
             jwt: { sign: { alg: 'RS256' } },
           };
@@ -68,9 +66,6 @@ server.on('request', async (req, res) => {
   if (req.method === 'POST' && req.url === '/test/keys') {
     current = provider((await body(req)).keys);
     res.end('rotated');
-  } else if (req.method === 'POST' && req.url === '/test/ttl') {
-    ttl = (await body(req)).seconds;
-    res.end('ok');
   } else {
     current.callback()(req, res);
   }
