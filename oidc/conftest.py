@@ -167,11 +167,11 @@ def people_folders(where: Path) -> list[Path]:
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
-def cli(where: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(where: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     from tests.test_cli import BASE_ENV, COMMAND
 
     return subprocess.run([COMMAND, *args], cwd=where, capture_output=True, text=True, timeout=60,
-                          env={**BASE_ENV, "FLUX_KLEIN_LEDGER": str(where / "ledger.sqlite3")})
+                          env={**BASE_ENV, "FLUX_KLEIN_LEDGER": str(where / "ledger.sqlite3"), **env})
 
 
 __all__ = ["IdP", "cli", "idp", "new_key", "people_folders", "sign_in", "signin_server"]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import ledger_rows
-from tests.mcp_wire import ACCEPT, Legacy, call, result_of
+from tests.mcp_wire import ACCEPT, APPROVE, ELICITATION, Legacy, Modern, call, result_of
 
 from oidc.conftest import IdP, cli, people_folders
 
@@ -131,3 +131,23 @@ async def test_a_session_belongs_to_the_person_who_opened_it(workdir, openrouter
     assert riding.status_code == 404
     assert own.status_code == 200 and result_of(own.text, 1)["result"]["isError"] is False
     assert ledger_rows(workdir / "ledger.sqlite3") == []
+
+
+async def test_an_approval_round_belongs_to_the_person_it_was_asked_of(workdir, openrouter, idp: IdP,
+                                                                       signin_server):
+    """2026-07-28: Alice's sealed approval round, answered by Mallory, pays for nothing (the SDK binds the round to
+    the token's principal, which sign-in gives it); answered by Alice, it makes her image."""
+    fake, env = openrouter
+    high = {"prompt": "a fox", "tier": "high"}
+    with signin_server(**env) as url, httpx.Client(timeout=60) as http:
+        alice = Modern(http, ELICITATION, token=await idp.token("alice", url))
+        mallory = Modern(http, ELICITATION, token=await idp.token("mallory", url))
+        asked = alice.post(url, call("generate_image", high, 1))["result"]
+        assert asked["resultType"] == "input_required", asked
+        answer = {"inputResponses": {key: APPROVE for key in asked["inputRequests"]},
+                  "requestState": asked["requestState"]}
+        stolen = mallory.post(url, call("generate_image", high, 2, **answer))
+        made = alice.post(url, call("generate_image", high, 3, **answer))["result"]
+    assert stolen["error"]["message"] == "Invalid or expired requestState"
+    assert made["isError"] is False and len(fake.completions) == 1
+    assert [row["person"] for row in ledger_rows(workdir / "ledger.sqlite3")] == [f"{idp.issuer}#alice"]

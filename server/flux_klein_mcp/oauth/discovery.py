@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 from mcp.client.auth.utils import build_oauth_authorization_server_metadata_discovery_urls
 
+from ..config import Settings
+from ..errors import ConfigError
 from .settings import ISSUER, checked_url
 
 #: Metadata and key sets are small; anything larger is not one.
@@ -75,3 +77,29 @@ async def get_json(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Unreachable("not a JSON object")
     return value
+
+
+async def report(settings: Settings, http: httpx.AsyncClient) -> dict[str, Any] | None:
+    """What `doctor` says about sign-in: the issuer, audience and scopes used, and whether the authorization server's
+    metadata and keys can be fetched now; None when sign-in is not configured."""
+    from .settings import oauth_settings, require_jose
+
+    try:
+        config = oauth_settings(settings)
+        if config is None:
+            return None
+        require_jose()
+    except ConfigError as exc:
+        return {"status": "misconfigured", "detail": exc.raw}
+    out: dict[str, Any] = {"issuer": config.issuer, "resource": config.resource, "audience": config.audience,
+                           "scopes": list(config.scopes)}
+    try:
+        found = await metadata(http, config.issuer)
+        keys = await key_set(http, found["jwks_uri"])
+    except Unreachable as exc:
+        return {**out, "status": "unreachable", "detail": str(exc)}
+    signing = [key for key in keys if key.get("use", "sig") == "sig"]
+    if not signing:
+        return {**out, "status": "no keys", "detail": f"{found['jwks_uri']} publishes no signing key"}
+    return {**out, "status": "ok", "jwks_uri": found["jwks_uri"],
+            "detail": f"metadata and {len(signing)} signing key(s) fetched from {found['jwks_uri']}"}

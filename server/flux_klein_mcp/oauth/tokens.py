@@ -65,10 +65,11 @@ class Keys:
         self._lock = anyio.Lock()
 
     async def find(self, kid: str | None, alg: str) -> jwt.PyJWK:
-        if self._keys is None or self._clock() - self._fetched > MAX_AGE_S:
+        stale = self._keys is None or self._clock() - self._fetched > MAX_AGE_S
+        if stale:
             await self._refresh(self._fetched)
         key = self._match(kid, alg)
-        if key is None and self._clock() - self._refetched >= REFETCH_S:
+        if key is None and not stale and self._clock() - self._refetched >= REFETCH_S:
             self._refetched = self._clock()
             await self._refresh(self._fetched)
             key = self._match(kid, alg)

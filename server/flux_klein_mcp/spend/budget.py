@@ -226,7 +226,8 @@ class Accountant:
                 "budgets": budgets,
                 "ledger": self.ledger.where,
             }
-            if self.person is not None:
+            if self.person is not None:  # (where the ledger is, a path or a database's address, is the operator's)
+                del report["ledger"]
                 report["person"] = self.person
                 report["spend_scope"] = ("yours: you are signed in, and each person's spend and budget are their "
                                          "own (FLUX_KLEIN_DAILY_BUDGET_USD is each person's)")

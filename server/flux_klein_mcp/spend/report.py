@@ -69,8 +69,9 @@ def ledger_report(ledger: Ledger, now: datetime, days: int, by: str | None = Non
         report["person"] = person or user
     if by == "person":
         report["by"] = by
+        most_first = sorted(people, key=lambda row: (-row[1], row[0] is None, row[0] or ""))
         report["rows"] = ([{"person": who, "spent_usd": round(spent, 6), "images": images}
-                           for who, spent, images in sorted(people, key=lambda row: (-row[1], row[0] or ""))]
+                           for who, spent, images in most_first]
                           if user is None else [{"person": report["person"], **_figures(_total(rows, _in(recent)))}])
     elif by is not None:
         report["by"] = by
