@@ -118,3 +118,32 @@ def test_sign_in_lets_the_server_listen_beyond_loopback_and_an_unreachable_provi
     assert bare.status_code == 401 and 'resource_metadata="https://images.example.com/.well-known/oauth-protected' \
         '-resource/mcp"' in bare.headers["www-authenticate"]
     assert health.text == "ok"
+
+
+def test_with_the_static_token_nobody_signs_in_and_nothing_changes(workdir, openrouter):
+    from tests.conftest import ledger_rows
+    from tests.test_http import TOKEN
+
+    fake, env = openrouter
+    ledger = workdir / "ledger.sqlite3"
+    with http_server(workdir, FLUX_KLEIN_HTTP_TOKEN=TOKEN, FLUX_KLEIN_LEDGER=str(ledger), **env) as url:
+        answer = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "generate_image", "arguments": {"prompt": "a fox"}}}, timeout=60, headers={
+            "authorization": f"Bearer {TOKEN}", "content-type": "application/json",
+            "accept": "application/json, text/event-stream"})
+        metadata = httpx.get(url.replace("/mcp", "/.well-known/oauth-protected-resource"))
+    assert answer.status_code == 200 and len(fake.completions) == 1
+    assert [p.name for p in (workdir / "output").iterdir() if p.suffix == ".png"] and not (
+        workdir / "output" / "people").exists()
+    assert [row["person"] for row in ledger_rows(ledger)] == [None]
+    assert metadata.status_code == 404
+
+
+def test_doctor_says_a_half_set_sign_in_stops_the_http_server(tmp_path):
+    import json
+
+    done = subprocess.run([COMMAND, "doctor", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**BASE_ENV, "FLUX_KLEIN_PROVIDER": "sandbox", "FLUX_KLEIN_OAUTH_ISSUER": ISSUER})
+    report = json.loads(done.stdout)
+    assert report["sign_in"]["status"] == "misconfigured" and "FLUX_KLEIN_PUBLIC_URL" in report["sign_in"]["detail"]
+    assert any("does not start" in warning for warning in report["warnings"])

@@ -16,7 +16,16 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from flux_klein_mcp.oauth.discovery import Unreachable
 from flux_klein_mcp.oauth.settings import OAuthSettings
-from flux_klein_mcp.oauth.tokens import MAX_AGE_S, REFETCH_S, Keys, Refused, TokenChecker, Unavailable, scopes_of
+from flux_klein_mcp.oauth.tokens import (
+    DOWN_S,
+    MAX_AGE_S,
+    REFETCH_S,
+    Keys,
+    Refused,
+    TokenChecker,
+    Unavailable,
+    scopes_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -204,15 +213,27 @@ async def test_an_unreachable_provider_is_unavailable_at_first_and_its_old_keys_
     provider.down = True
     check = checker(provider, clock)
     token = jwt.encode(claims(), key, algorithm="RS256", headers={"kid": "k"})
-    with pytest.raises(Unavailable, match="connection refused"):
-        await check.verify_token(token)
+    for _ in range(10):
+        with pytest.raises(Unavailable, match="connection refused"):
+            await check.verify_token(token)
+    assert provider.fetches == 1  # (not asked again by every request while it is down)
     provider.down = False
+    clock.now += DOWN_S
     assert await check.verify_token(token)
     clock.now += MAX_AGE_S + 1
     provider.down = True
     assert await check.verify_token(token)  # kept, and tried again later
     fetches = provider.fetches
     assert await check.verify_token(token) and provider.fetches == fetches
+
+
+async def test_a_damaged_key_in_the_set_is_passed_over():
+    key = rsa_key()
+    token = jwt.encode(claims(), key, algorithm="RS256", headers={"kid": "k"})
+    damaged = [{"kty": "RSA", "kid": "k", "n": 3}, {"kty": "EC", "kid": "k", "crv": "P-256"}, {"kid": "k"}]
+    assert await checker(Provider(*damaged, public_jwk(key, "k"))).verify_token(token)
+    with pytest.raises(Refused):
+        await checker(Provider(*damaged)).verify_token(token)
 
 
 @pytest.mark.parametrize(("found", "scopes"), [({"scope": "a b"}, ["a", "b"]), ({"scp": "a b"}, ["a", "b"]),

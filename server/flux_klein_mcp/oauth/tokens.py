@@ -38,6 +38,8 @@ ACCESS_TOKEN_TYPES = ("jwt", "at+jwt", "application/at+jwt")
 LEEWAY_S = 30
 REFETCH_S = 30.0
 MAX_AGE_S = 3600.0
+#: How long a first fetch that failed is answered for without asking the authorization server again.
+DOWN_S = 5.0
 #: No access token is this long; a longer one is not parsed at all.
 MAX_TOKEN_CHARS = 16 * 1024
 #: A subject longer than OpenID's 255 ASCII characters, or with control characters, names nobody we can file.
@@ -62,6 +64,8 @@ class Keys:
         self._keys: list[dict[str, Any]] | None = None
         self._fetched = -math.inf
         self._refetched = -math.inf  # the last fetch an unknown key id caused
+        #: When fetching first failed, and why: requests meanwhile are answered at once, not by fetching again.
+        self._failed: tuple[float, str] = (-math.inf, "")
         self._lock = anyio.Lock()
 
     async def find(self, kid: str | None, alg: str) -> jwt.PyJWK:
@@ -82,11 +86,15 @@ class Keys:
         async with self._lock:
             if self._fetched != seen:  # another request fetched them while this one waited
                 return
+            failed_at, why = self._failed
+            if self._keys is None and self._clock() - failed_at < DOWN_S:  # (a provider that is down is not asked
+                raise Unavailable(why)                                      # again by every request)
             try:
                 found = await self._fetch()
             except Unreachable as exc:
                 if self._keys is None:
-                    raise Unavailable(f"the authorization server's keys cannot be fetched: {exc}") from None
+                    self._failed = (self._clock(), f"the authorization server's keys cannot be fetched: {exc}")
+                    raise Unavailable(self._failed[1]) from None
                 log.warning("Could not fetch the authorization server's keys again (%s); the ones fetched before "
                             "are used meanwhile", exc)
                 self._fetched = self._clock() - MAX_AGE_S + REFETCH_S  # (tried again in REFETCH_S)
@@ -102,8 +110,8 @@ class Keys:
                 continue
             try:
                 fitting.append(jwt.PyJWK(jwk, algorithm=alg))
-            except jwt.PyJWTError:  # (an RSA key for an EC algorithm, a curve that does not fit)
-                continue
+            except (jwt.PyJWTError, ValueError, TypeError, KeyError):  # (an RSA key for an EC algorithm, a curve
+                continue                                                   # that does not fit, a damaged key)
         return fitting[0] if len(fitting) == 1 else None
 
 
