@@ -32,7 +32,7 @@ COMMAND = str(ROOT / ".venv" / "bin" / "flux-klein-mcp")
 PYTHONS = {"sdk1": ROOT / ".venv-langchain/bin/python", "langchain": ROOT / ".venv-langchain/bin/python",
            "sdk2": ROOT / ".venv-clients/bin/python"}
 SECRET = "s3cret-" + "y" * 40
-TOKEN = "t0k3n-" + "z" * 40
+TOKEN = "t0k3n-" + "Qm7xK2pV9zL4wR8s" * 3  # (random-looking: a guessable token is refused at start)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
