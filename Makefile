@@ -22,7 +22,7 @@ endif
 # The clients' own environments: the agent frameworks (and uv), langchain-mcp-adapters (it pins mcp<2), npm tools.
 CLIENT_TOOLS := .venv-clients/.installed .venv-langchain/.installed clients/npm/node_modules/.installed
 
-.PHONY: help demo test test-postgres test-view test-clients test-http bench bundle clean
+.PHONY: help demo test test-postgres test-view test-clients test-http test-oauth bench bundle clean
 
 ## help: list these targets
 help:
@@ -109,6 +109,16 @@ test-http: $(TOOLS) .venv-clients/.installed .venv-langchain/.installed
 	  deployment/drivers/sdk2.py
 	$(BIN)/python -m tests.pg_cluster -- $(BIN)/python -m pytest deployment -p no:xdist
 
+## test-oauth: sign-in against a real OpenID provider on loopback, the SDK's OAuth client, refused tokens, two people
+# (oidc/: oidc-provider and the Node 22 it runs on, both from npm, pinned in package-lock.json)
+test-oauth: $(TOOLS) oidc/node_modules/.installed
+	$(BIN)/ruff check oidc
+	$(BIN)/python -m pytest oidc -p no:xdist
+
+oidc/node_modules/.installed: oidc/package.json oidc/package-lock.json
+	cd oidc && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # One pinned requirements file per venv; a changed file rebuilds its venv from scratch.
 .venv-%/.installed: clients/requirements-%.txt
 	rm -rf .venv-$*
@@ -138,5 +148,5 @@ bundle:
 ## clean: remove the virtual environments and build files (output/ is yours and stays)
 clean:
 	rm -rf $(VENV) .venv-clients .venv-langchain clients/npm/node_modules browser/host/node_modules \
-	  browser/inspector/node_modules build dist \
+	  browser/inspector/node_modules oidc/node_modules build dist \
 	  *.egg-info server/*.egg-info

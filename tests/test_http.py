@@ -40,9 +40,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def http_server(workdir: Path, host: str = "127.0.0.1", **env: str) -> Iterator[str]:
+def http_server(workdir: Path, host: str = "127.0.0.1", port: int | None = None, **env: str) -> Iterator[str]:
     """Start `flux-klein-mcp serve --http --host HOST` and yield its /mcp URL once it is ready."""
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen([COMMAND, "serve", "--http", "--host", host, "--port", str(port)], cwd=workdir,
                             env={**BASE_ENV, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

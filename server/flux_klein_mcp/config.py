@@ -38,7 +38,10 @@ VARIABLES: dict[str, str] = {
     "FLUX_KLEIN_INPUT_DIRS": "extra folders input images may be read from (OS path separator between them)",
     "FLUX_KLEIN_MAX_INPUT_MB": f"largest input image accepted, in MB (default {DEFAULT_MAX_INPUT_MB:g})",
     "FLUX_KLEIN_BUDGET_USD": "the most this server process (a session) may spend, in USD; unset = no cap",
-    "FLUX_KLEIN_DAILY_BUDGET_USD": "the most all processes sharing the ledger may spend in a calendar day, in USD",
+    "FLUX_KLEIN_DAILY_BUDGET_USD": "the most all processes sharing the ledger may spend in a calendar day, in USD; "
+                                   "with sign-in (OAuth), the most each person may spend in a day",
+    "FLUX_KLEIN_SERVER_DAILY_BUDGET_USD": "with sign-in, the most everyone together may spend in a calendar day, in "
+                                          "USD (every process sharing the ledger); unset = no such cap",
     "FLUX_KLEIN_LEDGER": "the ledger of charged images: a SQLite file (default "
                          "~/.local/state/flux-klein-mcp/ledger.sqlite3), or a postgresql:// URL for replicas",
     "FLUX_KLEIN_TIMEZONE": "the time zone whose calendar day the daily budget counts, e.g. Europe/Paris "
@@ -55,6 +58,13 @@ VARIABLES: dict[str, str] = {
     "FLUX_KLEIN_HTTP_PEER_CONNECTIONS": "connections one client address may hold open (default 32; 0 = no cap)",
     "FLUX_KLEIN_HTTP_READ_TIMEOUT_S": "seconds a client has to send a request's headers, and the longest pause in "
                                       "its body (default 10)",
+    "FLUX_KLEIN_OAUTH_ISSUER": "sign-in for `serve --http`: the issuer URL of the OAuth/OpenID authorization server "
+                               "whose access tokens it accepts (see docs/oauth.md)",
+    "FLUX_KLEIN_PUBLIC_URL": "this server's URL as clients reach it, e.g. https://images.example.com/mcp (needed "
+                             "with FLUX_KLEIN_OAUTH_ISSUER; the tokens' expected audience)",
+    "FLUX_KLEIN_OAUTH_AUDIENCE": "the audience access tokens must name, when the authorization server names this "
+                                 "server otherwise than FLUX_KLEIN_PUBLIC_URL (e.g. api://flux-klein)",
+    "FLUX_KLEIN_OAUTH_SCOPES": "space-separated scopes every access token must carry (default: none)",
 }
 
 
@@ -80,6 +90,13 @@ class Settings:
     http_read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     budget_usd: float | None = None
     daily_budget_usd: float | None = None
+    #: With sign-in: what everyone together may spend in a day (`daily_budget_usd` is then each person's).
+    server_daily_budget_usd: float | None = None
+    #: Sign-in (OAuth), as set: checked as a whole by `oauth.settings` when `serve --http` starts.
+    oauth_issuer: str = ""
+    public_url: str = ""
+    oauth_audience: str = ""
+    oauth_scopes: str = ""
     ledger: Location = field(default_factory=default_ledger)
     #: The budget day's time zone (None: this machine's local time).
     timezone: tzinfo | None = None
@@ -123,6 +140,11 @@ class Settings:
                                         minimum=0.1, maximum=3600),
             budget_usd=_budget(env, "FLUX_KLEIN_BUDGET_USD"),
             daily_budget_usd=_budget(env, "FLUX_KLEIN_DAILY_BUDGET_USD"),
+            server_daily_budget_usd=_budget(env, "FLUX_KLEIN_SERVER_DAILY_BUDGET_USD"),
+            oauth_issuer=_get(env, "FLUX_KLEIN_OAUTH_ISSUER"),
+            public_url=_get(env, "FLUX_KLEIN_PUBLIC_URL"),
+            oauth_audience=_get(env, "FLUX_KLEIN_OAUTH_AUDIENCE"),
+            oauth_scopes=_get(env, "FLUX_KLEIN_OAUTH_SCOPES"),
             ledger=_ledger(env, cwd),
             timezone=_timezone(env),
             high_tier=_high_tier(env),

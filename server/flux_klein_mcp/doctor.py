@@ -51,6 +51,13 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
     except FluxKleinError as exc:
         folder, folder_note = None, exc.raw
     ledger_where, ledger_note, ledger_ok = await anyio.to_thread.run_sync(_probe_ledger, runtime)
+    from .oauth.discovery import report as sign_in_report
+
+    sign_in = await sign_in_report(runtime.settings, runtime.http)
+    if sign_in is not None and sign_in["status"] != "ok":
+        warnings.append(f"Sign-in (serve --http): {sign_in['detail']}. Until this is fixed, the HTTP server "
+                        + ("does not start." if sign_in["status"] == "misconfigured" else
+                           "answers every request 503, since no token can be checked."))
     state = "ready"
     paid = False
     try:
@@ -82,6 +89,7 @@ async def diagnose(runtime: Runtime) -> dict[str, Any]:
         "provider_note": choice_note,
         "usable": usable and folder is not None,
         "warnings": warnings,
+        "sign_in": sign_in,
     }
 
 
@@ -119,6 +127,11 @@ def render(report: dict[str, Any]) -> str:
         f"Spend ledger:   {report['ledger']} ({report['ledger_status']})",
         f"Calls would use: {report['provider_note']}",
     ]
+    sign_in = report.get("sign_in")
+    if sign_in is not None and "issuer" in sign_in:
+        scopes = " ".join(sign_in["scopes"]) or "none required"
+        lines.append(f"Sign-in:        issuer {sign_in['issuer']}, audience {sign_in['audience']}, scopes: {scopes} "
+                     f"({sign_in['status']}: {sign_in['detail']})")
     lines += [f"Warning: {warning}" for warning in report["warnings"]]
     if not report["usable"]:
         lines.append(VERDICTS.get(report["state"], VERDICTS["misconfigured"]))

@@ -4,6 +4,8 @@ Who may come in:
 - Loopback by default. Binding any other address needs `FLUX_KLEIN_HTTP_TOKEN`: the server refuses to start
   without it, because anyone who can reach the port could spend the provider credits.
 - With the token set, every request to `/mcp` must carry `Authorization: Bearer <token>` (else 401).
+- Or people sign in (FLUX_KLEIN_OAUTH_ISSUER): every request carries an access token from the authorization server,
+  and is served as its person (see oauth/). Either one lets the server listen beyond loopback.
 - Host and Origin are checked against DNS rebinding: on loopback, only localhost names; elsewhere the hosts in
   `FLUX_KLEIN_HTTP_ALLOWED_HOSTS` when set (the bearer token is the guard otherwise).
 - `GET /healthz` answers "ok" without a token, for load balancers; it reveals nothing else.
@@ -17,6 +19,7 @@ import json
 import logging
 import socket
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
 from starlette.requests import Request
@@ -25,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import UNFILLED, Settings
 from .errors import ConfigError
+from .oauth.settings import OAuthSettings, oauth_settings, require_jose
 from .redact import counts_as_secret
 from .remote.secret import check_secret, shared_secret
 
@@ -53,8 +57,13 @@ MIN_TOKEN_CHARS = 16
 _MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
-def check_exposure(host: str, settings: Settings) -> None:
-    """Refuse to listen beyond this machine without a token, and refuse a token anyone could guess."""
+def check_exposure(host: str, settings: Settings) -> OAuthSettings | None:
+    """Refuse to listen beyond this machine without a token or sign-in, a token anyone could guess, and sign-in that
+    is half set or contradicts itself; the sign-in settings when people sign in."""
+    signin = oauth_settings(settings)
+    if signin is not None:
+        require_jose()
+        return signin
     token = settings.http_token
     if token is not None and UNFILLED.fullmatch(token):  # guessable by anyone who reads the client's config
         raise ConfigError(
@@ -75,8 +84,10 @@ def check_exposure(host: str, settings: Settings) -> None:
         raise ConfigError(
             f"Refusing to serve on {host} without FLUX_KLEIN_HTTP_TOKEN: anyone who can reach the port could use "
             f"your provider credits. Set FLUX_KLEIN_HTTP_TOKEN to a long random secret ({_MAKE_TOKEN}); clients "
-            "then send 'Authorization: Bearer <token>'. Or serve on 127.0.0.1."
+            "then send 'Authorization: Bearer <token>'. Or have people sign in (FLUX_KLEIN_OAUTH_ISSUER, see "
+            "docs/oauth.md), or serve on 127.0.0.1."
         )
+    return None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -107,6 +118,9 @@ def transport_security(host: str, settings: Settings) -> TransportSecuritySettin
     no Host check, and the bearer token (required there) is the guard.
     """
     names = list(settings.http_allowed_hosts)
+    public = urlsplit(settings.public_url).hostname if settings.oauth_issuer and settings.public_url else None
+    if public and (names or is_loopback(host)):  # (behind a proxy on this machine, clients name the public host)
+        names.append(_host_header(public))
     if is_loopback(host):
         names += ["127.0.0.1", "localhost", "[::1]", _host_header(host)]
     elif not names:
@@ -179,6 +193,7 @@ def http_app(server: FluxServer, host: str, settings: Settings) -> ASGIApp:
     """`/mcp` (the SDK's stateless streamable HTTP, remembering 2025-era clients: see remote/) and `/healthz`."""
     from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.routing import Route
 
     from .remote.asking import Answers
@@ -186,14 +201,21 @@ def http_app(server: FluxServer, host: str, settings: Settings) -> ASGIApp:
     from .remote.sessions import Sessions
     from .remote.shared import LedgerShared
 
-    check_exposure(host, settings)
+    signin = check_exposure(host, settings)
     check_secret(settings)
     manager = RememberingSessionManager(
         server.lowlevel, sessions=Sessions(shared_secret(settings)),
         answers=Answers(LedgerShared(settings.ledger, settings.timezone)),
         security_settings=transport_security(host, settings))
-    app = Starlette(routes=[Route(PATH, endpoint=StreamableHTTPASGIApp(manager)),
-                            Route("/healthz", endpoint=_healthz, methods=["GET"])],
+    endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
+    routes = [Route("/healthz", endpoint=_healthz, methods=["GET"])]
+    middleware: list[Middleware] = []
+    if signin is not None:
+        from .oauth.app import protect
+
+        endpoint, metadata, middleware = protect(endpoint, signin)
+        routes += metadata
+    app = Starlette(routes=[Route(PATH, endpoint=endpoint), *routes], middleware=middleware,
                     lifespan=lambda _: manager.run())
     return Gate(app, settings.http_token)
 
@@ -203,7 +225,10 @@ def serve_http(server: FluxServer, settings: Settings, host: str, port: int) -> 
 
     app = http_app(server, host, settings)
     limits = limits_for(settings.http_max_connections, settings.http_peer_connections, settings.http_read_timeout_s)
-    guard = "bearer token required" if settings.http_token else "no token: loopback only"
+    signin = oauth_settings(settings)
+    guard = ("bearer token required" if settings.http_token else "no token: loopback only") if signin is None else (
+        f"sign-in with {signin.issuer}, tokens for {signin.audience}"
+        + (f" with scopes {' '.join(signin.scopes)}" if signin.scopes else ""))
     log.info("Serving MCP over streamable HTTP at http://%s:%d%s (%s)", host, port, PATH, guard)
     log.info("At most %d connections (%s per client address); %g s to send a request's headers", limits.max_connections,
              limits.per_peer or "no cap", limits.read_timeout_s)

@@ -1,6 +1,10 @@
 """What one server (or one CLI run) shares across calls: the settings, the one HTTP client, the providers, the
 output folder, the bounded worker pool and the spend accountant.
 
+When people sign in (OAuth over HTTP), each person has an output folder and an accountant of their own, inside the
+output folder and on the same ledger: `store` and `spend` give the ones of the person the request comes from
+(`people.current()`), so the code that saves and books never has to be told who that is.
+
 The HTTP client (and its TLS context) and the providers are made on first use: listing the tools, which every
 client does at start-up, needs neither.
 """
@@ -11,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,10 +24,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from . import people
 from .config import Settings
 from .errors import StorageError
+from .people import PEOPLE_FOLDER, Person
 from .spend import Accountant, open_ledger
-from .store import Store
+from .store import Store, user_output_dir
 
 if TYPE_CHECKING:
     import httpx
@@ -46,8 +53,9 @@ class Runtime:
     """What one server (or one CLI run) shares across calls. Build it with `Runtime.open`."""
 
     settings: Settings
-    store: Store
-    spend: Accountant
+    #: The output folder and the accountant when nobody is signed in (stdio, the CLI, the static token).
+    anyone_store: Store
+    anyone_spend: Accountant
     #: Bounds the Pillow and disk work running at once, however many calls arrive (memory is bounded in images.py).
     image_work: anyio.CapacityLimiter
     #: Bounds the large provider replies held at once, from their bodies to their saved images (`providers.Gate`).
@@ -61,6 +69,37 @@ class Runtime:
     transport: Any = field(default=None, repr=False)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
     _providers: Providers | None = field(default=None, repr=False)
+    #: Each signed-in person's output folder and accountant, made on their first request and kept for the process's
+    #: life (an accountant holds their calls in flight; people are only those the authorization server signs in).
+    _people: dict[str, tuple[Store, Accountant]] = field(default_factory=dict, repr=False)
+    _people_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def store(self) -> Store:
+        """The output folder of the person this request comes from (or the one folder when nobody signs in)."""
+        person = people.current()
+        return self.anyone_store if person is None else self._desk(person)[0]
+
+    @property
+    def spend(self) -> Accountant:
+        """The accountant of the person this request comes from: their budget, their ledger rows."""
+        person = people.current()
+        return self.anyone_spend if person is None else self._desk(person)[1]
+
+    def _desk(self, person: Person) -> tuple[Store, Accountant]:
+        with self._people_lock:
+            desk = self._people.get(person.key)
+            if desk is None:
+                settings, shared = self.settings, self.anyone_spend
+                inside = f"{PEOPLE_FOLDER}/{person.folder}"
+                store = Store(settings.output_dir / inside, explicit=settings.output_dir_explicit,
+                              fallback=user_output_dir() / inside)
+                # (their own books on the one ledger connection, which the shared accountant opens and closes)
+                spend = Accountant(lambda: shared.ledger, settings.budget_usd, settings.daily_budget_usd,
+                                   clock=lambda: self.clock(), person=person.key,
+                                   everyone_daily_budget=settings.server_daily_budget_usd)
+                desk = self._people[person.key] = (store, spend)
+            return desk
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -93,9 +132,10 @@ class Runtime:
         # Image work is admitted by memory (images.MEMORY); threads only need to cover the cores and the disk waits.
         work = anyio.CapacityLimiter(max(4, 2 * (os.cpu_count() or 2)))
         spend = Accountant(lambda: open_ledger(settings.ledger, settings.timezone), settings.budget_usd,
-                           settings.daily_budget_usd, clock=lambda: runtime.clock())
+                           settings.daily_budget_usd, clock=lambda: runtime.clock(),
+                           everyone_daily_budget=settings.server_daily_budget_usd)
         replies = anyio.CapacityLimiter(max(4, 2 * (os.cpu_count() or 2)))
-        runtime = cls(settings=settings, store=store, spend=spend, image_work=work, replies=replies,
+        runtime = cls(settings=settings, anyone_store=store, anyone_spend=spend, image_work=work, replies=replies,
                       transport=transport)
         with contextlib.suppress(StorageError):  # sweeps what a killed run left; a bad folder is reported per call
             await runtime.in_worker(lambda: store.folder)

@@ -29,7 +29,7 @@ from mcp.types import (
 )
 from pydantic import BeforeValidator, Field
 
-from . import __version__, shutdown, view
+from . import __version__, people, shutdown, view
 from .asking import Approval, GenerateConsent, OneImageConsent, consent_of
 from .config import Settings, redactor_for
 from .errors import ConfigError, FluxKleinError, InputError
@@ -107,7 +107,8 @@ USAGE = (
     "What image generation has cost so far, without spending anything: this session's and today's spend (by "
     "provider and model), the budgets (FLUX_KLEIN_BUDGET_USD, FLUX_KLEIN_DAILY_BUDGET_USD) and what they leave, "
     "whether the high tier asks the person first, and the provider's remaining credit where it can be read for "
-    "free (OpenRouter). Use it before a large batch, or when the user asks what has been spent."
+    "free (OpenRouter). On a server people sign in to, only the signed-in person's own spend and budget. Use it "
+    "before a large batch, or when the user asks what has been spent."
 )
 
 def _not_a_boolean(value: object) -> object:
@@ -338,7 +339,8 @@ def create_server(
         usage["high_tier"] = runtime.settings.high_tier
         from .spend.report import provider_credit
 
-        usage["provider_credit"] = await provider_credit(runtime.providers, runtime.http)
+        if people.current() is None:  # (the provider's account is everyone's: what it used is not one person's)
+            usage["provider_credit"] = await provider_credit(runtime.providers, runtime.http)
         return CallToolResult(content=[TextContent(text=mcp_json(usage))])
 
     view.install(server, in_our_words)

@@ -6,7 +6,8 @@
     flux-klein-mcp compose PROMPT --image A --image B ...
     flux-klein-mcp demo [PROMPT]                drive the real server over stdio, like an MCP client would
     flux-klein-mcp doctor [--json]              which keys are set and valid, where files go, which provider
-    flux-klein-mcp spend [--json] [--days N] [--by day|provider|model]   what has been spent, from the ledger
+    flux-klein-mcp spend [--json] [--days N] [--by day|provider|model|person] [--user SUBJECT]
+                                                what has been spent, from the ledger (everyone's, or one person's)
 
 Exit codes (docs/cli.md): 0 done; 1 the provider, the disk or the output failed (a paid call whose result could
 not be printed keeps its images, sidecars and ledger lines); 2 bad arguments or configuration, no consent for the
@@ -107,8 +108,10 @@ def build_parser() -> _Parser:
     spend.add_argument("--json", action="store_true", help="print the report as JSON")
     spend.add_argument("--days", type=whole_number(1, 366), default=7, metavar="N",
                        help="how many recent days to list (1-366, default 7)")
-    spend.add_argument("--by", choices=("day", "provider", "model"),
-                       help="group the last N days by day, provider or model (with --json: 'rows')")
+    spend.add_argument("--by", choices=("day", "provider", "model", "person"),
+                       help="group the last N days by day, provider, model or signed-in person (with --json: 'rows')")
+    spend.add_argument("--user", metavar="SUBJECT", help="only this signed-in person's spend: their subject (`sub`) "
+                       "as the authorization server names them, or the `issuer#subject` that --by person lists")
     return parser
 
 
@@ -165,7 +168,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from . import commands
 
     if command == "spend":
-        return _report_errors(lambda: commands.spend(args.json, args.days, args.by))
+        return _report_errors(lambda: commands.spend(args.json, args.days, args.by, args.user))
     return int(anyio.run(commands.one_call, args))
 
 

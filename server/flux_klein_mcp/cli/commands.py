@@ -101,13 +101,13 @@ async def _ask_on_the_terminal(request: ImageRequest, runtime: Runtime, given: b
     return Consent.GRANTED if answer.strip().lower() in ("y", "yes") else Consent.DECLINED
 
 
-def spend(as_json: bool, days: int, by: str | None = None) -> int:
+def spend(as_json: bool, days: int, by: str | None = None, user: str | None = None) -> int:
     log_to_stderr(logging.WARNING, "%(levelname)s %(message)s")  # a damaged ledger line is worth a warning
     try:
         settings = Settings.from_env()
         ledger = open_ledger(settings.ledger, settings.timezone)
         try:
-            report = ledger_report(ledger, datetime.now().astimezone(), days, by)
+            report = ledger_report(ledger, datetime.now().astimezone(), days, by, user)
         finally:
             ledger.close()
     except FluxKleinError as exc:

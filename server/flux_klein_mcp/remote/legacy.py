@@ -13,6 +13,7 @@ Everything else - the transport, the dispatcher, the handlers - is the SDK's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
 from mcp.server.runner import serve_connection
@@ -69,13 +71,14 @@ class RememberingSessionManager(StreamableHTTPSessionManager):
             return  # the client went away
         message = _peek(body)
         receive = _replay(body, receive)
+        owner = owner_of(scope)
         if isinstance(message, Mapping) and message.get("method") == "initialize":
-            issued = self.sessions.issue(message.get("params"))
+            issued = self.sessions.issue(message.get("params"), owner)
             # A new session, even for a client that still sends its old id (the transport would call it a mismatch).
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != MCP_SESSION_ID_HEADER.encode()]}
             await self._serve(protocol_version_hint, None, issued, scope, receive, send)
             return
-        record = self.sessions.open(token) if token is not None else None
+        record = self.sessions.open(token, owner) if token is not None else None
         if token is not None and record is None:
             self._log_unknown()
             await _error(404, UNKNOWN_SESSION)(scope, receive, send)
@@ -133,6 +136,16 @@ class RememberingSessionManager(StreamableHTTPSessionManager):
             self._unknown_logged = True
             log.warning("A client sent a session id this server cannot open (sealed under another "
                         "FLUX_KLEIN_HTTP_SECRET, altered, or expired); it was told to start a new session")
+
+
+def owner_of(scope: Scope) -> str | None:
+    """Who a session belongs to when people sign in: the SDK's principal (client, issuer, subject) of the request's
+    token, as a digest; None without sign-in."""
+    user = scope.get("user")
+    if not isinstance(user, AuthenticatedUser):
+        return None
+    principal = json.dumps(authorization_context(user), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(principal.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 async def _read_body(receive: Receive) -> bytes | None:

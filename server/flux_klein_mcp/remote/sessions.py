@@ -9,7 +9,9 @@ alter it) and valid for `TTL_S`. The client sends it with every request; each re
 anything, so none has to be the one the client reached first.
 
 A record that does not open (another secret, altered, expired) is answered 404, which per the protocol tells the
-client to initialise again.
+client to initialise again. When people sign in, the record also names whose token opened the session (`owner`),
+and opens only for that same person and client: a token for person B never rides person A's session (as the SDK's
+stateful sessions do).
 """
 
 from __future__ import annotations
@@ -64,9 +66,9 @@ class Sessions:
         self._ttl_s = ttl_s
         self._clock = clock
 
-    def issue(self, params: Any) -> str | None:
-        """A session id recording an `initialize` request's params, or None when they are not a valid
-        `initialize` (the SDK answers that) or too large to travel as a header."""
+    def issue(self, params: Any, owner: str | None = None) -> str | None:
+        """A session id recording an `initialize` request's params (and the signed-in `owner`), or None when they
+        are not a valid `initialize` (the SDK answers that) or too large to travel as a header."""
         if not isinstance(params, Mapping):
             return None
         try:
@@ -76,7 +78,7 @@ class Sessions:
             return None
         requested = params.get("protocolVersion")
         now = self._clock()
-        record = {
+        record: dict[str, Any] = {
             "aud": _AUDIENCE, "iat": now, "exp": now + self._ttl_s,
             "pv": requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION,
             # Only what the server reads back: the name and version, and the capabilities without `experimental`
@@ -84,6 +86,8 @@ class Sessions:
             "ci": info.model_dump(mode="json", by_alias=True, exclude_none=True, include={"name", "version"}),
             "caps": caps.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"experimental"}),
         }
+        if owner is not None:
+            record["own"] = owner
         token = self._codec.seal(json.dumps(record, separators=(",", ":")).encode())
         if len(token) > MAX_CHARS:
             log.warning("Not issuing a session id: what the client %r declared is too large to carry (%d characters)",
@@ -91,15 +95,16 @@ class Sessions:
             return None
         return token
 
-    def open(self, token: str) -> SessionRecord | None:
-        """The record a session id carries, or None when this secret did not seal it, or it has expired."""
+    def open(self, token: str, owner: str | None = None) -> SessionRecord | None:
+        """The record a session id carries, or None when this secret did not seal it, it has expired, or it was
+        opened by someone else than `owner` (the signed-in person and client now asking)."""
         if len(token) > MAX_CHARS:
             return None
         try:
             record = json.loads(self._codec.unseal(token))
             valid = (isinstance(record, dict) and record.get("aud") == _AUDIENCE
                      and isinstance(record.get("exp"), int | float) and self._clock() < record["exp"]
-                     and record.get("pv") in HANDSHAKE_PROTOCOL_VERSIONS)
+                     and record.get("pv") in HANDSHAKE_PROTOCOL_VERSIONS and record.get("own") == owner)
         except (InvalidRequestState, ValueError):
             valid = False
         if not valid:

@@ -121,3 +121,15 @@ def budget_reached(quote: Quote, variable: str, budget: float, spent: float, res
                  f"the budget is reached; they can raise {variable} (in the server's environment) if they want "
                  "to spend more.", f"To spend more, raise {variable}.")
     )
+
+def shared_budget_reached(quote: Quote, budget: float) -> str:
+    """The refusal a signed-in person gets when the cap everyone shares would be passed (what the others spent is
+    theirs to know, not this person's)."""
+    return (
+        f"Budget reached: this call could cost up to {usd(quote.usd)} on {quote.label}, more than what "
+        f"FLUX_KLEIN_SERVER_DAILY_BUDGET_USD ({usd(budget)} a day for everyone using this server together) has left "
+        "today. Nothing was sent. "
+        + either("STOP: do not retry, and do not switch tier, model or provider to get around it. Tell the user the "
+                 "server's daily budget is reached; its operator can raise FLUX_KLEIN_SERVER_DAILY_BUDGET_USD.",
+                 "To spend more, raise FLUX_KLEIN_SERVER_DAILY_BUDGET_USD.")
+    )

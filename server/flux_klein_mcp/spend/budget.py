@@ -5,6 +5,9 @@ settles to what was charged or releases the reservation (a call that failed befo
   under one lock, so concurrent calls cannot both pass a check only one of them fits.
 - The daily budget (FLUX_KLEIN_DAILY_BUDGET_USD) covers every process sharing the ledger: the check and the
   reservation are one ledger transaction, counting the day's charges and every call in flight.
+- When people sign in, each has an accountant of their own (`person`): the daily budget is then each person's,
+  counted from their rows on the ledger, and FLUX_KLEIN_SERVER_DAILY_BUDGET_USD caps everyone together. The session
+  budget is each person's share of this process. What one person sees never includes another's spend.
 
 Every paid call is reserved in the ledger, budget or not: a ledger that cannot take a write refuses the call before
 anything is sent, and a call whose process is killed is still booked (see `ledger.py`). The ledger is opened on
@@ -22,7 +25,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from ..errors import BudgetExceeded, ConfigError
-from .billing import Quote, budget_reached
+from .billing import Quote, budget_reached, shared_budget_reached
 from .ledger import Charge, Ledger, LedgerError, Reservation, Snapshot, Total
 from .owner import me
 
@@ -43,13 +46,16 @@ class Tab:
 
 class Accountant:
     def __init__(self, open_ledger: Callable[[], Ledger], session_budget: float | None, daily_budget: float | None,
-                 clock: Callable[[], datetime], person: str | None = None) -> None:
+                 clock: Callable[[], datetime], person: str | None = None,
+                 everyone_daily_budget: float | None = None) -> None:
         self._open_ledger = open_ledger
         self._ledger: Ledger | None = None
         self.session_budget = session_budget
         self.daily_budget = daily_budget
         #: The signed-in person this accountant books for (None: nobody signed in).
         self.person = person
+        #: What everyone sharing the ledger may spend in a day (FLUX_KLEIN_SERVER_DAILY_BUDGET_USD).
+        self.everyone_daily_budget = everyone_daily_budget
         self._clock = clock
         self._lock = threading.RLock()
         self._session = Total()
@@ -117,10 +123,21 @@ class Accountant:
         quote = self._learned(quote, snapshot.highest_usd)
         self._check(quote, "FLUX_KLEIN_BUDGET_USD", self.session_budget, self._session.usd, self._reserved,
                     "in this session (this process)")
-        if self.daily_budget is not None:
-            spent = snapshot.spent_usd + self._unrecorded.get(self._day(self._clock()), 0.0)
-            self._check(quote, "FLUX_KLEIN_DAILY_BUDGET_USD", self.daily_budget, spent, snapshot.reserved_usd,
-                        "today (every process sharing the ledger)")
+        unrecorded = self._unrecorded.get(self._day(self._clock()), 0.0)
+        if self.daily_budget is not None and self.person is None:
+            self._check(quote, "FLUX_KLEIN_DAILY_BUDGET_USD", self.daily_budget, snapshot.spent_usd + unrecorded,
+                        snapshot.reserved_usd, "today (every process sharing the ledger)")
+        elif self.daily_budget is not None:
+            self._check(quote, "FLUX_KLEIN_DAILY_BUDGET_USD", self.daily_budget,
+                        snapshot.person_spent_usd + unrecorded, snapshot.person_reserved_usd,
+                        "by you today (each person signed in has this budget)")
+        everyone = self.everyone_daily_budget
+        spent, reserved = snapshot.spent_usd + unrecorded, snapshot.reserved_usd
+        if everyone is not None and self.person is None:
+            self._check(quote, "FLUX_KLEIN_SERVER_DAILY_BUDGET_USD", everyone, spent, reserved,
+                        "today by everyone using this server")
+        elif everyone is not None and spent + reserved + quote.usd > everyone + _EPSILON:
+            raise BudgetExceeded(shared_budget_reached(quote, everyone))  # (never what the others spent)
         return quote
 
     def _learned(self, quote: Quote, highest_today: float) -> Quote:
@@ -177,44 +194,57 @@ class Accountant:
                 log.error("Could not read today's spend from the ledger: %s", exc)
                 return out
             out["spent_today_usd"] = round(today, 6)
-            left = self._left(today)
+            left = self._left(today, today if self.person is None else None)
             if left is not None:
                 out["budget_left_usd"] = left
             return out
 
     def usage(self) -> dict[str, Any]:
-        """Everything `get_usage` reports from the ledger and this process."""
+        """Everything `get_usage` reports from the ledger and this process (for a person: their own spend)."""
         with self._lock:
             try:
                 day = self._day(self._clock())
                 reap(self.ledger, self._clock())
-                today = self.ledger.total(day, day)
+                today = self.ledger.total(day, day, self.person)
+                everyone = self.ledger.total(day, day).usd if self.person is None else None
             except LedgerError as exc:
                 raise unusable(exc) from None
             today.usd += self._unrecorded.get(day, 0.0)
-            return {
+            budgets: dict[str, Any] = {
+                "session_usd": self.session_budget,
+                "session_left_usd": _left(self.session_budget, self._session.usd),
+                "daily_usd": self.daily_budget,
+                "today_left_usd": _left(self.daily_budget, today.usd),
+                "left_usd": self._left(today.usd, everyone),
+            }
+            if self.everyone_daily_budget is not None:
+                budgets["server_daily_usd"] = self.everyone_daily_budget
+            report = {
                 "session": summary(self._session),
                 "today": summary(today),
                 "in_flight_usd": max(0.0, round(self._reserved, 6)),
-                "budgets": {
-                    "session_usd": self.session_budget,
-                    "session_left_usd": _left(self.session_budget, self._session.usd),
-                    "daily_usd": self.daily_budget,
-                    "today_left_usd": _left(self.daily_budget, today.usd),
-                    "left_usd": self._left(today.usd),
-                },
+                "budgets": budgets,
                 "ledger": self.ledger.where,
             }
+            if self.person is not None:  # (where the ledger is, a path or a database's address, is the operator's)
+                del report["ledger"]
+                report["person"] = self.person
+                report["spend_scope"] = ("yours: you are signed in, and each person's spend and budget are their "
+                                         "own (FLUX_KLEIN_DAILY_BUDGET_USD is each person's)")
+            return report
 
     def _day(self, moment: datetime) -> date:
         return self.ledger.day_of(moment)
 
     def _today_spent(self) -> float:
         day = self._day(self._clock())
-        return self.ledger.total(day, day).usd + self._unrecorded.get(day, 0.0)
+        return self.ledger.total(day, day, self.person).usd + self._unrecorded.get(day, 0.0)
 
-    def _left(self, today: float) -> float | None:
-        lefts = [x for x in (_left(self.session_budget, self._session.usd), _left(self.daily_budget, today))
+    def _left(self, today: float, everyone: float | None = None) -> float | None:
+        """What the budgets leave. A person is not told what the server-wide cap leaves: that would tell them what
+        the others spent."""
+        lefts = [x for x in (_left(self.session_budget, self._session.usd), _left(self.daily_budget, today),
+                             _left(self.everyone_daily_budget, everyone) if everyone is not None else None)
                  if x is not None]
         return min(lefts) if lefts else None
 

@@ -109,6 +109,9 @@ class Snapshot:
     reserved_usd: float  # reserved by every call in flight
     #: The most one image of the provider and model was booked at on the day (0 when none was).
     highest_usd: float
+    #: The same two for the reservation's person alone (0 when nobody is signed in).
+    person_spent_usd: float = 0.0
+    person_reserved_usd: float = 0.0
 
 
 @dataclass
@@ -298,6 +301,14 @@ class Ledger(abc.ABC):
         return [(_as_date(day), provider, model, int(usd) / MICRO, int(images)) for day, provider, model, usd, images
                 in rows]
 
+    def by_person(self, first: date | None = None, last: date | None = None) -> list[tuple[str | None, float, int]]:
+        """(person, USD, images) over the budget days from `first` to `last`; None for calls nobody signed in to."""
+        where, params = self._where(first, last, None)
+        rows = self._transact(lambda tx: tx.rows(
+            "SELECT person, SUM(micro_usd), SUM(images) FROM charges" + where + " GROUP BY person ORDER BY person",
+            *params), write=False)
+        return [(person, int(usd) / MICRO, int(images)) for person, usd, images in rows]
+
     def import_charges(self, sha256: str, file: str, charges: Callable[[], Iterable[tuple[datetime, Charge]]],
                        good: int, damaged: int) -> bool:
         """Book the charges read from an old JSON-lines ledger (`charges()` yields them, as many times as asked),
@@ -336,7 +347,14 @@ class Ledger(abc.ABC):
         highest = tx.one("SELECT MAX(CAST(micro_usd AS DOUBLE PRECISION) / images) FROM charges WHERE day = ? AND "
                          "provider = ? AND model = ? AND source <> ? AND images > 0", day, reservation.provider,
                          reservation.model, UNSETTLED)[0]
-        return Snapshot(int(spent) / MICRO, int(reserved) / MICRO, float(highest or 0) / MICRO)
+        mine = mine_reserved = 0
+        if reservation.person is not None:  # (the charges_by_person index)
+            mine = tx.one("SELECT COALESCE(SUM(micro_usd), 0) FROM charges WHERE day = ? AND person = ?", day,
+                          reservation.person)[0]
+            mine_reserved = tx.one("SELECT COALESCE(SUM(micro_usd), 0) FROM reservations WHERE id <> ? AND "
+                                   "person = ?", reservation.id, reservation.person)[0]
+        return Snapshot(int(spent) / MICRO, int(reserved) / MICRO, float(highest or 0) / MICRO, int(mine) / MICRO,
+                        int(mine_reserved) / MICRO)
 
     def _reap(self, tx: Tx, now: datetime) -> None:
         rows = tx.rows(f"SELECT {RESERVATION_COLUMNS} FROM reservations")

@@ -36,6 +36,15 @@ _ERRORS = (psycopg.Error, OSError)
 _TYPES = {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "time": "TIMESTAMPTZ", "day": "DATE"}
 
 
+def _create(db: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """The tables and indexes that are missing (replicas starting together create them one at a time)."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))
+        for statement in SCHEMA.format(**_TYPES).split(";"):
+            if statement.strip():
+                db.execute(statement)
+
+
 class _PostgresTx(Tx):
     def __init__(self, connection: psycopg.Connection[tuple[Any, ...]]) -> None:
         self._db = connection
@@ -73,13 +82,13 @@ class PostgresLedger(Ledger):
                 if db.execute("SELECT pg_try_advisory_lock(%s, %s)", (NAMESPACE, key)).fetchone() == (True,):
                     break
             tables = db.execute("SELECT to_regclass('charges'), to_regclass('reservations'), "
-                                "to_regclass('imports'), to_regclass('claims'), to_regclass('answers')").fetchone()
-            if tables is None or None in tables:  # (a role that may only read never gets here)
-                with db.transaction():  # replicas starting together create the tables one at a time
-                    db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (NAMESPACE,))
-                    for statement in SCHEMA.format(**_TYPES).split(";"):
-                        if statement.strip():
-                            db.execute(statement)
+                                "to_regclass('imports'), to_regclass('claims'), to_regclass('answers'), "
+                                "to_regclass('charges_by_person')").fetchone()
+            if tables is None or None in tables[:5]:  # (a role that may only read never gets here)
+                _create(db)
+            elif tables[5] is None:  # a ledger made before the index: a role that may only read does without it
+                with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+                    _create(db)
         except BaseException:
             db.close()
             raise

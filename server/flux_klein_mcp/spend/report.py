@@ -43,17 +43,21 @@ async def provider_credit(providers: Iterable[Provider], http: httpx.AsyncClient
     return found
 
 
-def ledger_report(ledger: Ledger, now: datetime, days: int, by: str | None = None) -> dict[str, Any]:
+def ledger_report(ledger: Ledger, now: datetime, days: int, by: str | None = None,
+                  user: str | None = None) -> dict[str, Any]:
     """Today, this month, each of the last `days` days and all time (with what was spent by provider and model);
-    with `by`, the last `days` days grouped by day, provider or model."""
+    with `by`, the last `days` days grouped by day, provider, model or person; with `user`, that signed-in person's
+    spend only (their subject, or the ledger's `issuer#subject`)."""
     today = ledger.day_of(now)
+    recent = [today - timedelta(days=back) for back in range(days)]
     try:
         reap(ledger, now)
-        rows = ledger.grouped()
+        person = _person(ledger, user) if user is not None else None
+        rows = ledger.grouped(person=person) if user is None or person is not None else []
+        people = ledger.by_person(recent[-1], recent[0]) if by == "person" and user is None else []
     except LedgerError as exc:
         raise unusable(exc) from None
-    recent = [today - timedelta(days=back) for back in range(days)]
-    report = {
+    report: dict[str, Any] = {
         "ledger": ledger.where,
         "today": {"date": today.isoformat(), **summary(_total(rows, lambda day: day == today))},
         "this_month": {"month": f"{today:%Y-%m}",
@@ -61,10 +65,37 @@ def ledger_report(ledger: Ledger, now: datetime, days: int, by: str | None = Non
         "days": [{"date": day.isoformat(), **summary(_total(rows, _on(day)))} for day in recent],
         "all_time": summary(_total(rows, lambda day: True)),
     }
-    if by is not None:
+    if user is not None:
+        report["person"] = person or user
+    if by == "person":
+        report["by"] = by
+        most_first = sorted(people, key=lambda row: (-row[1], row[0] is None, row[0] or ""))
+        report["rows"] = ([{"person": who, "spent_usd": round(spent, 6), "images": images}
+                           for who, spent, images in most_first]
+                          if user is None else [{"person": report["person"], **_figures(_total(rows, _in(recent)))}])
+    elif by is not None:
         report["by"] = by
         report["rows"] = _grouped(rows, by, recent)
     return report
+
+
+def _person(ledger: Ledger, user: str) -> str | None:
+    """The ledger's name for a person given as `issuer#subject` or by their subject alone (None: never spent)."""
+    from ..errors import InputError
+    from ..people import subject_of
+
+    known = [who for who, _, _ in ledger.by_person() if who is not None]
+    if user in known:
+        return user
+    matching = [who for who in known if subject_of(who) == user]
+    if len(matching) > 1:
+        raise InputError(f"Several people have the subject {user!r}, each from another issuer: "
+                         f"{', '.join(matching)}. Pass --user with the whole issuer#subject.")
+    return matching[0] if matching else None
+
+
+def _in(days: list[date]) -> Callable[[date], bool]:
+    return lambda day: days[-1] <= day <= days[0]
 
 
 def _on(day: date) -> Callable[[date], bool]:
@@ -105,7 +136,15 @@ def render(report: dict[str, Any]) -> str:
     month = report["this_month"]
     lines.append(f"This month ({month['month']}):  ${month['spent_usd']:.4f}  ({plural(month['images'], 'image')})")
     by = report.get("by", "day")
-    if by == "day":
+    if "person" in report:
+        lines[0] += f"   Person: {report['person']}"
+    if by == "person":
+        lines += ["", f"The last {plural(len(report['days']), 'day')} by person:"]
+        lines += [f"  {row['person'] or '(nobody signed in)':<59} ${row['spent_usd']:.4f}  "
+                  f"({plural(row['images'], 'image')})" for row in report["rows"]]
+        if not report["rows"]:
+            lines.append("  nothing was spent")
+    elif by == "day":
         lines += ["", "DATE        SPENT (USD)  IMAGES"]
         lines += [f"{day['date']}  {day['spent_usd']:>11.4f}  {day['images']:>6}"
                   for day in report.get("rows", report["days"])]

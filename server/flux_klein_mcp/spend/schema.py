@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS charges (
 );
 CREATE INDEX IF NOT EXISTS charges_by_day ON charges (day, provider, model, source, micro_usd, images);
 CREATE INDEX IF NOT EXISTS charges_by_request ON charges (request_id);
+CREATE INDEX IF NOT EXISTS charges_by_person ON charges (day, person, micro_usd);
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY,
     at {time} NOT NULL,
