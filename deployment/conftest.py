@@ -31,8 +31,8 @@ COMMAND = str(ROOT / ".venv" / "bin" / "flux-klein-mcp")
 #: mcp<2, the SDK 2.x `Client` is the pinned one of .venv-clients.
 PYTHONS = {"sdk1": ROOT / ".venv-langchain/bin/python", "langchain": ROOT / ".venv-langchain/bin/python",
            "sdk2": ROOT / ".venv-clients/bin/python"}
-SECRET = "s3cret-" + "y" * 40
-TOKEN = "t0k3n-" + "z" * 40
+SECRET = "s3cret-" + "Vb8nQ2xLk7Rw4Zp9" * 3
+TOKEN = "t0k3n-" + "Qm7xK2pV9zL4wR8s" * 3
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -14,7 +14,7 @@ from tests.test_http import LIST_TOOLS, http_server
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "a-shared-secret-" + "q" * 32
+SECRET = "a-shared-secret-" + "Hk3vT9qW2mZ7pL5x" * 2
 HIGH = {"prompt": "a fox", "tier": "high"}
 
 

@@ -224,13 +224,13 @@ def test_the_bundle_manifest_and_registry_entry_match_pyproject():
 
 
 def test_every_variable_the_bundle_and_registry_name_is_a_real_one():
-    readme = (ROOT / "README.md").read_text()
+    table = (ROOT / "docs" / "configuration.md").read_text()
     manifest = json.loads((ROOT / "manifest.json").read_text())
     server = json.loads((ROOT / "server.json").read_text())
     named = list(manifest["server"]["mcp_config"]["env"]) + [v["name"] for v in
                                                               server["packages"][0]["environmentVariables"]]
     for name in named:
-        assert f"| `{name}` |" in readme, name
+        assert f"| `{name}` |" in table, name
         assert name in config.VARIABLES or name.endswith("_API_KEY"), name
     for variable in server["packages"][0]["environmentVariables"]:
         assert variable.get("isSecret", False) == variable["name"].endswith("_API_KEY"), variable["name"]
