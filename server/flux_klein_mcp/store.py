@@ -346,10 +346,10 @@ def json_bytes(value: Mapping[str, Any]) -> bytes:
 
 # Temporary files are named `.tmp-<host>-<pid>-<random>`, so a later start can tell which ones a dead process left.
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-_TEMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{16}$")
+_TEMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-)?[0-9a-f]{16}\Z")
 # A name the rename fallback reserved holds `reserved <host> <pid>` until the finished file is renamed onto it.
 _RESERVED = b"reserved "
-_OWNER = re.compile(rb"^reserved (?P<host>[0-9a-f]{8}) (?P<pid>\d{1,10})\n$")
+_OWNER = re.compile(rb"^reserved (?P<host>[0-9a-f]{8}) (?P<pid>[0-9]{1,10})\n\Z")
 _RESERVATION_MAX_BYTES = 40
 #: A temporary file this old is stale whoever left it (another host on a shared folder, a recycled pid).
 STALE_AFTER_S = 3600
@@ -358,7 +358,8 @@ STALE_AFTER_S = 3600
 RESERVATION_STALE_S = 10
 #: The names saves give their files: the only ones the sweep may remove (what a save killed between its steps
 #: leaves: a name reserved or claimed, but not both files complete) and the only ones the view's strip lists.
-SAVED_NAME = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+(?:_\d+)?\.(?:png|jpg|jpeg|webp|gif|json)$")
+#: (ASCII digits, [0-9]: `\d` takes any script's; and \Z, since `$` also matches before a final newline.)
+SAVED_NAME = re.compile(r"^[0-9]{8}-[0-9]{6}-[a-z0-9-]+(?:_[0-9]+)?\.(?:png|jpg|jpeg|webp|gif|json)\Z")
 #: The folder inside the output folder that the view's Hide moves images into (Restore moves them back). Its name
 #: starts with a dot and is not a temporary file's, so the sweep, which looks only at the output folder's own
 #: files, never enters it: nothing in it is ever removed, and `move` never writes over anything there.

@@ -34,6 +34,7 @@ from .gallery import MAX_LIMIT, Query, Thumbnails, cursor_error, page
 from .rules import OPENROUTER_SIZES, ProviderName
 from .runtime import Runtime
 from .store import FORMATS
+from .words import well_formed
 
 if TYPE_CHECKING:
     from .providers.base import Provider
@@ -250,6 +251,6 @@ def _output_reader(ext: str) -> Callable[[str, Context], Awaitable[bytes]]:
         try:
             return await runtime.in_worker(runtime.store.read, Path(f"{path}.{ext}"))
         except StorageError as exc:
-            raise ResourceError(str(exc)) from None
+            raise ResourceError(well_formed(str(exc))) from None  # (a path of bytes that are not UTF-8)
 
     return read
