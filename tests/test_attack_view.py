@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flux_klein_mcp import curate, store
+from flux_klein_mcp import curate, moves
 from tests.conftest import error_text
 from tests.fakes.core import png
 from tests.test_gallery import SANDBOX, make, page
@@ -199,7 +199,8 @@ def test_without_hard_links_two_hides_of_one_image_never_delete_its_sidecar(tmp_
     real_replace, second = os.replace, Meanwhile()
 
     def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if Path(src) == image and not second.started:  # the second hide runs between the first's two renames
+        # (names are relative to the folder's descriptor: the image's name is the image)
+        if Path(src).name == image.name and not second.started:  # the second hide runs between the first's renames
             second.start(lambda: curate.hide(tmp_path, str(image)))
         real_replace(src, dst, *args, **kwargs)
 
@@ -214,18 +215,19 @@ def test_without_hard_links_two_hides_of_one_image_never_delete_its_sidecar(tmp_
 
 def test_two_hides_of_one_image_leave_one_hidden_copy(tmp_path, monkeypatch):
     """With hard links, two hides of the same image that overlap both link it into .hidden (under X and X_2) before
-    either unlinks the original: Restore then brings the image back twice."""
+    either unlinks the original: Restore then brings the image back twice. (The move now reserves both names, then
+    renames: the second hide runs when the first has claimed its names and not yet moved the image.)"""
     image = tmp_path / "20260101-120000-kite.png"
     image.write_bytes(b"pixels")
     image.with_suffix(".json").write_text('{"prompt": "a kite"}')
-    real_unlink_all, second = store._unlink_all, Meanwhile()
+    real_replace, second = os.replace, Meanwhile()
 
-    def unlink_all(paths: list[Path]) -> None:
-        if paths and paths[-1] == image and not second.started:  # the first has linked both, not yet unlinked
+    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(src).name == image.name and not second.started:  # the first has claimed both, not yet moved all
             second.start(lambda: curate.hide(tmp_path, str(image)))
-        real_unlink_all(paths)
+        real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(store, "_unlink_all", unlink_all)
+    monkeypatch.setattr(os, "replace", replace)
     curate.hide(tmp_path, str(image))
     second.finish()  # (refusing the second hide is the right answer)
     hidden = sorted(p.name for p in (tmp_path / ".hidden").iterdir() if p.suffix == ".png")
@@ -238,14 +240,14 @@ def test_a_pick_that_reports_success_is_kept_when_a_hide_runs_meanwhile(tmp_path
     image = tmp_path / "20260101-120000-kite.png"
     image.write_bytes(b"pixels")
     image.with_suffix(".json").write_text('{"prompt": "a kite"}')
-    real_unlink_all, pick = store._unlink_all, Meanwhile()
+    real_replace, pick = os.replace, Meanwhile()
 
-    def unlink_all(paths: list[Path]) -> None:
-        if paths and paths[-1] == image and not pick.started:
+    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(src).name == image.name and not pick.started:  # (the hide's steps: now a reserve and a rename)
             pick.start(lambda: curate.set_picked(tmp_path, str(image), True))
-        real_unlink_all(paths)
+        real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(store, "_unlink_all", unlink_all)
+    monkeypatch.setattr(os, "replace", replace)
     hidden = curate.hide(tmp_path, str(image))
     if isinstance(pick.finish(), Exception):
         return  # the pick was refused: the person is told, nothing is lost
@@ -279,15 +281,15 @@ def test_a_hidden_folder_swapped_for_a_link_after_the_check_receives_nothing(tmp
     image = folder / "20260101-120000-kite.png"
     image.write_bytes(b"pixels")
     image.with_suffix(".json").write_text('{"prompt": "a kite"}')
-    real_move = store.move
+    real_move = moves.move
 
-    def move(sources: list[Path], finals: list[Path]) -> bool:
+    def move(*args: Any) -> bool:  # (the move now takes the folders' descriptors and the names in them)
         if (folder / ".hidden").is_dir() and not (folder / ".hidden").is_symlink():
             os.rename(folder / ".hidden", folder / ".hidden-was")
             os.symlink(outside, folder / ".hidden")
-        return real_move(sources, finals)
+        return real_move(*args)
 
-    monkeypatch.setattr(store, "move", move)
+    monkeypatch.setattr(moves, "move", move)
     try:
         curate.hide(folder, str(image))
     except Exception:

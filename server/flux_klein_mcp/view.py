@@ -116,7 +116,7 @@ def install(server: MCPServer[Runtime], guard: Guard) -> None:
             if cursor is not None and (why := cursor_error(cursor)):
                 raise ToolError(why)
             folder = await runtime.in_worker(runtime.store.present)
-            shown = await runtime.in_worker(curate.hidden_folder, folder, False) if hidden else folder
+            shown = await runtime.in_worker(curate.hidden_folder, folder) if hidden else folder
         found = await runtime.in_worker(page, shown, folder, Query(limit, cursor, query, picked), thumbnails)
         summary = {"folder": str(shown), "hidden": hidden, "total": found.total, "next": found.next,
                    "images": [r.entry for r in found.images]}
