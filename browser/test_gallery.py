@@ -5,6 +5,7 @@ server behind it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -306,3 +307,27 @@ async def test_a_prompt_from_a_sidecar_reaches_the_model_only_as_quoted_bounded_
     quoted = lines[0].split("; its prompt: ", 1)[1]
     assert json.loads(quoted) == hostile[:299] + "…"  # all of it is one JSON string, cut
     assert not any(c in quoted for c in "\u2028\u202e") and len(told) < 1500
+
+
+async def test_a_gallery_page_read_before_a_pick_and_shown_after_it_keeps_the_star(open_host):
+    """The gallery's first pages are asked for as the view opens; the person can star a card before they arrive.
+    A page read before the pick must not take the star away when it is shown after it."""
+    async with open_host() as host:
+        real, answered = host.mcp.call_tool, asyncio.Event()
+
+        async def late_pages(name: str, arguments: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            result = await real(name, arguments, *args, **kwargs)  # read now...
+            if name == "recent_images" and not answered.is_set():
+                await answered.wait()  # ...shown once the pick is answered
+            return result
+
+        host.mcp.call_tool = late_pages  # type: ignore[method-assign]
+        made = images_of(await host.show("generate_image", {"prompt": "two cups", "n": 2, "seed": 3}))
+        await batch(host).locator(".card").first.get_by_role("button", name="Pick two cups").click()
+        await expect(host.view.locator("#status")).to_have_text("Picked “two cups”.")
+        assert json.loads(Path(made[0]["path"]).with_suffix(".json").read_text())["picked"] is True
+        answered.set()
+        tile = host.view.locator(f'.tile[data-path="{made[0]["path"]}"]')
+        await expect(tile.locator(".mark")).to_have_text("★")
+        await host.view.get_by_role("button", name="Refresh").click()  # a page asked for after it: the file's
+        await expect(tile.locator(".mark")).to_have_text("★")
