@@ -131,3 +131,24 @@ def test_a_pick_names_what_in_the_sidecar_json_cannot_write_back(tmp_path, value
     with pytest.raises(StorageError, match=f"{image.with_suffix('.json')} holds .*{says}.*the pick was not kept"):
         curate.set_picked(tmp_path, str(image), True)
     assert files(tmp_path) == before
+
+
+def test_a_failed_move_removes_only_what_is_still_its_own_reservation(tmp_path, monkeypatch):
+    """The clean-up after a failure unlinks a reserved name only while it is the very file the move created: one
+    that something else (a file manager, a program that does not take the lock) put in its place meanwhile stays."""
+    image = saved(tmp_path)
+    hidden = tmp_path / ".hidden"
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        if Path(src).name == image.name and Path(dst).name == image.name:
+            (hidden / "theirs").write_bytes(b"someone else's image")
+            real_replace(hidden / "theirs", hidden / image.name)  # over the move's reservation, by another hand
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(StorageError, match="it is still in"):
+        curate.hide(tmp_path, str(image))
+    assert (hidden / image.name).read_bytes() == b"someone else's image"
+    assert image.read_bytes() == b"pixels of " + NAME.encode() and image.with_suffix(".json").exists()
