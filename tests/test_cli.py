@@ -74,6 +74,7 @@ def test_402_exits_3_with_the_message_on_stderr_and_nothing_on_stdout(workdir):
         (["generate", "a fox", "--provider", "sandbox"], {"FLUX_KLEIN_THUMBNAIL_PX": "big"}, 2,
          "FLUX_KLEIN_THUMBNAIL_PX"),
         (["generate", "a fox", "--aspect-ratio", "7:1"], {}, 2, "invalid choice"),
+        (["generate", "a fox", "--aspect-ratio", "²:1"], {}, 2, "invalid choice"),  # (a digit to isdigit, not int)
         (["serve", "--port", "9000"], {}, 2, "--host and --port only apply with --http"),
     ],
 )

@@ -3,7 +3,9 @@
 
 Each image is described from its sidecar (prompt, operation, seed, provider, cost, picked) together with the
 arguments that would make it again, and shown as a small JPEG. A sidecar is untrusted: anyone with access to the
-folder can write one, so every field is checked for its type and range. Thumbnails are kept in memory by file
+folder can write one, so every field is checked for its type and range, every text is bounded (one sidecar cannot
+fill a page) and made one UTF-8 can carry (JSON allows a lone surrogate, `"\ud800"`; the transports cannot send
+it). Thumbnails are kept in memory by file
 identity, so a view that refreshes its gallery after every action decodes each image once.
 """
 
@@ -21,9 +23,10 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 
-from .rules import MAX_SEED
+from .rules import ASPECT_RATIOS, MAX_PROMPT_CHARS, MAX_SEED
 from .spend.ledger import MAX_LINE_USD
 from .store import FORMATS, SAVED_NAME
+from .words import rendered, well_formed
 
 THUMBNAIL_PX = 160
 THUMBNAIL_QUALITY = 70
@@ -31,6 +34,11 @@ MAX_LIMIT = 48
 #: Files larger than this are not decoded for a strip thumbnail (nothing the tools save comes near it).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_SIDECAR_BYTES = 1024 * 1024
+#: The longest text an entry takes from a sidecar, field by field: a prompt as long as the tools take, the rest far
+#: longer than anything the tools write (a provider's name, a model id, an ISO timestamp).
+TEXT_LIMITS = {"prompt": MAX_PROMPT_CHARS, "provider": 64, "model": 200, "timestamp": 64}
+#: The longest input path replayed (PATH_MAX on Linux): a longer one is not a file the tools could have read.
+_MAX_PATH = 4096
 _SUFFIXES = {f".{ext}" for _, ext in FORMATS.values()} | {".jpeg"}
 
 
@@ -84,7 +92,8 @@ class Thumbnails:
 PAGE_BYTES = 900_000
 #: Room left for the page's own fields (folder, next, total) and the message around it.
 _ENVELOPE_BYTES = 8192
-_CURSOR = re.compile(r"^(\d{1,20}):(\S{1,255})$")
+#: (ASCII digits: `\d` takes any script's, and int() reads them; \Z: `$` also matches before a final newline.)
+_CURSOR = re.compile(r"^([0-9]{1,20}):(\S{1,255})\Z")
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,9 @@ def page(folder: Path, root: Path, query: Query, thumbnails: Thumbnails, budget:
         entry_size = _wire_size(entry, thumbnail)
         if found and size + entry_size > budget:
             break
+        if size + entry_size > budget:  # (a page's first entry too: described by its file alone)
+            entry = _bare(entry)
+            entry_size = _wire_size(entry, thumbnail)
         size += entry_size
         found.append(Recent(entry, thumbnail))
         seen += 1
@@ -217,13 +229,13 @@ def _sidecar(path: Path) -> dict[str, Any]:
         return {}
     finally:
         os.close(fd)
-    return value if isinstance(value, dict) else {}
+    return rendered(value, well_formed) if isinstance(value, dict) else {}  # (keys too)
 
 
 def _describe(path: Path, stat: os.stat_result, width: int, height: int, sidecar: Mapping[str, Any],
               root: Path) -> dict[str, Any]:
     operation = sidecar.get("operation") if sidecar.get("operation") in ("generate", "edit", "compose") else None
-    prompt = _text(sidecar.get("prompt"))
+    prompt = _text(sidecar, "prompt")
     seed = sidecar.get("seed")
     cost = sidecar.get("cost_usd")
     entry: dict[str, Any] = {
@@ -236,35 +248,37 @@ def _describe(path: Path, stat: os.stat_result, width: int, height: int, sidecar
         "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED else None,
         "prompt": prompt,
         "operation": operation,
-        "provider": _text(sidecar.get("provider")),
+        "provider": _text(sidecar, "provider"),
         "tier": sidecar.get("tier") if sidecar.get("tier") in ("low", "high") else None,
-        "model": _text(sidecar.get("model")),
+        "model": _text(sidecar, "model"),
         "cost_usd": cost if isinstance(cost, int | float) and not isinstance(cost, bool)
         and math.isfinite(cost) and 0 <= cost <= MAX_LINE_USD else None,  # (a cost the ledger would not believe)
-        "timestamp": _text(sidecar.get("timestamp")),
-        "args": _replay(operation, prompt, sidecar, root),
+        "timestamp": _text(sidecar, "timestamp"),
+        "args": _replay(operation, sidecar, root),
         "picked": sidecar.get("picked") is True,
     }
     return entry
 
 
-def _replay(operation: str | None, prompt: str | None, sidecar: Mapping[str, Any],
-            folder: Path) -> dict[str, Any] | None:
+def _replay(operation: str | None, sidecar: Mapping[str, Any], folder: Path) -> dict[str, Any] | None:
     """The tool arguments that make this image again (another seed aside), or None when they cannot be known: no
-    sidecar, or inputs that were data URLs (kept only as a description). Only inputs from the output folder itself
-    are replayed: a sidecar is a file anyone with access to the folder could write, and a click must not send a
-    file from elsewhere (or fetch a URL) that the card does not show."""
-    if operation is None or not prompt:
+    sidecar, a prompt the tools would not take whole, or inputs that were data URLs (kept only as a description).
+    Only what the tools take is replayed (an aspect ratio they know, 1 to 4 inputs from the output folder itself):
+    a sidecar is a file anyone with access to the folder could write, and a click must not send a file from
+    elsewhere (or fetch a URL) that the card does not show."""
+    prompt = sidecar.get("prompt")
+    if operation is None or not isinstance(prompt, str) or not 0 < len(prompt) <= MAX_PROMPT_CHARS:
         return None
     args: dict[str, Any] = {"prompt": prompt}
     ratio = sidecar.get("aspect_ratio")
-    if isinstance(ratio, str) and operation != "edit":  # an edit keeps its input's shape unless told otherwise
+    if ratio in ASPECT_RATIOS and operation != "edit":  # an edit keeps its input's shape unless told otherwise
         args["aspect_ratio"] = ratio
     if operation == "generate":
         return args
     inputs = sidecar.get("inputs")
-    sources = [i.get("source") for i in inputs if isinstance(i, dict)] if isinstance(inputs, list) else []
-    if not sources or not all(isinstance(s, str) and _inside(s, folder) for s in sources):
+    sources = [i.get("source") for i in inputs[:5] if isinstance(i, dict)] if isinstance(inputs, list) else []
+    if not 1 <= len(sources) <= 4 or not all(isinstance(s, str) and len(s) <= _MAX_PATH and _inside(s, folder)
+                                             for s in sources):
         return None
     if operation == "edit":
         return {**args, "image": sources[0]} if len(sources) == 1 else None
@@ -282,5 +296,12 @@ def _inside(source: str, folder: Path) -> bool:
         return False
 
 
-def _text(value: object) -> str | None:
-    return value[:4000] if isinstance(value, str) else None
+def _text(sidecar: Mapping[str, Any], field: str) -> str | None:
+    value = sidecar.get(field)
+    return value[:TEXT_LIMITS[field]] if isinstance(value, str) else None
+
+
+def _bare(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry described by its file alone (and its pick): none of its sidecar's texts."""
+    from_file = ("path", "uri", "width", "height", "format", "bytes", "picked")
+    return {key: value if key in from_file else None for key, value in entry.items()}

@@ -14,6 +14,7 @@ from mcp.types import CallToolResult, ImageContent, ResourceLink, TextContent
 from .images import thumbnail_jpeg
 from .pipeline import Outcome
 from .words import mcp_json as as_json
+from .words import well_formed
 
 #: Claude Desktop rejects results over 1,048,576 characters; keep a margin for the JSON-RPC envelope.
 RESULT_BUDGET = 1_000_000
@@ -50,10 +51,11 @@ def tool_result(outcome: Outcome, thumbnail_px: int, with_links: bool = True) ->
     links = [
         ResourceLink(
             uri=image.saved.uri,
-            name=image.saved.path.name,
+            name=well_formed(image.saved.path.name),
             mime_type=image.info.mime_type,
             size=image.saved.bytes,
-            description=f"Full-size {image.info.width}x{image.info.height} image at {image.saved.path}",
+            # (well formed now, not only at the exit: its size is measured below; a folder's name may not be UTF-8)
+            description=well_formed(f"Full-size {image.info.width}x{image.info.height} image at {image.saved.path}"),
         )
         for image in outcome.images if with_links
     ]

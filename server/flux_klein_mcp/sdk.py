@@ -1,7 +1,9 @@
 """The MCP SDK's server class, adapted where it meets the outside (the tools themselves are in `server.py`).
 
-- `call_tool` is the one exit for tool results and tool errors: secrets are scrubbed there, and an error reads as
-  our sentence rather than the SDK's "Error executing tool <name>: ..." (see its docstring).
+- `call_tool` is the one exit for tool results and tool errors: secrets are scrubbed there, every string is made
+  one UTF-8 can carry (`well_formed`: text from files and providers may hold a lone surrogate, which would stop the
+  stdio transport), and an error reads as our sentence rather than the SDK's "Error executing tool <name>: ..."
+  (see its docstring).
 - Over stdio, a line that is not a JSON-RPC message is answered (`stdio.py`) instead of dropped.
 """
 
@@ -15,12 +17,12 @@ from mcp.server import MCPServer
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .arguments import explain
 from .redact import Redactor
 from .runtime import Runtime
-from .words import for_mcp
+from .words import for_mcp, well_formed
 
 
 class FluxServer(MCPServer[Runtime]):
@@ -63,23 +65,45 @@ class FluxServer(MCPServer[Runtime]):
                 text = explain(name, tool.input_schema if tool is not None else {}, cause)
             else:
                 text = str(cause) if isinstance(cause, ToolError | ResourceError) else str(exc)
-            raise ToolError(self.secrets(for_mcp(text))) from cause
+            raise ToolError(well_formed(self.secrets(for_mcp(text)))) from cause
         if isinstance(result, CallToolResult):
             result = result.model_copy(update={"content": [
                 block.model_copy(update={"text": self._scrubbed(block.text)}) if isinstance(block, TextContent)
                 else block for block in result.content]})
-        return result
+        return sendable(result)
 
     def _scrubbed(self, text: str) -> str:
         """A text block without secrets. Our JSON blocks are scrubbed value by value and encoded again: a scrub of
-        the encoded text could cut an escape sequence in two."""
+        the encoded text could cut an escape sequence in two. Their strings are made well formed there too: an
+        escaped lone surrogate (`\\udce9`, from a folder's name) is ASCII, but not text every client's JSON parser
+        takes (Rust's refuses it)."""
         if text.startswith("{"):
             with contextlib.suppress(ValueError):
                 value = json.loads(text)
-                scrubbed = self.secrets.value(value)
+                scrubbed = sendable(self.secrets.value(value))
                 if scrubbed == value:
                     return text  # (as it was written: a gallery page is sized compact, never re-indented)
                 indented = "\n" in text
                 return json.dumps(scrubbed, indent=2 if indented else None, allow_nan=False,
                                   separators=None if indented else (",", ":"), ensure_ascii=text.isascii())
         return self.secrets(for_mcp(text))
+
+
+def sendable(value: Any) -> Any:
+    """`value` (a result, or any part of one) with every string in it well formed (`well_formed`), field by field
+    and item by item, keys too; the very same object when nothing needed it (the usual case: no copy is made)."""
+    if isinstance(value, str):
+        return well_formed(value)
+    if isinstance(value, BaseModel):
+        fields = [*type(value).model_fields, *(value.model_extra or {})]
+        changed = {name: new for name in fields if (new := sendable(old := getattr(value, name))) is not old}
+        return value.model_copy(update=changed) if changed else value
+    if isinstance(value, dict):
+        pairs = [(sendable(k), sendable(v)) for k, v in value.items()]
+        same = all(new_k is k and new_v is v for (new_k, new_v), (k, v) in zip(pairs, value.items(), strict=True))
+        return value if same else dict(pairs)
+    if isinstance(value, list | tuple):
+        items = [sendable(v) for v in value]
+        return value if all(new is old for new, old in zip(items, value, strict=True)) else (
+            items if isinstance(value, list) else tuple(items))
+    return value

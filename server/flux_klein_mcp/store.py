@@ -305,34 +305,6 @@ def _rename_all(temps: list[Path], finals: list[Path]) -> bool:
         raise
 
 
-def move(sources: list[Path], finals: list[Path]) -> bool:
-    """Give existing files new names on the same file system without ever overwriting anything: False (nothing
-    moved) when one of the names is taken. Used by the view's Hide and Restore, which move an image and its sidecar
-    between the output folder and its HIDDEN_DIR: a file is never deleted, and never put over another.
-
-    By hard links where the file system has them (a link that finds its name taken fails), then the old names are
-    removed (a kill in between leaves the file under both names, never under none); else by reserving each name and
-    renaming onto the reservation. Links themselves are moved, never followed (callers refuse them anyway). Pass a
-    sidecar before its image: the fallback then renames the sidecar first, so a kill in between never leaves a
-    reserved sidecar beside the real image (which the sweep would remove together).
-    """
-    done: list[Path] = []
-    try:
-        for source, final in zip(sources, finals, strict=True):
-            os.link(source, final, follow_symlinks=os.link not in os.supports_follow_symlinks)
-            done.append(final)
-    except FileExistsError:
-        _unlink_all(done)
-        return False
-    except OSError as exc:
-        _unlink_all(done)
-        if exc.errno not in _NO_LINKS:
-            raise
-        return _rename_all(sources, finals)
-    _unlink_all(sources)
-    return True
-
-
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
@@ -346,10 +318,10 @@ def json_bytes(value: Mapping[str, Any]) -> bytes:
 
 # Temporary files are named `.tmp-<host>-<pid>-<random>`, so a later start can tell which ones a dead process left.
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-_TEMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[0-9a-f]{16}$")
+_TEMP = re.compile(r"^\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-)?[0-9a-f]{16}\Z")
 # A name the rename fallback reserved holds `reserved <host> <pid>` until the finished file is renamed onto it.
 _RESERVED = b"reserved "
-_OWNER = re.compile(rb"^reserved (?P<host>[0-9a-f]{8}) (?P<pid>\d{1,10})\n$")
+_OWNER = re.compile(rb"^reserved (?P<host>[0-9a-f]{8}) (?P<pid>[0-9]{1,10})\n\Z")
 _RESERVATION_MAX_BYTES = 40
 #: A temporary file this old is stale whoever left it (another host on a shared folder, a recycled pid).
 STALE_AFTER_S = 3600
@@ -358,10 +330,11 @@ STALE_AFTER_S = 3600
 RESERVATION_STALE_S = 10
 #: The names saves give their files: the only ones the sweep may remove (what a save killed between its steps
 #: leaves: a name reserved or claimed, but not both files complete) and the only ones the view's strip lists.
-SAVED_NAME = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+(?:_\d+)?\.(?:png|jpg|jpeg|webp|gif|json)$")
+#: (ASCII digits, [0-9]: `\d` takes any script's; and \Z, since `$` also matches before a final newline.)
+SAVED_NAME = re.compile(r"^[0-9]{8}-[0-9]{6}-[a-z0-9-]+(?:_[0-9]+)?\.(?:png|jpg|jpeg|webp|gif|json)\Z")
 #: The folder inside the output folder that the view's Hide moves images into (Restore moves them back). Its name
 #: starts with a dot and is not a temporary file's, so the sweep, which looks only at the output folder's own
-#: files, never enters it: nothing in it is ever removed, and `move` never writes over anything there.
+#: files, never enters it: nothing in it is ever removed, and `moves.move` never writes over anything there.
 HIDDEN_DIR = ".hidden"
 
 

@@ -34,6 +34,7 @@ from .gallery import MAX_LIMIT, Query, Thumbnails, cursor_error, page
 from .rules import OPENROUTER_SIZES, ProviderName
 from .runtime import Runtime
 from .store import FORMATS
+from .words import well_formed
 
 if TYPE_CHECKING:
     from .providers.base import Provider
@@ -115,7 +116,7 @@ def install(server: MCPServer[Runtime], guard: Guard) -> None:
             if cursor is not None and (why := cursor_error(cursor)):
                 raise ToolError(why)
             folder = await runtime.in_worker(runtime.store.present)
-            shown = await runtime.in_worker(curate.hidden_folder, folder, False) if hidden else folder
+            shown = await runtime.in_worker(curate.hidden_folder, folder) if hidden else folder
         found = await runtime.in_worker(page, shown, folder, Query(limit, cursor, query, picked), thumbnails)
         summary = {"folder": str(shown), "hidden": hidden, "total": found.total, "next": found.next,
                    "images": [r.entry for r in found.images]}
@@ -250,6 +251,6 @@ def _output_reader(ext: str) -> Callable[[str, Context], Awaitable[bytes]]:
         try:
             return await runtime.in_worker(runtime.store.read, Path(f"{path}.{ext}"))
         except StorageError as exc:
-            raise ResourceError(str(exc)) from None
+            raise ResourceError(well_formed(str(exc))) from None  # (a path of bytes that are not UTF-8)
 
     return read

@@ -45,6 +45,18 @@ def _render(text: str, side: int) -> str:
     return _MARKS.sub("", text)
 
 
+def well_formed(text: str) -> str:
+    """`text` as UTF-8 can carry it: each unpaired UTF-16 surrogate becomes U+FFFD (a pair joins into its character).
+    Python strings hold them where text came from outside: a JSON file's `"\\ud800"` escape, a provider's reply, a
+    file name of bytes that are not UTF-8. Every transport writes UTF-8, and a message it cannot encode stops the
+    stdio server, so text from files and providers passes through this on its way out."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def rendered(value: Any, render: Callable[[str], str]) -> Any:
     """A JSON-like value with every string in it rendered (a JSON encoder would hide the marks behind escapes)."""
     if isinstance(value, str):

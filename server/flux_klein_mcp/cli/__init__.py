@@ -217,7 +217,7 @@ def _nearest_ratio(value: str) -> str | None:
     from ..rules import nearest_aspect_ratio
 
     parts = value.replace("x", ":").replace("/", ":").split(":")
-    if len(parts) == 2 and all(part.strip().isdigit() and int(part) > 0 for part in parts):
+    if len(parts) == 2 and all(part.strip().isascii() and part.strip().isdigit() and int(part) > 0 for part in parts):
         return nearest_aspect_ratio(int(parts[0]), int(parts[1]))
     return None
 

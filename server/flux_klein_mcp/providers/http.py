@@ -17,7 +17,7 @@ import httpx
 from ..config import quoted
 from ..errors import BadReply, ConfigError, ConnectionFailed
 from ..images import b64decode, split_data_url
-from ..words import RESTART
+from ..words import RESTART, rendered, well_formed
 
 # A 4 MP PNG in base64 inside JSON stays far below this; anything bigger is not a reply we want in memory.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -40,7 +40,7 @@ class HttpReply:
 
     def json(self, provider: str) -> Any:
         try:
-            return json.loads(self.body)
+            return parse_json(self.body)
         except (ValueError, RecursionError):  # not UTF-8, not JSON, too deep, or an integer of 5000 digits
             looks_html = self.body.lstrip()[:1] == b"<"
             what = "an HTML page" if looks_html else "something that is not JSON"
@@ -50,6 +50,12 @@ class HttpReply:
                 provider=provider,
                 status=self.status,
             ) from None
+
+
+def parse_json(body: bytes) -> Any:
+    """A provider's JSON with every string in it well formed: JSON allows a lone surrogate (`"\\ud800"`), which
+    would fail the sidecar's writer after the image was paid for, and every transport's."""
+    return rendered(json.loads(body), well_formed)
 
 
 async def send(
@@ -159,7 +165,7 @@ class ErrorInfo:
 def error_info(reply: HttpReply) -> ErrorInfo:
     """The error's message (clipped), code, type and metadata (its strings clipped)."""
     try:
-        body = json.loads(reply.body)
+        body = parse_json(reply.body)
     except (ValueError, RecursionError):
         text = reply.body[:2000].decode("utf-8", "replace").strip()
         return ErrorInfo(message=reply.quote(text) or reply.headers.get("content-type", "no details"))
