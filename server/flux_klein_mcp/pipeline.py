@@ -15,17 +15,17 @@ import anyio
 
 from . import pricing
 from .errors import AuthFailed, BadReply, CreditsExhausted, FluxKleinError, InputError, ProviderError, StorageError
-from .images import ImageInfo, NotAnImage, inspect
+from .images import ImageInfo
 from .inputs import InputPolicy, resolve_inputs
-from .metadata import strip_metadata
 from .policy import send_with_policy
 from .providers import Call, Provider, Reply
 from .providers.base import Gate, Link
 from .redact import Redactor
-from .request import ImageRequest
+from .request import ImageRequest, InputImage
 from .rules import nearest_aspect_ratio
 from .runtime import Runtime
-from .spend import Bill, Consent, Delivered, quote_for, require_consent
+from .saving import keep
+from .spend import Accountant, Bill, Charge, Consent, Delivered, Tab, quote_for, require_consent
 from .store import SavedFile, Store, ascii_fold, file_stem, name_stem, timestamp
 from .words import arg, either, item, plural
 
@@ -164,11 +164,19 @@ async def run(
     provider = runtime.providers.choose(request.provider)
     check_capabilities(provider, request, runtime.providers)
     require_consent(settings.high_tier, request.tier, provider.name, consent)
-    folder = await runtime.in_worker(runtime.store.ready)  # a folder that cannot take the image fails before spend
-    dirs = [folder, *settings.input_dirs, *([] if runtime.remote else root_dirs)]
-    policy = InputPolicy.build(settings.cwd, dirs, settings.max_input_bytes, remote=runtime.remote)
-    parameter = "images" if request.operation == "compose" else "image"
-    inputs = await runtime.in_worker(resolve_inputs, request.image_refs, policy, parameter)
+    quote = quote_for(provider, request.tier, request.n)
+
+    def prepare() -> tuple[tuple[InputImage, ...], Tab]:
+        """One worker job before the request (each hop to a thread and back costs the call time): the folder that
+        must take the image, the inputs, then the budget's reservation, each refusing before any spend."""
+        folder = runtime.store.ready()
+        dirs = [folder, *settings.input_dirs, *([] if runtime.remote else root_dirs)]
+        policy = InputPolicy.build(settings.cwd, dirs, settings.max_input_bytes, remote=runtime.remote)
+        parameter = "images" if request.operation == "compose" else "image"
+        inputs = resolve_inputs(request.image_refs, policy, parameter)
+        return inputs, runtime.spend.reserve(quote)  # a budget it would pass refuses it before any request
+
+    inputs, tab = await runtime.in_worker(prepare)
     request = replace(request, inputs=inputs)
     notes: list[str] = []
     source = inputs[0] if request.operation == "edit" and inputs else None
@@ -178,21 +186,27 @@ async def run(
         notes.append(f"aspect_ratio {request.aspect_ratio} was taken from the input image "
                      f"({source.width}x{source.height}); pass {arg('aspect_ratio')} to choose another.")
     batch = _Batch(request, provider, runtime, report, notes)
-    quote = quote_for(provider, request.tier, request.n)
-    tab = await runtime.in_worker(runtime.spend.reserve, quote)  # a budget it would pass refuses it before any request
-    warning = None
+    outcome: Outcome | None = None
     try:
         await report(0, request.n, f"Asking {provider.label} for {plural(request.n, 'image')}")
         outcome = await batch.run(provider.plan(request))
     finally:
-        # Settled to what the provider made (kept or not); whatever else was reserved is freed.
+        # Settled to what the provider made (kept or not); whatever else was reserved is freed. With the standing
+        # the result reports, in the same worker job, shielded: a cancel here still settles.
         with anyio.CancelScope(shield=True):
             charges = batch.bill.charges([image.delivered() for image in batch.kept()], tab.quote, settings.redact)
-            warning = await runtime.in_worker(runtime.spend.settle, tab, charges)
+            warning, standing = await runtime.in_worker(_settle, runtime.spend, tab, charges, outcome is not None)
+    assert outcome is not None  # (batch.run returned, or its exception left above)
     if warning:
         outcome.notes.append(warning)
-    outcome.spend = await runtime.in_worker(runtime.spend.standing, tab.quote)
+    outcome.spend = standing
     return outcome
+
+
+def _settle(spend: Accountant, tab: Tab, charges: list[Charge], succeeded: bool) -> tuple[str | None, dict[str, Any]]:
+    """Settle the call's tab; after a call that made images, also what has been spent (for the result)."""
+    warning = spend.settle(tab, charges)
+    return warning, spend.standing(tab.quote) if succeeded else {}
 
 
 class _Batch:
@@ -289,18 +303,21 @@ class _Batch:
         return progress
 
     def _save(self, call: Call, k: int, reply: Reply, data: bytes) -> GeneratedImage:
-        try:
-            info, thumbnail = inspect(data, self.runtime.settings.thumbnail_px)
-        except NotAnImage as exc:
-            raise BadReply(
-                f"{self.provider.label} returned data that is not a usable image ({exc}). "
-                "Nothing was saved; try again.",
-                provider=self.provider.label,
-            ) from None
-        data = strip_metadata(data, info.format)  # no provider text, EXIF or trailing bytes in the saved file
         index = call.index + k
         seed = call.seed if call.count == 1 else None  # a batch shares one request: no per-image seed
-        cost, cost_source = self._cost(reply, info)
+        costs: list[tuple[float | None, str | None]] = []
+
+        def sidecar(info: ImageInfo) -> dict[str, Any]:
+            costs.append(self._cost(reply, info))
+            return self._sidecar(reply, info, seed, *costs[0])
+
+        stem = file_stem(self.when, self.stem, index + 1 if self.request.n > 1 else None)
+        saved, info, thumbnail = keep(data, sidecar, stem, self.runtime, self.provider.label)
+        cost, cost_source = costs[0]
+        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, thumbnail)
+
+    def _sidecar(self, reply: Reply, info: ImageInfo, seed: int | None, cost: float | None,
+                 cost_source: str | None) -> dict[str, Any]:
         req = self.request
         sidecar: dict[str, Any] = {
             "operation": req.operation,
@@ -323,10 +340,7 @@ class _Batch:
         if reply.simulated:
             sidecar["would_send"] = reply.would_send
             sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
-        stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
-        # The sidecar is an exit: every string in it (the provider's model name and id above all) is scrubbed.
-        saved = self.runtime.store.save(data, info.extension, stem, self.runtime.settings.redact.value(sidecar))
-        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, thumbnail)
+        return sidecar
 
     def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
         if reply.simulated:

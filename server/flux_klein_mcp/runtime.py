@@ -12,6 +12,7 @@ import ctypes
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,6 +61,7 @@ class Runtime:
     #: The tests' seam: an httpx transport to use instead of the network.
     transport: Any = field(default=None, repr=False)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _disk: ThreadPoolExecutor | None = field(default=None, repr=False)
     _providers: Providers | None = field(default=None, repr=False)
 
     @property
@@ -71,6 +73,13 @@ class Runtime:
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
             self._http = httpx.AsyncClient(transport=self.transport, limits=limits, follow_redirects=False)
         return self._http
+
+    @property
+    def disk(self) -> ThreadPoolExecutor:
+        """The threads that write and sync images while worker threads decode them (`saving`), made on first use."""
+        if self._disk is None:
+            self._disk = ThreadPoolExecutor(int(self.image_work.total_tokens), thread_name_prefix="flux-klein-disk")
+        return self._disk
 
     @property
     def providers(self) -> Providers:
@@ -103,19 +112,25 @@ class Runtime:
             yield runtime
         finally:
             spend.close()
+            if runtime._disk is not None:
+                runtime._disk.shutdown()  # (idle by now: every save waits for its write before it returns)
             if runtime._http is not None:
                 with anyio.CancelScope(shield=True):
                     await runtime._http.aclose()
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
-_MMAP_THRESHOLD_BYTES = 256 * 1024
+#: Allocations this large get their own mapping, returned to the system when freed: decoded images (a 1024x1024 RGB
+#: image is 4 MiB in Pillow's 4 bytes a pixel) and larger. Smaller buffers (reply bodies, base64 text, thumbnails)
+#: come from the heap and are reused: at 256 KiB each of them was a fresh mapping, paid for in page faults on every
+#: call (2-5 ms of a warm call), for a few MB less peak memory under load (bench/, docs/performance.md).
+_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 _M_ARENA_MAX = -8
 _ARENAS = 2
 
 
 def return_freed_images_to_the_os() -> None:
-    """Make glibc give every large allocation its own mapping, returned to the system when freed.
+    """Make glibc give every large allocation (a decoded image) its own mapping, returned to the system when freed.
 
     By default glibc raises that threshold after the first large free, so later 16 MB image blocks come from
     per-thread heaps that keep their memory: the budget above would bound the pixels in use, but each worker

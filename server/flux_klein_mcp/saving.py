@@ -1,0 +1,57 @@
+"""Keeping one image a provider returned: checked by a full decode (which also makes the thumbnail the model sees)
+while its bytes and sidecar are written and synced to disk beside it, then named; removed if the check fails.
+
+The decode is most of a call's own time and the disk sync the most variable part of it (other programs' writes
+queue ahead of ours); the two run at once, in two threads, so a call waits for the longer one, not for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from .errors import BadReply
+from .images import ImageInfo, NotAnImage, identify, inspect
+from .metadata import strip_metadata
+from .runtime import Runtime
+from .store import SavedFile, Staged, Store
+
+
+def keep(data: bytes, sidecar: Callable[[ImageInfo], Mapping[str, Any]], stem: str, runtime: Runtime,
+         label: str) -> tuple[SavedFile, ImageInfo, bytes | None]:
+    """Save `data` as `<stem>.<ext>` with the sidecar `sidecar(info)` describes, once a full decode proves it whole;
+    returns the files, what the image is, and its thumbnail. A `BadReply` (nothing saved) when it is not an image
+    we can use. Runs in a worker thread; the write goes to the runtime's disk thread meanwhile."""
+    try:
+        info = identify(data)  # (the header only: enough to name the file and fill the sidecar)
+    except NotAnImage as exc:
+        raise unusable(label, exc) from None
+    staging = runtime.disk.submit(_stage, runtime, data, info.format, sidecar(info))
+    try:
+        _, thumbnail = inspect(data, runtime.settings.thumbnail_px)
+    except BaseException as exc:
+        _discard(staging)
+        if isinstance(exc, NotAnImage):
+            raise unusable(label, exc) from None
+        raise
+    return runtime.store.commit(staging.result(), info.extension, stem), info, thumbnail
+
+
+def unusable(label: str, exc: NotAnImage) -> BadReply:
+    return BadReply(f"{label} returned data that is not a usable image ({exc}). Nothing was saved; try again.",
+                    provider=label)
+
+
+def _stage(runtime: Runtime, data: bytes, fmt: str, sidecar: Mapping[str, Any]) -> Staged:
+    # No provider text, EXIF or trailing bytes in the saved file; the sidecar is an exit: every string in it (the
+    # provider's model name and id above all) is scrubbed of secrets.
+    store: Store = runtime.store
+    return store.stage(strip_metadata(data, fmt), runtime.settings.redact.value(sidecar))
+
+
+def _discard(staging: Future[Staged]) -> None:
+    """Remove what the disk thread wrote for an image that is not kept (once it is done writing it)."""
+    with contextlib.suppress(Exception):  # a write that failed left nothing to remove
+        staging.result().discard()
