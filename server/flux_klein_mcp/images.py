@@ -75,8 +75,9 @@ def inspect(data: bytes, thumbnail_px: int = 0, quality: int = 80) -> tuple[Imag
     """
     with _open(data, decode=False) as image:
         info = _info(image)
-        if thumbnail_px > 0 and image.format == "JPEG":
-            image.draft(image.mode, (thumbnail_px, thumbnail_px))
+        if thumbnail_px > 0 and image.format == "JPEG" and max(image.size) > thumbnail_px:
+            scale = thumbnail_px / max(image.size)  # the thumbnail's own shape: the decoder keeps both sides above it
+            image.draft(image.mode, (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
         with MEMORY.hold(_working_bytes(image, shrinking=thumbnail_px > 0)):
             _load(image)
             return info, (_thumbnail(image, thumbnail_px, quality) if thumbnail_px > 0 else None)

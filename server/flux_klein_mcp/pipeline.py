@@ -24,13 +24,11 @@ from .redact import Redactor
 from .request import ImageRequest, InputImage
 from .rules import nearest_aspect_ratio
 from .runtime import Runtime
-from .saving import keep
+from .saving import FORMAT_NAMES, SIMULATED, keep, sidecar_fields
 from .spend import Accountant, Bill, Charge, Consent, Delivered, Tab, quote_for, require_consent
 from .store import SavedFile, Store, ascii_fold, file_stem, name_stem, timestamp
 from .words import arg, either, item, plural
 
-#: The provider whose request and prices the sandbox simulates.
-SIMULATED = "openrouter"
 log = logging.getLogger("flux_klein_mcp")
 
 #: `report(done, total, message)`: progress for the client, as each image finishes.
@@ -144,6 +142,14 @@ def check_capabilities(provider: Provider, request: ImageRequest, providers: Ite
         raise InputError(
             f"tier {request.tier!r} is not offered by {provider.label}; it offers {', '.join(caps.tiers)}. "
             f"Use {arg('tier', 'low')}, or {' or '.join(arg('provider', n) for n in others)} for the high tier."
+        )
+    wanted = request.output_format
+    if wanted not in caps.formats:
+        others = [p.name for p in providers if wanted in p.capabilities.formats and p.name != "sandbox"]
+        raise InputError(
+            f"{arg('output_format', wanted)} is not offered by {provider.label}: its API takes no choice of file "
+            f"format (its images come as PNG). Nothing was sent. Leave {arg('output_format')} out for PNG, or use "
+            f"{' or '.join(arg('provider', n) for n in others)} for {wanted.upper()} files."
         )
 
 
@@ -309,38 +315,23 @@ class _Batch:
 
         def sidecar(info: ImageInfo) -> dict[str, Any]:
             costs.append(self._cost(reply, info))
-            return self._sidecar(reply, info, seed, *costs[0])
+            return sidecar_fields(self.request, reply, self.provider.name, info, seed, *costs[0],
+                                  timestamp(self.runtime.clock()))
 
         stem = file_stem(self.when, self.stem, index + 1 if self.request.n > 1 else None)
         saved, info, thumbnail = keep(data, sidecar, stem, self.runtime, self.provider.label)
         cost, cost_source = costs[0]
+        self._note_format(info)
         return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, thumbnail)
 
-    def _sidecar(self, reply: Reply, info: ImageInfo, seed: int | None, cost: float | None,
-                 cost_source: str | None) -> dict[str, Any]:
-        req = self.request
-        sidecar: dict[str, Any] = {
-            "operation": req.operation,
-            "prompt": req.prompt,
-            "prompt_sent": reply.prompt_sent,
-            "model": reply.model,
-            "provider": self.provider.name,
-            "tier": req.tier,
-            "seed": seed,
-            "aspect_ratio": req.aspect_ratio,
-            "width": info.width,
-            "height": info.height,
-            "format": info.extension,
-            "inputs": [image.describe() for image in req.inputs],
-            "cost_usd": cost,
-            "cost_source": cost_source,
-            "generation_id": reply.generation_id,
-            "timestamp": timestamp(self.runtime.clock()),
-        }
-        if reply.simulated:
-            sidecar["would_send"] = reply.would_send
-            sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
-        return sidecar
+    def _note_format(self, info: ImageInfo) -> None:
+        """Say so (once) when the provider answered in another format than the one asked for: saved as it came."""
+        asked = self.request.output_format
+        if info.format != FORMAT_NAMES[asked]:
+            note = (f"{self.provider.label} returned {info.format} although {arg('output_format')} {asked!r} was "
+                    f"asked for (its API may ignore the format); the image was saved as it came, as .{info.extension}.")
+            if note not in self.notes:
+                self.notes.append(note)
 
     def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
         if reply.simulated:
@@ -360,7 +351,7 @@ class _Batch:
         if not images:
             raise _all_failed(self.failures, self.request.n)
         first = self.replies[0]
-        notes = self.notes + [note for reply in self.replies for note in reply.notes]
+        notes = list(dict.fromkeys(self.notes + [note for reply in self.replies for note in reply.notes]))
         if self.runtime.store.note:
             notes.append(self.runtime.store.note)
         if self.request.seed is not None and not self.provider.capabilities.seed:

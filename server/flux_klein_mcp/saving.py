@@ -12,11 +12,19 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from . import pricing
 from .errors import BadReply
 from .images import ImageInfo, NotAnImage, identify, inspect
 from .metadata import strip_metadata
+from .providers.base import Reply
+from .request import ImageRequest
 from .runtime import Runtime
 from .store import SavedFile, Staged, Store
+
+#: The provider whose request and prices the sandbox simulates.
+SIMULATED = "openrouter"
+#: Pillow's name for each output format.
+FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
 def keep(data: bytes, sidecar: Callable[[ImageInfo], Mapping[str, Any]], stem: str, runtime: Runtime,
@@ -37,6 +45,34 @@ def keep(data: bytes, sidecar: Callable[[ImageInfo], Mapping[str, Any]], stem: s
             raise unusable(label, exc) from None
         raise
     return runtime.store.commit(staging.result(), info.extension, stem), info, thumbnail
+
+
+def sidecar_fields(request: ImageRequest, reply: Reply, provider: str, info: ImageInfo, seed: int | None,
+                   cost: float | None, cost_source: str | None, when: str) -> dict[str, Any]:
+    """What an image's JSON sidecar records: the call that made it, what it is, what it cost."""
+    sidecar: dict[str, Any] = {
+        "operation": request.operation,
+        "prompt": request.prompt,
+        "prompt_sent": reply.prompt_sent,
+        "model": reply.model,
+        "provider": provider,
+        "tier": request.tier,
+        "seed": seed,
+        "aspect_ratio": request.aspect_ratio,
+        "width": info.width,
+        "height": info.height,
+        "format": info.extension,
+        "output_format": request.output_format,
+        "inputs": [image.describe() for image in request.inputs],
+        "cost_usd": cost,
+        "cost_source": cost_source,
+        "generation_id": reply.generation_id,
+        "timestamp": when,
+    }
+    if reply.simulated:
+        sidecar["would_send"] = reply.would_send
+        sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
+    return sidecar
 
 
 def unusable(label: str, exc: NotAnImage) -> BadReply:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 
 from ..request import ImageRequest
-from ..rules import Tier
+from ..rules import OutputFormat, Tier
 from .http import clip
 
 if TYPE_CHECKING:
@@ -119,6 +119,8 @@ class Capabilities:
     #: Images one request can return; 1 means n>1 becomes parallel requests.
     batch: int = 1
     tiers: tuple[Tier, ...] = ("low",)
+    #: The file formats its API lets a call ask for (PNG: what every provider returns when none is asked).
+    formats: tuple[OutputFormat, ...] = ("png",)
 
 
 @dataclass(frozen=True)

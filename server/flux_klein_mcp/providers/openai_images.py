@@ -67,6 +67,9 @@ class OpenAIImages:
     sends_size: ClassVar[bool] = True
     sends_response_format: ClassVar[bool] = True
     sends_seed: ClassVar[bool] = False
+    #: Sends OpenAI's `output_format` (png, jpeg, webp) when a call asks for other than PNG (never by default:
+    #: an endpoint that does not know the field may refuse it).
+    sends_output_format: ClassVar[bool] = False
     #: Response header carrying the charge in USD, when the provider sends one.
     cost_header: ClassVar[str | None] = None
 
@@ -106,6 +109,8 @@ class OpenAIImages:
             body["seed"] = call.seed
         if self.sends_response_format:
             body["response_format"] = "b64_json"
+        if self.sends_output_format and req.output_format != "png":
+            body["output_format"] = req.output_format
         return body
 
     def headers(self) -> dict[str, str]:
@@ -119,12 +124,24 @@ class OpenAIImages:
                                 gate=link.gate)
         if not 200 <= reply.status < 300:  # EmpirioLabs answers a job with 202
             raise self.error_for(reply)
-        # Parsing megabytes of JSON (and base64, below) would block every other call: done in worker threads.
-        body = await link.work(reply.json, self.label)
-        return await self.reply_from(body, payload, link, reply.headers)
+        # Parsing megabytes of JSON and base64 would block every other call: done in a worker thread, in one job.
+        body, decoded = await link.work(self._parsed, reply, count_of(payload))
+        return await self.reply_from(body, payload, link, reply.headers, decoded)
+
+    def _parsed(self, reply: wire.HttpReply, wanted: int) -> tuple[Any, dict[int, bytes]]:
+        """The reply's JSON, and the bytes of its first `wanted` base64 images (by position): decoded here, with the
+        JSON, rather than in a worker job each."""
+        body = reply.json(self.label)
+        items = body.get("data") if isinstance(body, dict) else None
+        decoded = {}
+        for i, item in enumerate(items[:wanted] if isinstance(items, list) else []):
+            if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
+                decoded[i] = wire.decode_base64_image(item["b64_json"], self.label)
+        return body, decoded
 
     async def reply_from(
-        self, body: Any, payload: dict[str, Any], link: Link, headers: httpx.Headers | None = None
+        self, body: Any, payload: dict[str, Any], link: Link, headers: httpx.Headers | None = None,
+        decoded: dict[int, bytes] | None = None,
     ) -> Reply:
         """Images from an images response: base64 items decoded, URL items downloaded at once."""
         items = body.get("data") if isinstance(body, dict) else None
@@ -138,7 +155,8 @@ class OpenAIImages:
             notes.append(f"{self.label} returned {len(items)} images, more than the {wanted} asked for; the rest "
                          "were not downloaded (they are booked: the provider made them).")
             items = items[:wanted]
-        images = [await self._image_of(item, link) for item in items]
+        images = [decoded[i] if decoded and i in decoded else await self._image_of(item, link)
+                  for i, item in enumerate(items)]
         raw_cost = headers.get(self.cost_header) if headers is not None and self.cost_header else None
         cost, cost_note = pricing.reported(raw_cost, self.label)
         return Reply(images=images, model=self.model, prompt_sent=payload["prompt"], reported_cost_usd=cost,
