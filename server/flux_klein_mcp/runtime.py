@@ -78,7 +78,9 @@ class Runtime:
     def disk(self) -> ThreadPoolExecutor:
         """The threads that write and sync images while worker threads decode them (`saving`), made on first use."""
         if self._disk is None:
-            self._disk = ThreadPoolExecutor(int(self.image_work.total_tokens), thread_name_prefix="flux-klein-disk")
+            # More than the decoding threads: they wait on the disk, not the CPU, and concurrent fsyncs share one
+            # journal commit (a burst of saves costs a few commits, not one each).
+            self._disk = ThreadPoolExecutor(4 * int(self.image_work.total_tokens), thread_name_prefix="flux-klein-disk")
         return self._disk
 
     @property

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .durable import write_synced
 from .errors import StorageError
 from .words import either, plural
 
@@ -233,12 +234,10 @@ class Store:
         folder = self.folder
         self._same_folder(folder)  # (and again as they are named: a link may be swapped in meanwhile)
         sidecar_bytes = json_bytes(sidecar)
-        temps: list[Path] = []
+        temps = [_temp_name(folder), _temp_name(folder)]
         try:
-            temps.append(_write_temp(folder, data))
-            temps.append(_write_temp(folder, sidecar_bytes))
+            write_synced(temps, [data, sidecar_bytes])
         except OSError as exc:
-            _unlink_all(temps)
             raise StorageError(_storage_message(folder, exc)) from exc
         return Staged(folder, temps[0], temps[1], len(data))
 
@@ -435,8 +434,12 @@ def _probe(folder: Path) -> None:
     path.unlink()
 
 
+def _temp_name(folder: Path) -> Path:
+    return folder / f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+
+
 def _write_temp(folder: Path, data: bytes) -> Path:
-    path = folder / f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+    path = _temp_name(folder)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:
