@@ -249,7 +249,7 @@ def create_server(
     async def call(ctx: Context, roots: ListRootsResult, consent: Consent | None,
                    build: Callable[[], ImageRequest]) -> CallToolResult:
         from . import pipeline
-        from .present import tool_result
+        from .present import quick, tool_result
 
         runtime = _runtime(ctx)
         outcome: pipeline.Outcome | None = None
@@ -264,8 +264,8 @@ def create_server(
                 await runtime.in_worker(use_approval, replicas(), round_digest)  # once, whichever replica
             outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=report,
                                          consent=consent)
-            result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px,
-                                             wants_links(ctx, runtime.settings.resource_links))
+            present = (outcome, runtime.settings.thumbnail_px, wants_links(ctx, runtime.settings.resource_links))
+            result = tool_result(*present) if quick(outcome) else await runtime.in_worker(tool_result, *present)
             # A cancel that arrived while the worker thread ran is delivered here, inside this try, not later.
             await anyio.lowlevel.checkpoint()
             return result
