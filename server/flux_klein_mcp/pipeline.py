@@ -5,6 +5,7 @@ check → choose provider → prepare inputs → plan calls → send (in paralle
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -14,20 +15,20 @@ from typing import Any
 import anyio
 
 from . import pricing
-from .errors import AuthFailed, BadReply, CreditsExhausted, FluxKleinError, InputError, ProviderError, StorageError
+from .checks import check_capabilities, refuse_secrets
+from .errors import AuthFailed, BadReply, CreditsExhausted, FluxKleinError, ProviderError, StorageError
 from .images import ImageInfo
 from .inputs import InputPolicy, resolve_inputs
 from .policy import send_with_policy
 from .providers import Call, Provider, Reply
 from .providers.base import Gate, Link
-from .redact import Redactor
 from .request import ImageRequest, InputImage
 from .rules import nearest_aspect_ratio
 from .runtime import Runtime
 from .saving import FORMAT_NAMES, SIMULATED, keep, sidecar_fields
 from .spend import Accountant, Bill, Charge, Consent, Delivered, Tab, quote_for, require_consent
-from .store import SavedFile, Store, ascii_fold, file_stem, name_stem, timestamp
-from .words import arg, either, item, plural
+from .store import SavedFile, Store, file_stem, name_stem, timestamp
+from .words import arg, plural
 
 log = logging.getLogger("flux_klein_mcp")
 
@@ -107,50 +108,6 @@ class Outcome:
         if self.notes:
             out["notes"] = self.notes
         return out
-
-
-def refuse_secrets(request: ImageRequest, redact: Redactor) -> None:
-    """Refuse, before anything is sent or saved, a request whose own text holds a configured secret: it would go to
-    the provider and into the sidecar, the file name and the result."""
-    refs = request.image_refs
-    texts = [(arg("prompt"), request.prompt), (arg("filename"), request.filename or "")]
-    texts += [(item("images", i) if len(refs) > 1 else arg("image"),
-               ref.split(",", 1)[0] if ref.lstrip()[:5].lower() == "data:" else ref) for i, ref in enumerate(refs)]
-    # Also as the file name will spell them: folding to ASCII drops emoji and accents a key may be padded with.
-    texts += [(parameter, ascii_fold(text)) for parameter, text in texts[:2]]
-    for parameter, text in texts:
-        variable = redact.find(text)
-        if variable is not None:
-            raise InputError(f"{parameter} contains the value of {variable}, a secret; nothing was sent or saved. "
-                             f"Remove it{either(' from the call', '')} (never put keys in prompts, file names or "
-                             "image references).")
-
-
-def check_capabilities(provider: Provider, request: ImageRequest, providers: Iterable[Provider]) -> None:
-    """Refuse, before any spend, what the provider cannot do, naming the providers that can."""
-    caps = provider.capabilities
-
-    def able(p: Provider) -> bool:
-        return bool(getattr(p.capabilities, request.operation))
-
-    if not able(provider):
-        others = [p.name for p in providers if able(p) and p.name != "sandbox"]
-        raise InputError(f"{provider.label} cannot {request.operation} images. Use "
-                         f"{' or '.join(arg('provider', n) for n in others)} for this call.")
-    if request.tier not in caps.tiers:
-        others = [p.name for p in providers if request.tier in p.capabilities.tiers and p.name != "sandbox"]
-        raise InputError(
-            f"tier {request.tier!r} is not offered by {provider.label}; it offers {', '.join(caps.tiers)}. "
-            f"Use {arg('tier', 'low')}, or {' or '.join(arg('provider', n) for n in others)} for the high tier."
-        )
-    wanted = request.output_format
-    if wanted not in caps.formats:
-        others = [p.name for p in providers if wanted in p.capabilities.formats and p.name != "sandbox"]
-        raise InputError(
-            f"{arg('output_format', wanted)} is not offered by {provider.label}: its API takes no choice of file "
-            f"format (its images come as PNG). Nothing was sent. Leave {arg('output_format')} out for PNG, or use "
-            f"{' or '.join(arg('provider', n) for n in others)} for {wanted.upper()} files."
-        )
 
 
 async def run(
@@ -258,17 +215,25 @@ class _Batch:
         reply, saved = None, 0
         gate = Gate(self.runtime.replies)
         try:
-            link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep, self.runtime.in_worker, gate)
+            kept: list[GeneratedImage | Exception] = []  # what `_keep` did, where the provider parses in a worker
+            link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep, self.runtime.in_worker, gate,
+                        functools.partial(self._keep, call, kept))
             try:
                 reply = (await send_with_policy(self.provider, call, link)).clipped()
             except anyio.get_cancelled_exc_class():
-                self._unanswered(call)
+                if not kept:  # (a reply that came back is booked with what it made, as the call is rolled back)
+                    self._unanswered(call)
                 raise
             self.replies.append(reply)
             for k, data in enumerate(reply.images[: call.count]):
-                # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
-                with anyio.CancelScope(shield=True):
-                    image = await self.runtime.in_worker(self._save, call, k, reply, data)
+                if k < len(kept):
+                    done_there = kept[k]
+                    if isinstance(done_there, Exception):
+                        raise done_there
+                    image = done_there
+                else:  # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
+                    with anyio.CancelScope(shield=True):
+                        image = await self.runtime.in_worker(self._save, call, k, reply, data)
                 self.results[call.index + k] = image
                 saved += 1
                 self.done += 1
@@ -295,6 +260,21 @@ class _Batch:
             gate.leave()  # this reply is saved (or given up): the next one may come in
             if reply is not None and reply.billed_images > saved:  # made and billed, but unusable or not kept
                 self.bill.unsaved.append((reply, reply.billed_images - saved))
+
+    def _keep(self, call: Call, kept: list[GeneratedImage | Exception], reply: Reply) -> None:
+        """`Link.keep`: save a parsed reply's images in the worker thread that parsed it (one job, not two). Each is
+        recorded at once, so a cancel from here on rolls it back with the rest; the first failure stops the saving
+        and is raised again in `_one`, where each kind of failure is handled."""
+        reply = reply.clipped()
+        kept.clear()
+        for k, data in enumerate(reply.images[: call.count]):
+            try:
+                image = self._save(call, k, reply, data)
+            except Exception as exc:
+                kept.append(exc)
+                return
+            self.results[call.index + k] = image
+            kept.append(image)
 
     def _unanswered(self, call: Call) -> None:
         """A request cancelled after it was sent may still be charged: booked at its worst case. Not when a sibling

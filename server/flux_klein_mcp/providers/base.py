@@ -52,14 +52,17 @@ class Gate:
 @dataclass(frozen=True)
 class Link:
     """What one provider call may use from the runtime: the shared HTTP client, progress, sleep (for waits), the
-    worker pool (so parsing a reply neither blocks the event loop nor runs for every reply at once) and the gate
-    large replies pass before their bodies are read."""
+    worker pool (so parsing a reply neither blocks the event loop nor runs for every reply at once), the gate
+    large replies pass before their bodies are read, and what keeps a parsed reply's images."""
 
     http: httpx.AsyncClient
     progress: Progress
     sleep: Sleep
     work: Work
     gate: Gate = field(default_factory=lambda: Gate(None))
+    #: Run on a reply in the worker thread that parsed it, before that job returns (a provider that parses its
+    #: replies in one calls it there): the pipeline keeps the images in the same job, without one of their own.
+    keep: Callable[[Reply], None] | None = None
 
 
 @dataclass(frozen=True)
