@@ -137,8 +137,9 @@ def table(result_rows: list[Row]) -> str:
     lines = [header]
     for r in result_rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        absolute = not r.target.startswith("ratio") and r.target != "context"
         spread = "-" if r.spread is None else (f"{fmt(r.spread[0], r.unit)}..{fmt(r.spread[1], r.unit)}"
-                                               if r.unit == "MB" else f"{r.spread[0]:.2f}..{r.spread[1]:.2f}")
+                                               if absolute else f"{r.spread[0]:.2f}..{r.spread[1]:.2f}")
         lines.append((r.figure, fmt(r.server, r.unit), fmt(r.floor, r.unit), r.floor_name, ratio, spread, r.target,
                       r.verdict, str(r.samples)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -25,13 +25,15 @@ from .providers.base import Gate, Link
 from .request import ImageRequest, InputImage
 from .rules import nearest_aspect_ratio
 from .runtime import Runtime
-from .saving import FORMAT_NAMES, SIMULATED, keep, sidecar_fields
+from .saving import FORMAT_NAMES, SIMULATED, Pending, begin, finish, sidecar_fields
 from .spend import Accountant, Bill, Charge, Consent, Delivered, Tab, quote_for, require_consent
 from .store import SavedFile, Store, file_stem, name_stem, timestamp
 from .words import arg, plural
 
 log = logging.getLogger("flux_klein_mcp")
 
+#: Where a GeneratedImage's files go until `saving.finish` has named them.
+_NOT_YET = SavedFile(Path(), Path(), 0)
 #: `report(done, total, message)`: progress for the client, as each image finishes.
 Report = Callable[[float, float, str], Awaitable[None]]
 
@@ -267,14 +269,27 @@ class _Batch:
         and is raised again in `_one`, where each kind of failure is handled."""
         reply = reply.clipped()
         kept.clear()
-        for k, data in enumerate(reply.images[: call.count]):
+        begun: list[tuple[Pending, GeneratedImage]] = []
+        failure: Exception | None = None
+        for k, data in enumerate(reply.images[: call.count]):  # all written and synced at once, in the disk threads
             try:
-                image = self._save(call, k, reply, data)
+                begun.append(self._begin(call, k, reply, data))
             except Exception as exc:
+                failure = exc
+                break
+        for i, (pending, image) in enumerate(begun):  # then each decoded and named in turn
+            try:
+                saved, info, thumbnail = finish(pending, self.runtime, self.provider.label)
+            except Exception as exc:
+                for later, _ in begun[i + 1:]:
+                    later.abandon()
                 kept.append(exc)
                 return
-            self.results[call.index + k] = image
+            image = replace(image, saved=saved, info=info, thumbnail=thumbnail)
+            self.results[call.index + i] = image
             kept.append(image)
+        if failure is not None:
+            kept.append(failure)
 
     def _unanswered(self, call: Call) -> None:
         """A request cancelled after it was sent may still be charged: booked at its worst case. Not when a sibling
@@ -289,6 +304,12 @@ class _Batch:
         return progress
 
     def _save(self, call: Call, k: int, reply: Reply, data: bytes) -> GeneratedImage:
+        pending, image = self._begin(call, k, reply, data)
+        saved, info, thumbnail = finish(pending, self.runtime, self.provider.label)
+        return replace(image, saved=saved, info=info, thumbnail=thumbnail)
+
+    def _begin(self, call: Call, k: int, reply: Reply, data: bytes) -> tuple[Pending, GeneratedImage]:
+        """Start keeping one image (`saving.begin`); with what is known of it so far (its files come with `finish`)."""
         index = call.index + k
         seed = call.seed if call.count == 1 else None  # a batch shares one request: no per-image seed
         costs: list[tuple[float | None, str | None]] = []
@@ -299,10 +320,10 @@ class _Batch:
                                   timestamp(self.runtime.clock()))
 
         stem = file_stem(self.when, self.stem, index + 1 if self.request.n > 1 else None)
-        saved, info, thumbnail = keep(data, sidecar, stem, self.runtime, self.provider.label)
-        cost, cost_source = costs[0]
-        self._note_format(info)
-        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, thumbnail)
+        pending = begin(data, sidecar, stem, self.runtime, self.provider.label)
+        self._note_format(pending.info)
+        image = GeneratedImage(_NOT_YET, pending.info, seed, reply.prompt_sent, *costs[0], reply.generation_id, None)
+        return pending, image
 
     def _note_format(self, info: ImageInfo) -> None:
         """Say so (once) when the provider answered in another format than the one asked for: saved as it came."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from . import pricing
@@ -27,24 +28,43 @@ SIMULATED = "openrouter"
 FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
-def keep(data: bytes, sidecar: Callable[[ImageInfo], Mapping[str, Any]], stem: str, runtime: Runtime,
-         label: str) -> tuple[SavedFile, ImageInfo, bytes | None]:
-    """Save `data` as `<stem>.<ext>` with the sidecar `sidecar(info)` describes, once a full decode proves it whole;
-    returns the files, what the image is, and its thumbnail. A `BadReply` (nothing saved) when it is not an image
-    we can use. Runs in a worker thread; the write goes to the runtime's disk thread meanwhile."""
+@dataclass
+class Pending:
+    """An image whose bytes and sidecar the disk threads are writing, waiting for its decode (`finish`)."""
+
+    data: bytes
+    info: ImageInfo
+    stem: str
+    staging: Future[Staged]
+
+    def abandon(self) -> None:
+        """Remove what the disk thread wrote for an image that is not kept (once it is done writing it)."""
+        with contextlib.suppress(Exception):  # a write that failed left nothing to remove
+            self.staging.result().discard()
+
+
+def begin(data: bytes, sidecar: Callable[[ImageInfo], Mapping[str, Any]], stem: str, runtime: Runtime,
+          label: str) -> Pending:
+    """Start keeping `data` as `<stem>.<ext>`: its header checked, then it and the sidecar `sidecar(info)` describes
+    handed to a disk thread to be written and synced. A `BadReply` (nothing written) when it is no image we take."""
     try:
         info = identify(data)  # (the header only: enough to name the file and fill the sidecar)
     except NotAnImage as exc:
         raise unusable(label, exc) from None
-    staging = runtime.disk.submit(_stage, runtime, data, info.format, sidecar(info))
+    return Pending(data, info, stem, runtime.disk.submit(_stage, runtime, data, info.format, sidecar(info)))
+
+
+def finish(pending: Pending, runtime: Runtime, label: str) -> tuple[SavedFile, ImageInfo, bytes | None]:
+    """Decode the whole image (making its thumbnail); once it proves whole and its files are on disk, name them.
+    Returns the files, what the image is, and its thumbnail; a `BadReply` (nothing kept) when it does not decode."""
     try:
-        _, thumbnail = inspect(data, runtime.settings.thumbnail_px)
+        _, thumbnail = inspect(pending.data, runtime.settings.thumbnail_px)
     except BaseException as exc:
-        _discard(staging)
+        pending.abandon()
         if isinstance(exc, NotAnImage):
             raise unusable(label, exc) from None
         raise
-    return runtime.store.commit(staging.result(), info.extension, stem), info, thumbnail
+    return runtime.store.commit(pending.staging.result(), pending.info.extension, pending.stem), pending.info, thumbnail
 
 
 def sidecar_fields(request: ImageRequest, reply: Reply, provider: str, info: ImageInfo, seed: int | None,
@@ -85,9 +105,3 @@ def _stage(runtime: Runtime, data: bytes, fmt: str, sidecar: Mapping[str, Any]) 
     # provider's model name and id above all) is scrubbed of secrets.
     store: Store = runtime.store
     return store.stage(strip_metadata(data, fmt), runtime.settings.redact.value(sidecar))
-
-
-def _discard(staging: Future[Staged]) -> None:
-    """Remove what the disk thread wrote for an image that is not kept (once it is done writing it)."""
-    with contextlib.suppress(Exception):  # a write that failed left nothing to remove
-        staging.result().discard()
