@@ -1,10 +1,12 @@
-"""A fast fake OpenRouter on loopback for the benchmark (the wire format of /work/shared/PROVIDERS.md §1).
+"""A fast fake provider on loopback for the benchmark: OpenRouter's chat completions (PROVIDERS.md §1) and an
+OpenAI-style images endpoint (§2, with OpenAI's `output_format`), the one a JPEG reply comes from.
 
-Unlike the strict fakes in tests/, this one is built for speed and honest concurrency: the success body is
-rendered once at start (a textured 1024x1024 PNG of a few hundred KB, like a real answer rather than a flat
-colour), each connection gets its own thread, the artificial latency is a `time.sleep` in that thread, and the
-listen backlog takes hundreds of connections at once. It still refuses a wrong key or a body that is not a chat
-completion, so a misconfigured run fails loudly instead of measuring error paths.
+Unlike the strict fakes in tests/, this one is built for speed and honest concurrency: every success body is
+rendered once (a textured picture, like a real answer rather than a flat colour: a 1024x1024 PNG of a few hundred
+KB, the same at 2048x2048 under the path prefix `/px2048`, and the 1024x1024 one as a JPEG of quality 90), each
+connection gets its own thread, the artificial latency is a `time.sleep` in that thread, and the listen backlog
+takes hundreds of connections at once. It still refuses a wrong key, a wrong model or a body that is not what the
+API takes, so a misconfigured run fails loudly instead of measuring error paths.
 
 Run it as a script and it prints one JSON line (`url`, `image_bytes`, `body_bytes`) and serves until its stdin
 closes, so it never outlives the benchmark that started it:
@@ -31,6 +33,12 @@ from PIL import Image, ImageChops
 BENCH_KEY = "sk-or-v1-" + "be4c" * 16
 IMAGE_PX = 1024
 COMPLETIONS = "/api/v1/chat/completions"
+#: The same fake with the 2048x2048 picture: a base URL with this prefix.
+LARGE = "/px2048"
+IMAGES = "/v1/images/generations"
+#: The model an openai-compatible server is pointed at (FLUX_KLEIN_MODEL).
+IMAGES_MODEL = "bench/flux-klein"
+JPEG_QUALITY = 90
 KEY_INFO = {"data": {"label": "sk-or-v1-be4...e4c", "limit": None, "limit_remaining": None, "usage": 0.0,
                      "is_free_tier": False}}
 
@@ -60,16 +68,38 @@ def flat_png(size: int = IMAGE_PX) -> bytes:
     return out.getvalue()
 
 
-IMAGES = {"flat": flat_png, "textured": textured_png}
+PICTURES = {"flat": flat_png, "textured": textured_png}
+
+
+def as_jpeg(png: bytes, quality: int = JPEG_QUALITY) -> bytes:
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
 
 
 class FakeOpenRouter:
     """What the fake answers; thread-safe. `peak_in_flight` is the most completions open at once since last read."""
 
-    def __init__(self, latency_s: float, key: str = BENCH_KEY, image: bytes | None = None) -> None:
+    def __init__(self, latency_s: float, key: str = BENCH_KEY, image: bytes | None = None,
+                 large: bytes | None = None) -> None:
         self.latency_s = latency_s
         self.key = key
         self.image = image if image is not None else textured_png()
+        self.large = large if large is not None else self.image
+        self.jpeg = as_jpeg(self.image)
+        self._tail = self._completion(self.image)
+        self._large_tail = self._completion(self.large)
+        self._images: dict[tuple[str, int], bytes] = {}  # (format, n) -> body, made on first use
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._in_flight = 0
+        self.completions = 0
+        self.peak_in_flight = 0
+
+    @staticmethod
+    def _completion(image: bytes) -> bytes:
+        """A chat completion carrying `image`, without its first `{`: each answer splices its own id in front."""
         body = {
             "object": "chat.completion",
             "created": 1763000000,
@@ -77,17 +107,20 @@ class FakeOpenRouter:
             "choices": [{"index": 0, "finish_reason": "stop", "message": {
                 "role": "assistant", "content": "",
                 "images": [{"type": "image_url",
-                            "image_url": {"url": "data:image/png;base64," + base64.b64encode(self.image).decode()}}],
+                            "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}}],
             }}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 4175, "total_tokens": 4187, "cost": 0.014},
         }
-        # Rendered once; each answer only splices its own id in front.
-        self._tail = json.dumps(body, separators=(",", ":")).encode()[1:]
-        self._lock = threading.Lock()
-        self._generation = 0
-        self._in_flight = 0
-        self.completions = 0
-        self.peak_in_flight = 0
+        return json.dumps(body, separators=(",", ":")).encode()[1:]
+
+    def images_body(self, fmt: str, n: int) -> bytes:
+        """An images API answer of `n` copies of the picture in `fmt` (png or jpeg)."""
+        with self._lock:
+            if (fmt, n) not in self._images:
+                data = base64.b64encode(self.jpeg if fmt == "jpeg" else self.image).decode()
+                self._images[fmt, n] = json.dumps({"created": 1776947082, "data": [{"b64_json": data}] * n},
+                                                  separators=(",", ":")).encode()
+            return self._images[fmt, n]
 
     @property
     def body_bytes(self) -> int:
@@ -107,24 +140,53 @@ class FakeOpenRouter:
             return _error(401, "User not found.")
         if method == "GET" and path == "/api/v1/key":
             return 200, json.dumps(KEY_INFO).encode(), ""
+        large = path.startswith(LARGE + "/")
+        path = path.removeprefix(LARGE) if large else path
+        if method == "POST" and path == IMAGES:
+            return self._images_answer(body)
         if method != "POST" or path != COMPLETIONS:
             return _error(404, f"Not found: {method} {path}")
         problem = _check(body)
         if problem:
             return _error(400, problem)
+        generation = self._enter()
+        try:
+            self._wait()
+        finally:
+            self._leave()
+        return 200, b'{"id":"' + generation.encode() + b'",' + (self._large_tail if large else self._tail), generation
+
+    def _images_answer(self, body: bytes) -> tuple[int, bytes, str]:
+        try:
+            payload: Any = json.loads(body)
+        except ValueError:
+            return _error(400, "Invalid JSON body")
+        problem = _check_images(payload)
+        if problem:
+            return _error(400, problem)
+        self._enter()
+        try:
+            self._wait()
+        finally:
+            self._leave()
+        return 200, self.images_body(payload.get("output_format", "png"), payload.get("n", 1)), ""
+
+    def _enter(self) -> str:
         with self._lock:
             self._generation += 1
             generation = f"gen-bench-{self._generation}"
             self.completions += 1
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
-        try:
-            if self.latency_s > 0:
-                time.sleep(self.latency_s)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-        return 200, b'{"id":"' + generation.encode() + b'",' + self._tail, generation
+            return generation
+
+    def _wait(self) -> None:
+        if self.latency_s > 0:
+            time.sleep(self.latency_s)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
 
 def _check(body: bytes) -> str | None:
@@ -139,6 +201,19 @@ def _check(body: bytes) -> str | None:
         return "fake: expected exactly one message"
     if "modalities" in payload or "max_tokens" in payload:
         return "fake: FLUX takes no modalities or max_tokens"
+    return None
+
+
+def _check_images(payload: Any) -> str | None:
+    if not isinstance(payload, dict) or payload.get("model") != IMAGES_MODEL:
+        return f"fake: the body must be a JSON object for the model {IMAGES_MODEL}"
+    unknown = set(payload) - {"model", "prompt", "n", "size", "response_format", "output_format"}
+    if unknown:
+        return f"Unrecognized request argument supplied: {sorted(unknown)[0]}"
+    if payload.get("response_format") != "b64_json" or payload.get("output_format", "png") not in ("png", "jpeg"):
+        return "fake: b64_json replies in png or jpeg only"
+    if payload.get("n", 1) not in (1, 2, 3, 4):
+        return "n must be between 1 and 4"
     return None
 
 
@@ -200,11 +275,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds each completion waits (default 0)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--key", default=BENCH_KEY, help="the only API key accepted")
-    parser.add_argument("--image", choices=IMAGES, default="textured", help="the PNG every answer carries")
+    parser.add_argument("--image", choices=PICTURES, default="textured", help="the picture every answer carries")
     args = parser.parse_args(argv)
-    fake = FakeOpenRouter(args.latency, args.key, IMAGES[args.image]())
+    picture = PICTURES[args.image]
+    fake = FakeOpenRouter(args.latency, args.key, picture(IMAGE_PX), picture(2 * IMAGE_PX))
     server = Loopback(fake, args.port)
-    print(json.dumps({"url": server.url, "image_bytes": len(fake.image), "body_bytes": fake.body_bytes}), flush=True)
+    print(json.dumps({"url": server.url, "image_bytes": len(fake.image), "body_bytes": fake.body_bytes,
+                      "large_bytes": len(fake.large), "jpeg_bytes": len(fake.jpeg)}), flush=True)
     try:
         sys.stdin.read()  # serve until the parent closes our stdin (or dies)
     except KeyboardInterrupt:

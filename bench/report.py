@@ -33,11 +33,19 @@ class Figure:
     absolute: bool = False
 
 
+#: The issue's targets (issue 19). The thumbnail is part of the job, so a warm call's yardstick is the context floor:
+#: a script that POSTs, decodes the image with Pillow, makes the <= 512 px JPEG thumbnail and writes the file.
 FIGURES: tuple[Figure, ...] = (
-    Figure("warm call, n=1, 0 s latency", "warm.server", "warm.floor", "plain httpx call", "s", 3.0),
+    Figure("warm call, 1024x1024 PNG", "warm.server", "warm.thumb", "context: httpx+decode+thumb", "s", 1.25),
+    Figure("warm call, 2048x2048 PNG", "warm.large.server", "warm.large.thumb", "context: httpx+decode+thumb",
+           "s", 1.25),
+    Figure("warm call, JPEG reply", "warm.jpeg.server", "warm.jpeg.thumb", "context: httpx+decode+thumb", "s",
+           None),
     Figure("n=4 in one call, 1 s latency", "n4.server", "n1.server", "n=1 call (same server)", "s", 1.05),
-    Figure("16 concurrent n=4 / one n=4", "conc.server", "conc.floor", "async httpx: 64 / 1 req", "x", 1.2),
-    Figure("peak server RSS after 16x n=4", "rss.server", "rss.floor", "one-tool MCPServer, idle", "MB", 130,
+    Figure("16 concurrent n=4 / one n=4, PNG", "conc.server", "conc.floor", "async httpx: 64 / 1 req", "x", 1.5),
+    Figure("16 concurrent n=4 / one n=4, JPEG", "concjpeg.server", "concjpeg.floor", "async httpx: 16 / 1 req of 4",
+           "x", 1.2),
+    Figure("peak server RSS after both loads", "rss.server", "rss.floor", "one-tool MCPServer, idle", "MB", 130,
            absolute=True),
     Figure("CLI --help", "cli.help", "cli.floor", "one-shot httpx script", "s", 1.3),
     Figure("CLI generate --provider sandbox", "cli.sandbox", "cli.floor", "one-shot httpx script", "s", 2.5),
@@ -46,8 +54,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("vision tokens, n=1", "result.tokens", "baseline:vision_tokens", "baseline (today)", "tokens", 1.0),
     Figure("ledger reserve + settle, 200k rows", "ledger.full", "ledger.empty", "the same, empty ledger", "s",
            0.005, absolute=True),
-    # Not one of the issue's targets: how the warm call compares with the least work a result with a thumbnail needs.
-    Figure("warm call, n=1, 0 s latency", "warm.server", "warm.thumb", "httpx + decode + thumbnail", "s", None),
+    # Context only: the same warm call beside a plain download that decodes nothing (the yardstick before issue 19).
+    Figure("warm call, 1024x1024 PNG", "warm.server", "warm.floor", "plain httpx call", "s", None),
 )
 
 
@@ -62,6 +70,8 @@ class Row:
     target: str
     verdict: Literal["PASS", "FAIL", "n/a", ""]
     samples: int
+    #: The spread of the ratio over the rounds: its lowest and highest per-round value (None for one round).
+    spread: tuple[float, float] | None = None
 
 
 def median(values: list[float]) -> float | None:
@@ -90,8 +100,24 @@ def rows(samples: Samples, baseline: dict[str, Any]) -> list[Row]:
         target = ("context" if fig.limit is None else
                   f"<= {fig.limit:g} {fig.unit}" if fig.absolute else f"ratio <= {fig.limit:g}")
         out.append(Row(fig.name, fig.unit, server, floor, fig.floor_name, ratio, target, verdict,
-                       len(samples.values.get(fig.server, []))))
+                       len(samples.values.get(fig.server, [])), _spread(samples, fig, baseline)))
     return out
+
+
+def _spread(samples: Samples, fig: Figure, baseline: dict[str, Any]) -> tuple[float, float] | None:
+    """The lowest and highest of the per-round ratios (each round's own medians), or of the values themselves for an
+    absolute target: how much the figure moved with the machine's load over the run."""
+    rounds = samples.rounds
+    if len(rounds) < 2:
+        return None
+    values = []
+    for one in rounds:
+        server = median(one.get(fig.server, []))
+        floor = (baseline.get(fig.floor.split(":", 1)[1]) if fig.floor.startswith("baseline:")
+                 else median(one.get(fig.floor, [])))
+        if server is not None and (fig.absolute or floor):
+            values.append(server if fig.absolute else server / floor)
+    return (min(values), max(values)) if len(values) >= 2 else None
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -107,14 +133,17 @@ def fmt(value: float | None, unit: str) -> str:
 
 
 def table(result_rows: list[Row]) -> str:
-    header = ("figure", "server", "floor", "floor is", "ratio", "target", "", "n")
+    header = ("figure", "server", "floor", "floor is", "ratio", "rounds' range", "target", "", "n")
     lines = [header]
     for r in result_rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
-        lines.append((r.figure, fmt(r.server, r.unit), fmt(r.floor, r.unit), r.floor_name, ratio, r.target,
+        absolute = not r.target.startswith("ratio") and r.target != "context"
+        spread = "-" if r.spread is None else (f"{fmt(r.spread[0], r.unit)}..{fmt(r.spread[1], r.unit)}"
+                                               if absolute else f"{r.spread[0]:.2f}..{r.spread[1]:.2f}")
+        lines.append((r.figure, fmt(r.server, r.unit), fmt(r.floor, r.unit), r.floor_name, ratio, spread, r.target,
                       r.verdict, str(r.samples)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    right = {1, 2, 4, 7}
+    right = {1, 2, 4, 5, 8}
     text = []
     for n, line in enumerate(lines):
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
@@ -171,9 +200,9 @@ def render(result_rows: list[Row], info: dict[str, Any], fake: dict[str, Any], s
         f"load average at start {' '.join(map(str, info['load_average_at_start']))}",
         f"server:  {info['server']} ({info['server_version']}, commit {info['server_commit']}), "
         f"MCP SDK {info['mcp_sdk']}",
-        f"fake:    1024x1024 {fake.get('image', 'textured')} PNG of {fake['image_bytes']:,} bytes, "
-        f"answer body {fake['body_bytes']:,} bytes; "
-        f"latency 0 s and 1 s",
+        f"fake:    {fake.get('image', 'textured')} pictures: 1024x1024 PNG of {fake['image_bytes']:,} bytes (answer "
+        f"body {fake['body_bytes']:,}), 2048x2048 PNG of {fake.get('large_bytes', 0):,}, 1024x1024 JPEG of "
+        f"{fake.get('jpeg_bytes', 0):,}; latency 0 s and 1 s",
         "",
         table(result_rows),
     ]
@@ -181,9 +210,18 @@ def render(result_rows: list[Row], info: dict[str, Any], fake: dict[str, Any], s
                 if (v := samples.values.get(key))]
     if inflight:
         out.append(f"\nmost provider requests in flight at once (of {16 * 4}): {', '.join(inflight)}")
+    failed = [r.figure + (f" ({r.floor_name})" if r.figure in _repeated(result_rows) else "") for r in result_rows
+              if r.verdict in ("FAIL", "n/a")]
+    met = sum(r.verdict == "PASS" for r in result_rows)
+    out.append(f"targets: {met} met" + (f", missed or not measured: {'; '.join(failed)}" if failed else ", all met"))
     for error in samples.errors:
         out.append(f"error: {error}")
     return "\n".join(out)
+
+
+def _repeated(result_rows: list[Row]) -> set[str]:
+    names = [r.figure for r in result_rows]
+    return {name for name in names if names.count(name) > 1}
 
 
 def as_json(result_rows: list[Row], info: dict[str, Any], fake: dict[str, Any], samples: Samples,

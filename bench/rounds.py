@@ -23,7 +23,7 @@ from typing import TextIO
 import anyio
 import httpx
 
-from .fake_provider import BENCH_KEY
+from .fake_provider import BENCH_KEY, IMAGES_MODEL, LARGE
 from .floor_async import concurrent_wall, new_client
 from .floor_oneshot import fetch_one
 from .measure import (
@@ -39,6 +39,8 @@ from .measure import (
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "a fox"
+#: A call whose reply is a JPEG: the OpenAI-style endpoint (the fake's images API), asked for one.
+JPEG = {"prompt": PROMPT, "provider": "openai-compatible", "output_format": "jpeg"}
 CONCURRENT_CALLS, IMAGES_PER_CALL = 16, 4
 SERVER_MARKER = "flux-klein-mcp"
 FLOOR_SERVER = HERE / "floor_mcp_server.py"
@@ -69,21 +71,32 @@ class Setup:
         path.mkdir(parents=True)
         return path
 
-    def env(self, folder: Path, base_url: str | None) -> dict[str, str]:
+    def env(self, folder: Path, base_url: str | None, prefix: str = "") -> dict[str, str]:
+        """A process's environment: its own output folder and ledger, and with `base_url` the fake as OpenRouter
+        (its 2048x2048 picture with `prefix` LARGE) and as an OpenAI-compatible endpoint (the JPEG replies)."""
         extra = {"FLUX_KLEIN_LEDGER": str(folder / "ledger.sqlite3"), "FLUX_KLEIN_OUTPUT_DIR": str(folder / "output")}
         if base_url is not None:
-            extra |= {"OPENROUTER_API_KEY": BENCH_KEY, "OPENROUTER_BASE_URL": f"{base_url}/api/v1"}
+            extra |= {"OPENROUTER_API_KEY": BENCH_KEY, "OPENROUTER_BASE_URL": f"{base_url}{prefix}/api/v1",
+                      "FLUX_KLEIN_API_KEY": BENCH_KEY, "FLUX_KLEIN_BASE_URL": f"{base_url}/v1",
+                      "FLUX_KLEIN_MODEL": IMAGES_MODEL}
         return process_env(extra)
 
 
 @dataclass
 class Samples:
     values: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    #: The same samples, round by round (for each figure's spread over the run).
+    rounds: list[defaultdict[str, list[float]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     tracebacks: list[str] = field(default_factory=list)  # in the JSON only
 
+    def next_round(self) -> None:
+        self.rounds.append(defaultdict(list))
+
     def add(self, key: str, value: float) -> None:
         self.values[key].append(value)
+        if self.rounds:
+            self.rounds[-1][key].append(value)
 
 
 def progress(message: str) -> None:
@@ -97,6 +110,7 @@ async def run_rounds(setup: Setup, rounds: int) -> Samples:
         _warm_up(setup)
     for index in range(rounds):
         flip = index % 2 == 1
+        samples.next_round()
         timings = []
         for name, section in (("cold start + warm calls", cold_and_warm), ("1 s latency", at_one_second),
                               ("command line", command_line), ("ledger", ledger_calls)):
@@ -130,31 +144,37 @@ def _warm_up(setup: Setup) -> None:
 
 
 async def cold_and_warm(setup: Setup, samples: Samples, flip: bool) -> None:
-    """Cold starts of the server and of the one-tool floor; warm calls paired with plain httpx calls."""
+    """Cold starts of the server and of the one-tool floor; warm calls paired with the floors' (plain httpx, and
+    the context floor: httpx + decode + thumbnail), for the 1024x1024 PNG, a JPEG reply and a 2048x2048 PNG."""
     if not flip:
         await floor_cold_start(setup, samples)
     folder = setup.folder()
-    async with _server(setup, folder, setup.fast_url) as session:
+    async with _server(setup, folder, setup.fast_url) as session, \
+            _server(setup, setup.folder(), setup.fast_url, LARGE) as large:
         samples.add("cold.server", session.cold_start_s)
         # The first call in a fresh folder: its size does not depend on how many calls came before.
         _, first = await timed_call(session.client, "generate_image", {"prompt": PROMPT})
         samples.add("result.bytes", result_bytes(first, folder / "output"))
         samples.add("result.tokens", vision_tokens(first))
-        for _ in range(setup.warm_calls - 1):
-            await timed_call(session.client, "generate_image", {"prompt": PROMPT})
+        kinds = [("", session, {"prompt": PROMPT}, None, ""), ("jpeg.", session, JPEG, "jpeg", ""),
+                 ("large.", large, {"prompt": PROMPT}, None, LARGE)]
+        for _ in range(setup.warm_calls):
+            for _, server, arguments, _, _ in kinds:
+                await timed_call(server.client, "generate_image", arguments)
         with httpx.Client(timeout=60) as http:
-            base = f"{setup.fast_url}/api/v1"
             for i in range(setup.warm_calls):
-                fetch_one(http, base, BENCH_KEY, folder / f"floor-warm-{i}.png")
+                for _, _, _, fmt, prefix in kinds:
+                    fetch_one(http, f"{setup.fast_url}{prefix}/api/v1" if fmt is None else f"{setup.fast_url}/v1",
+                              BENCH_KEY, folder / f"floor-warm-{i}.img", True, fmt)
             for i in range(setup.timed_calls):
-                if flip:
-                    samples.add("warm.floor", _timed_floor_call(http, base, folder / f"floor-{i}.png"))
-                    samples.add("warm.thumb", _timed_floor_call(http, base, folder / f"thumb-{i}.png", True))
-                wall, _ = await timed_call(session.client, "generate_image", {"prompt": PROMPT})
-                samples.add("warm.server", wall)
-                if not flip:
-                    samples.add("warm.floor", _timed_floor_call(http, base, folder / f"floor-{i}.png"))
-                    samples.add("warm.thumb", _timed_floor_call(http, base, folder / f"thumb-{i}.png", True))
+                for key, server, arguments, fmt, prefix in kinds:
+                    base = f"{setup.fast_url}{prefix}/api/v1" if fmt is None else f"{setup.fast_url}/v1"
+                    if flip:
+                        _floor_calls(samples, http, base, folder / str(i), key, fmt)
+                    wall, _ = await timed_call(server.client, "generate_image", arguments)
+                    samples.add(f"warm.{key}server", wall)
+                    if not flip:
+                        _floor_calls(samples, http, base, folder / str(i), key, fmt)
     if flip:
         await floor_cold_start(setup, samples)
     for pair in range(1, setup.cold_pairs):  # more cold starts: the noisiest figure gets the most samples
@@ -168,9 +188,17 @@ async def cold_and_warm(setup: Setup, samples: Samples, flip: bool) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _timed_floor_call(http: httpx.Client, base: str, path: Path, thumbnail: bool = False) -> float:
+def _floor_calls(samples: Samples, http: httpx.Client, base: str, stem: Path, key: str, fmt: str | None) -> None:
+    """The floors of one warm call: the context floor, and for the 1024x1024 PNG the plain floor too."""
+    if not key:
+        samples.add("warm.floor", _timed_floor_call(http, base, stem.with_suffix(".plain")))
+    samples.add(f"warm.{key}thumb", _timed_floor_call(http, base, stem.with_suffix(".thumb"), True, fmt))
+
+
+def _timed_floor_call(http: httpx.Client, base: str, path: Path, thumbnail: bool = False,
+                      output_format: str | None = None) -> float:
     start = time.perf_counter()
-    fetch_one(http, base, BENCH_KEY, path, thumbnail)
+    fetch_one(http, base, BENCH_KEY, path, thumbnail, output_format)
     return time.perf_counter() - start
 
 
@@ -183,42 +211,50 @@ async def floor_cold_start(setup: Setup, samples: Samples) -> None:
 
 
 async def at_one_second(setup: Setup, samples: Samples, flip: bool) -> None:
-    """n=1 and n=4 walls, then 16 concurrent n=4 calls, beside the async floor's 1 and 64 requests; peak RSS."""
+    """n=1 and n=4 walls, then 16 concurrent n=4 calls beside the async floor's, for PNG replies (OpenRouter: 64
+    requests / 1) and JPEG replies (the images API: 16 requests of 4 / 1); the peak RSS after both."""
     folder = setup.folder()
-    base = f"{setup.slow_url}/api/v1"
+    base, images = f"{setup.slow_url}/api/v1", f"{setup.slow_url}/v1"
     async with _server(setup, folder, setup.slow_url) as session, new_client() as http:
         await timed_call(session.client, "generate_image", {"prompt": PROMPT})  # warm-up, untimed
+        await timed_call(session.client, "generate_image", JPEG)
         await concurrent_wall(http, base, BENCH_KEY, folder, 1)  # the floor's connection, untimed
         walls: dict[int, float] = {}
         for n in ((4, 1) if flip else (1, 4)):
             walls[n], _ = await timed_call(session.client, "generate_image", {"prompt": PROMPT, "n": n})
         samples.add("n1.server", walls[1])
         samples.add("n4.server", walls[4])
+        jpeg_one, _ = await timed_call(session.client, "generate_image", {**JPEG, "n": IMAGES_PER_CALL})
         floor_one = await concurrent_wall(http, base, BENCH_KEY, folder, 1)
+        floor_jpeg_one = await concurrent_wall(http, images, BENCH_KEY, folder, 1, "jpeg", IMAGES_PER_CALL)
 
         async def floor_load() -> None:
             await _fake_stats(http, setup.slow_url)
             wall = await concurrent_wall(http, base, BENCH_KEY, folder, CONCURRENT_CALLS * IMAGES_PER_CALL)
             samples.add("conc.floor", wall / floor_one)
             samples.add("inflight.floor", (await _fake_stats(http, setup.slow_url))["peak_in_flight"])
+            wall = await concurrent_wall(http, images, BENCH_KEY, folder, CONCURRENT_CALLS, "jpeg", IMAGES_PER_CALL)
+            samples.add("concjpeg.floor", wall / floor_jpeg_one)
 
-        if flip:
-            await floor_load()
-        await _fake_stats(http, setup.slow_url)
-        wall = await _concurrent_calls(session)
-        samples.add("inflight.server", (await _fake_stats(http, setup.slow_url))["peak_in_flight"])
-        samples.add("conc.server", wall / walls[4])
-        samples.add("rss.server", peak_rss_mb(session.pid))
-        if not flip:
-            await floor_load()
+        async def server_load() -> None:
+            await _fake_stats(http, setup.slow_url)
+            wall = await _concurrent_calls(session, {"prompt": PROMPT, "n": IMAGES_PER_CALL})
+            samples.add("inflight.server", (await _fake_stats(http, setup.slow_url))["peak_in_flight"])
+            samples.add("conc.server", wall / walls[4])
+            wall = await _concurrent_calls(session, {**JPEG, "n": IMAGES_PER_CALL})
+            samples.add("concjpeg.server", wall / jpeg_one)
+            samples.add("rss.server", peak_rss_mb(session.pid))
+
+        for load in ((floor_load, server_load) if flip else (server_load, floor_load)):
+            await load()
     shutil.rmtree(folder, ignore_errors=True)
 
 
-async def _concurrent_calls(session: Session) -> float:
+async def _concurrent_calls(session: Session, arguments: dict[str, object]) -> float:
     start = time.perf_counter()
     async with anyio.create_task_group() as group:
         for _ in range(CONCURRENT_CALLS):
-            group.start_soon(timed_call, session.client, "generate_image", {"prompt": PROMPT, "n": IMAGES_PER_CALL})
+            group.start_soon(timed_call, session.client, "generate_image", arguments)
     return time.perf_counter() - start
 
 
@@ -264,5 +300,5 @@ def _cli_commands(setup: Setup, folder: Path) -> dict[str, list[str]]:
     }
 
 
-def _server(setup: Setup, folder: Path, base_url: str) -> AbstractAsyncContextManager[Session]:
-    return serve_stdio(setup.server, [], setup.env(folder, base_url), folder, setup.errlog, SERVER_MARKER)
+def _server(setup: Setup, folder: Path, base_url: str, prefix: str = "") -> AbstractAsyncContextManager[Session]:
+    return serve_stdio(setup.server, [], setup.env(folder, base_url, prefix), folder, setup.errlog, SERVER_MARKER)

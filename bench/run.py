@@ -30,8 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default 5)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, fewer samples (under a minute)")
     parser.add_argument("--image", choices=("textured", "flat"), default="textured",
-                        help="the fake's 1024x1024 PNG: textured (a few hundred KB, like a real render; default) or "
-                             "flat (one colour, a few KB: what the test suite's fakes send)")
+                        help="the fake's pictures: textured (a few hundred KB a megapixel, like a real render; "
+                             "default) or flat (one colour, a few KB: what the test suite's fakes send)")
     parser.add_argument("--json", metavar="PATH", type=Path, help="also write the table and every sample as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed or not measured")
     parser.add_argument("--server", default=_default_server(), help="the flux-klein-mcp executable to measure "
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     baseline = report.load_baseline()
     result_rows = report.rows(samples, baseline)
     info = report.machine(server, sys.executable, load)
-    fake_info = {"image_bytes": fast["image_bytes"], "body_bytes": fast["body_bytes"], "image": args.image}
+    fake_info = {key: fast[key] for key in ("image_bytes", "body_bytes", "large_bytes", "jpeg_bytes")}
+    fake_info["image"] = args.image
     print(report.render(result_rows, info, fake_info, samples))
     if args.json:
         settings = {"rounds": rounds, "quick": args.quick, "warm_calls": setup.warm_calls,

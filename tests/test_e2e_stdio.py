@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -218,10 +219,22 @@ def test_a_line_that_is_not_json_rpc_is_answered_with_a_json_rpc_error(workdir):
              '{"jsonrpc":"2.0","id":9,"method":"ping"}']
     env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "XDG_STATE_HOME")},
            "FLUX_KLEIN_PROVIDER": "sandbox"}
-    done = subprocess.run([COMMAND], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60,
-                          cwd=workdir, env=env)
-    answers = {json.dumps(a.get("id")): a for a in map(json.loads, done.stdout.splitlines())}
-    assert set(answers) == {"1", "7", "null", '"eight"', "9"}, done.stdout
+    # stdin stays open until the five answers are in: at end of input the SDK cancels what is still in flight.
+    proc = subprocess.Popen([COMMAND], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, cwd=workdir, env=env)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("\n".join(lines) + "\n")
+    proc.stdin.flush()
+    guard = threading.Timer(30, proc.kill)  # a server that never answers fails the test instead of hanging it
+    guard.start()
+    try:
+        read = [proc.stdout.readline() for _ in range(5)]
+    finally:
+        guard.cancel()
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0 and proc.stdout.read() == ""  # nothing more: no answer to a notification
+    answers = {json.dumps(a.get("id")): a for a in map(json.loads, read)}
+    assert set(answers) == {"1", "7", "null", '"eight"', "9"}, read
     assert answers["7"]["error"]["code"] == -32700 and "unpaired UTF-16 surrogate" in answers["7"]["error"]["message"]
     assert answers["null"]["error"]["code"] == -32700
     assert answers['"eight"']["error"]["code"] == -32600

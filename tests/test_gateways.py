@@ -415,3 +415,22 @@ async def test_a_redirected_image_url_is_followed_and_the_key_stays_home(connect
     assert [r.path for r in redirector.requests] == ["/r/img-1.png"]
     assert all("authorization" not in r.headers for r in redirector.requests)
     assert Path(data["images"][0]["path"]).read_bytes() == fake.files["img-1.png"]
+
+
+async def test_a_damaged_image_in_a_batch_keeps_those_before_it_and_leaves_no_file_of_the_rest(connect, workdir):
+    """The images of one reply are written at once and named in order once each decodes: the first that does
+    not stops the rest, and nothing of them (nor a temporary file) is left."""
+    fake = gateway("openai-compatible")
+
+    def third_damaged(incoming):
+        body = incoming.json
+        images = fake.render(body)
+        images[2] = images[2][: len(images[2]) // 2]
+        return fake.images_answer(body, images)
+
+    fake.then(third_damaged)
+    async with connect(fake) as client:
+        data = summary(await client.call_tool("generate_image", {"prompt": "a fox", "n": 4}))
+    assert len(data["images"]) == 2 and "not a usable image" in data["failed"][0]
+    names = sorted(p.name for p in output_files(workdir))
+    assert len(names) == 4 and all(name.endswith(("-1.png", "-1.json", "-2.png", "-2.json")) for name in names)

@@ -393,3 +393,15 @@ def test_the_sweep_runs_when_the_folder_is_first_used(tmp_path):
     leftover = temp(tmp_path, b"x", dead_pid())
     Store(tmp_path, explicit=True).folder  # noqa: B018
     assert not leftover.exists()
+
+
+def test_synced_writes_leave_nothing_when_one_fails(tmp_path):
+    from flux_klein_mcp.durable import write_synced
+
+    taken = tmp_path / "b"
+    taken.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        write_synced([tmp_path / "a", taken], [b"x" * 300_000, b"y"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"] and taken.read_bytes() == b"someone else's"
+    write_synced([tmp_path / "c", tmp_path / "d"], [b"x" * 300_000, b""])
+    assert (tmp_path / "c").read_bytes() == b"x" * 300_000 and (tmp_path / "d").read_bytes() == b""

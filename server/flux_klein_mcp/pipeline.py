@@ -5,6 +5,7 @@ check → choose provider → prepare inputs → plan calls → send (in paralle
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -14,25 +15,25 @@ from typing import Any
 import anyio
 
 from . import pricing
-from .errors import AuthFailed, BadReply, CreditsExhausted, FluxKleinError, InputError, ProviderError, StorageError
-from .images import ImageInfo, NotAnImage, inspect
+from .checks import check_capabilities, refuse_secrets
+from .errors import AuthFailed, BadReply, CreditsExhausted, FluxKleinError, ProviderError, StorageError
+from .images import ImageInfo
 from .inputs import InputPolicy, resolve_inputs
-from .metadata import strip_metadata
 from .policy import send_with_policy
 from .providers import Call, Provider, Reply
 from .providers.base import Gate, Link
-from .redact import Redactor
-from .request import ImageRequest
+from .request import ImageRequest, InputImage
 from .rules import nearest_aspect_ratio
 from .runtime import Runtime
-from .spend import Bill, Consent, Delivered, quote_for, require_consent
-from .store import SavedFile, Store, ascii_fold, file_stem, name_stem, timestamp
-from .words import arg, either, item, plural
+from .saving import FORMAT_NAMES, SIMULATED, Pending, begin, finish, sidecar_fields
+from .spend import Accountant, Bill, Charge, Consent, Delivered, Tab, quote_for, require_consent
+from .store import SavedFile, Store, file_stem, name_stem, timestamp
+from .words import arg, plural
 
-#: The provider whose request and prices the sandbox simulates.
-SIMULATED = "openrouter"
 log = logging.getLogger("flux_klein_mcp")
 
+#: Where a GeneratedImage's files go until `saving.finish` has named them.
+_NOT_YET = SavedFile(Path(), Path(), 0)
 #: `report(done, total, message)`: progress for the client, as each image finishes.
 Report = Callable[[float, float, str], Awaitable[None]]
 
@@ -111,42 +112,6 @@ class Outcome:
         return out
 
 
-def refuse_secrets(request: ImageRequest, redact: Redactor) -> None:
-    """Refuse, before anything is sent or saved, a request whose own text holds a configured secret: it would go to
-    the provider and into the sidecar, the file name and the result."""
-    refs = request.image_refs
-    texts = [(arg("prompt"), request.prompt), (arg("filename"), request.filename or "")]
-    texts += [(item("images", i) if len(refs) > 1 else arg("image"),
-               ref.split(",", 1)[0] if ref.lstrip()[:5].lower() == "data:" else ref) for i, ref in enumerate(refs)]
-    # Also as the file name will spell them: folding to ASCII drops emoji and accents a key may be padded with.
-    texts += [(parameter, ascii_fold(text)) for parameter, text in texts[:2]]
-    for parameter, text in texts:
-        variable = redact.find(text)
-        if variable is not None:
-            raise InputError(f"{parameter} contains the value of {variable}, a secret; nothing was sent or saved. "
-                             f"Remove it{either(' from the call', '')} (never put keys in prompts, file names or "
-                             "image references).")
-
-
-def check_capabilities(provider: Provider, request: ImageRequest, providers: Iterable[Provider]) -> None:
-    """Refuse, before any spend, what the provider cannot do, naming the providers that can."""
-    caps = provider.capabilities
-
-    def able(p: Provider) -> bool:
-        return bool(getattr(p.capabilities, request.operation))
-
-    if not able(provider):
-        others = [p.name for p in providers if able(p) and p.name != "sandbox"]
-        raise InputError(f"{provider.label} cannot {request.operation} images. Use "
-                         f"{' or '.join(arg('provider', n) for n in others)} for this call.")
-    if request.tier not in caps.tiers:
-        others = [p.name for p in providers if request.tier in p.capabilities.tiers and p.name != "sandbox"]
-        raise InputError(
-            f"tier {request.tier!r} is not offered by {provider.label}; it offers {', '.join(caps.tiers)}. "
-            f"Use {arg('tier', 'low')}, or {' or '.join(arg('provider', n) for n in others)} for the high tier."
-        )
-
-
 async def run(
     request: ImageRequest,
     runtime: Runtime,
@@ -164,11 +129,19 @@ async def run(
     provider = runtime.providers.choose(request.provider)
     check_capabilities(provider, request, runtime.providers)
     require_consent(settings.high_tier, request.tier, provider.name, consent)
-    folder = await runtime.in_worker(runtime.store.ready)  # a folder that cannot take the image fails before spend
-    dirs = [folder, *settings.input_dirs, *([] if runtime.remote else root_dirs)]
-    policy = InputPolicy.build(settings.cwd, dirs, settings.max_input_bytes, remote=runtime.remote)
-    parameter = "images" if request.operation == "compose" else "image"
-    inputs = await runtime.in_worker(resolve_inputs, request.image_refs, policy, parameter)
+    quote = quote_for(provider, request.tier, request.n)
+
+    def prepare() -> tuple[tuple[InputImage, ...], Tab]:
+        """One worker job before the request (each hop to a thread and back costs the call time): the folder that
+        must take the image, the inputs, then the budget's reservation, each refusing before any spend."""
+        folder = runtime.store.ready()
+        dirs = [folder, *settings.input_dirs, *([] if runtime.remote else root_dirs)]
+        policy = InputPolicy.build(settings.cwd, dirs, settings.max_input_bytes, remote=runtime.remote)
+        parameter = "images" if request.operation == "compose" else "image"
+        inputs = resolve_inputs(request.image_refs, policy, parameter)
+        return inputs, runtime.spend.reserve(quote)  # a budget it would pass refuses it before any request
+
+    inputs, tab = await runtime.in_worker(prepare)
     request = replace(request, inputs=inputs)
     notes: list[str] = []
     source = inputs[0] if request.operation == "edit" and inputs else None
@@ -178,21 +151,27 @@ async def run(
         notes.append(f"aspect_ratio {request.aspect_ratio} was taken from the input image "
                      f"({source.width}x{source.height}); pass {arg('aspect_ratio')} to choose another.")
     batch = _Batch(request, provider, runtime, report, notes)
-    quote = quote_for(provider, request.tier, request.n)
-    tab = await runtime.in_worker(runtime.spend.reserve, quote)  # a budget it would pass refuses it before any request
-    warning = None
+    outcome: Outcome | None = None
     try:
         await report(0, request.n, f"Asking {provider.label} for {plural(request.n, 'image')}")
         outcome = await batch.run(provider.plan(request))
     finally:
-        # Settled to what the provider made (kept or not); whatever else was reserved is freed.
+        # Settled to what the provider made (kept or not); whatever else was reserved is freed. With the standing
+        # the result reports, in the same worker job, shielded: a cancel here still settles.
         with anyio.CancelScope(shield=True):
             charges = batch.bill.charges([image.delivered() for image in batch.kept()], tab.quote, settings.redact)
-            warning = await runtime.in_worker(runtime.spend.settle, tab, charges)
+            warning, standing = await runtime.in_worker(_settle, runtime.spend, tab, charges, outcome is not None)
+    assert outcome is not None  # (batch.run returned, or its exception left above)
     if warning:
         outcome.notes.append(warning)
-    outcome.spend = await runtime.in_worker(runtime.spend.standing, tab.quote)
+    outcome.spend = standing
     return outcome
+
+
+def _settle(spend: Accountant, tab: Tab, charges: list[Charge], succeeded: bool) -> tuple[str | None, dict[str, Any]]:
+    """Settle the call's tab; after a call that made images, also what has been spent (for the result)."""
+    warning = spend.settle(tab, charges)
+    return warning, spend.standing(tab.quote) if succeeded else {}
 
 
 class _Batch:
@@ -238,17 +217,25 @@ class _Batch:
         reply, saved = None, 0
         gate = Gate(self.runtime.replies)
         try:
-            link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep, self.runtime.in_worker, gate)
+            kept: list[GeneratedImage | Exception] = []  # what `_keep` did, where the provider parses in a worker
+            link = Link(self.runtime.http, self._call_progress(call), self.runtime.sleep, self.runtime.in_worker, gate,
+                        functools.partial(self._keep, call, kept))
             try:
                 reply = (await send_with_policy(self.provider, call, link)).clipped()
             except anyio.get_cancelled_exc_class():
-                self._unanswered(call)
+                if not kept:  # (a reply that came back is booked with what it made, as the call is rolled back)
+                    self._unanswered(call)
                 raise
             self.replies.append(reply)
             for k, data in enumerate(reply.images[: call.count]):
-                # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
-                with anyio.CancelScope(shield=True):
-                    image = await self.runtime.in_worker(self._save, call, k, reply, data)
+                if k < len(kept):
+                    done_there = kept[k]
+                    if isinstance(done_there, Exception):
+                        raise done_there
+                    image = done_there
+                else:  # Shielded: a save that started finishes, so a cancellation can roll it back cleanly.
+                    with anyio.CancelScope(shield=True):
+                        image = await self.runtime.in_worker(self._save, call, k, reply, data)
                 self.results[call.index + k] = image
                 saved += 1
                 self.done += 1
@@ -276,6 +263,34 @@ class _Batch:
             if reply is not None and reply.billed_images > saved:  # made and billed, but unusable or not kept
                 self.bill.unsaved.append((reply, reply.billed_images - saved))
 
+    def _keep(self, call: Call, kept: list[GeneratedImage | Exception], reply: Reply) -> None:
+        """`Link.keep`: save a parsed reply's images in the worker thread that parsed it (one job, not two). Each is
+        recorded at once, so a cancel from here on rolls it back with the rest; the first failure stops the saving
+        and is raised again in `_one`, where each kind of failure is handled."""
+        reply = reply.clipped()
+        kept.clear()
+        begun: list[tuple[Pending, GeneratedImage]] = []
+        failure: Exception | None = None
+        for k, data in enumerate(reply.images[: call.count]):  # all written and synced at once, in the disk threads
+            try:
+                begun.append(self._begin(call, k, reply, data))
+            except Exception as exc:
+                failure = exc
+                break
+        for i, (pending, image) in enumerate(begun):  # then each decoded and named in turn
+            try:
+                saved, info, thumbnail = finish(pending, self.runtime, self.provider.label)
+            except Exception as exc:
+                for later, _ in begun[i + 1:]:
+                    later.abandon()
+                kept.append(exc)
+                return
+            image = replace(image, saved=saved, info=info, thumbnail=thumbnail)
+            self.results[call.index + i] = image
+            kept.append(image)
+        if failure is not None:
+            kept.append(failure)
+
     def _unanswered(self, call: Call) -> None:
         """A request cancelled after it was sent may still be charged: booked at its worst case. Not when a sibling
         found the key out of credits or rejected (the provider charges nothing then), nor on the free sandbox."""
@@ -289,44 +304,35 @@ class _Batch:
         return progress
 
     def _save(self, call: Call, k: int, reply: Reply, data: bytes) -> GeneratedImage:
-        try:
-            info, thumbnail = inspect(data, self.runtime.settings.thumbnail_px)
-        except NotAnImage as exc:
-            raise BadReply(
-                f"{self.provider.label} returned data that is not a usable image ({exc}). "
-                "Nothing was saved; try again.",
-                provider=self.provider.label,
-            ) from None
-        data = strip_metadata(data, info.format)  # no provider text, EXIF or trailing bytes in the saved file
+        pending, image = self._begin(call, k, reply, data)
+        saved, info, thumbnail = finish(pending, self.runtime, self.provider.label)
+        return replace(image, saved=saved, info=info, thumbnail=thumbnail)
+
+    def _begin(self, call: Call, k: int, reply: Reply, data: bytes) -> tuple[Pending, GeneratedImage]:
+        """Start keeping one image (`saving.begin`); with what is known of it so far (its files come with `finish`)."""
         index = call.index + k
         seed = call.seed if call.count == 1 else None  # a batch shares one request: no per-image seed
-        cost, cost_source = self._cost(reply, info)
-        req = self.request
-        sidecar: dict[str, Any] = {
-            "operation": req.operation,
-            "prompt": req.prompt,
-            "prompt_sent": reply.prompt_sent,
-            "model": reply.model,
-            "provider": self.provider.name,
-            "tier": req.tier,
-            "seed": seed,
-            "aspect_ratio": req.aspect_ratio,
-            "width": info.width,
-            "height": info.height,
-            "format": info.extension,
-            "inputs": [image.describe() for image in req.inputs],
-            "cost_usd": cost,
-            "cost_source": cost_source,
-            "generation_id": reply.generation_id,
-            "timestamp": timestamp(self.runtime.clock()),
-        }
-        if reply.simulated:
-            sidecar["would_send"] = reply.would_send
-            sidecar["would_cost_usd"] = pricing.list_price(SIMULATED, reply.model, info.width, info.height)
-        stem = file_stem(self.when, self.stem, index + 1 if req.n > 1 else None)
-        # The sidecar is an exit: every string in it (the provider's model name and id above all) is scrubbed.
-        saved = self.runtime.store.save(data, info.extension, stem, self.runtime.settings.redact.value(sidecar))
-        return GeneratedImage(saved, info, seed, reply.prompt_sent, cost, cost_source, reply.generation_id, thumbnail)
+        costs: list[tuple[float | None, str | None]] = []
+
+        def sidecar(info: ImageInfo) -> dict[str, Any]:
+            costs.append(self._cost(reply, info))
+            return sidecar_fields(self.request, reply, self.provider.name, info, seed, *costs[0],
+                                  timestamp(self.runtime.clock()))
+
+        stem = file_stem(self.when, self.stem, index + 1 if self.request.n > 1 else None)
+        pending = begin(data, sidecar, stem, self.runtime, self.provider.label)
+        self._note_format(pending.info)
+        image = GeneratedImage(_NOT_YET, pending.info, seed, reply.prompt_sent, *costs[0], reply.generation_id, None)
+        return pending, image
+
+    def _note_format(self, info: ImageInfo) -> None:
+        """Say so (once) when the provider answered in another format than the one asked for: saved as it came."""
+        asked = self.request.output_format
+        if info.format != FORMAT_NAMES[asked]:
+            note = (f"{self.provider.label} returned {info.format} although {arg('output_format')} {asked!r} was "
+                    f"asked for (its API may ignore the format); the image was saved as it came, as .{info.extension}.")
+            if note not in self.notes:
+                self.notes.append(note)
 
     def _cost(self, reply: Reply, info: ImageInfo) -> tuple[float | None, str | None]:
         if reply.simulated:
@@ -346,7 +352,7 @@ class _Batch:
         if not images:
             raise _all_failed(self.failures, self.request.n)
         first = self.replies[0]
-        notes = self.notes + [note for reply in self.replies for note in reply.notes]
+        notes = list(dict.fromkeys(self.notes + [note for reply in self.replies for note in reply.notes]))
         if self.runtime.store.note:
             notes.append(self.runtime.store.note)
         if self.request.seed is not None and not self.provider.capabilities.seed:

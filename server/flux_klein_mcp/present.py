@@ -44,6 +44,13 @@ def thumbnails(images: Sequence[bytes | None], max_px: int, budget: int) -> list
     return encoded if sum(len(e) for e in encoded) <= budget else None
 
 
+def quick(outcome: Outcome) -> bool:
+    """Whether `tool_result` has nothing to shrink for this outcome (the thumbnails made as the images were saved
+    fit the budget with room to spare): then building it is a few base64 encodings and objects, too little to be
+    worth a hop to a worker thread and back."""
+    return sum(len(image.thumbnail or b"") for image in outcome.images) * 4 // 3 <= RESULT_BUDGET // 2
+
+
 def tool_result(outcome: Outcome, thumbnail_px: int, with_links: bool = True) -> CallToolResult:
     """The content blocks: JSON summary first, then one thumbnail per image, then one link per image (unless
     `with_links` is False: the summary names every file by path and URI either way)."""

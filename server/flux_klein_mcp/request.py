@@ -13,8 +13,10 @@ from .rules import (
     MAX_IMAGES_PER_CALL,
     MAX_PROMPT_CHARS,
     MAX_SEED,
+    OUTPUT_FORMATS,
     AspectRatio,
     Operation,
+    OutputFormat,
     Tier,
 )
 from .words import arg, either, tool
@@ -52,6 +54,7 @@ class ImageRequest:
     provider: str | None = None
     #: The image references exactly as the caller gave them (paths, URIs, URLs).
     image_refs: tuple[str, ...] = ()
+    output_format: OutputFormat = "png"
     #: Filled in by `inputs.resolve_inputs` before the request is sent.
     inputs: tuple[InputImage, ...] = field(default=())
 
@@ -90,6 +93,9 @@ def check_request(req: ImageRequest) -> None:
             f"{arg('tier')} must be 'low' or 'high', got {req.tier!r}. Use 'low' "
             + either("unless the user asked for a final.", "for drafts.")
         )
+    if req.output_format not in OUTPUT_FORMATS:
+        raise InputError(f"{arg('output_format')} must be one of: {', '.join(OUTPUT_FORMATS)}, got "
+                         f"{req.output_format!r}.")
     _check_image_count(req.operation, req.image_refs)
 
 

@@ -17,6 +17,9 @@ PROVIDER_NAMES: tuple[str, ...] = get_args(ProviderName)
 #: Where an OpenRouter user adds credits: named in every 402 message and in the tool descriptions.
 OPENROUTER_CREDITS_URL = "https://openrouter.ai/settings/credits"
 Operation = Literal["generate", "edit", "compose"]
+#: The file format asked of the provider (and saved). PNG is the default everywhere; not every API offers the others.
+OutputFormat = Literal["png", "jpeg", "webp"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
 AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
 
 ASPECT_RATIOS: tuple[AspectRatio, ...] = get_args(AspectRatio)

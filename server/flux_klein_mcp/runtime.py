@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -68,6 +69,7 @@ class Runtime:
     #: The tests' seam: an httpx transport to use instead of the network.
     transport: Any = field(default=None, repr=False)
     _http: httpx.AsyncClient | None = field(default=None, repr=False)
+    _disk: ThreadPoolExecutor | None = field(default=None, repr=False)
     _providers: Providers | None = field(default=None, repr=False)
     #: Each signed-in person's output folder and accountant, made on their first request and kept for the process's
     #: life (an accountant holds their calls in flight; people are only those the authorization server signs in).
@@ -112,6 +114,15 @@ class Runtime:
         return self._http
 
     @property
+    def disk(self) -> ThreadPoolExecutor:
+        """The threads that write and sync images while worker threads decode them (`saving`), made on first use."""
+        if self._disk is None:
+            # More than the decoding threads: they wait on the disk, not the CPU, and concurrent fsyncs share one
+            # journal commit (a burst of saves costs a few commits, not one each).
+            self._disk = ThreadPoolExecutor(4 * int(self.image_work.total_tokens), thread_name_prefix="flux-klein-disk")
+        return self._disk
+
+    @property
     def providers(self) -> Providers:
         if self._providers is None:
             from .providers import Providers
@@ -143,19 +154,25 @@ class Runtime:
             yield runtime
         finally:
             spend.close()
+            if runtime._disk is not None:
+                runtime._disk.shutdown()  # (idle by now: every save waits for its write before it returns)
             if runtime._http is not None:
                 with anyio.CancelScope(shield=True):
                     await runtime._http.aclose()
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
-_MMAP_THRESHOLD_BYTES = 256 * 1024
+#: Allocations this large get their own mapping, returned to the system when freed: decoded images (a 1024x1024 RGB
+#: image is 4 MiB in Pillow's 4 bytes a pixel) and larger. Smaller buffers (reply bodies, base64 text, thumbnails)
+#: come from the heap and are reused: at 256 KiB each of them was a fresh mapping, paid for in page faults on every
+#: call (2-5 ms of a warm call), for a few MB less peak memory under load (bench/, docs/performance.md).
+_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 _M_ARENA_MAX = -8
 _ARENAS = 2
 
 
 def return_freed_images_to_the_os() -> None:
-    """Make glibc give every large allocation its own mapping, returned to the system when freed.
+    """Make glibc give every large allocation (a decoded image) its own mapping, returned to the system when freed.
 
     By default glibc raises that threshold after the first large free, so later 16 MB image blocks come from
     per-thread heaps that keep their memory: the budget above would bound the pixels in use, but each worker

@@ -39,15 +39,22 @@ class FluxServer(MCPServer[Runtime]):
 
     async def run_stdio_async(self) -> None:
         """The SDK's stdio loop (`MCPServer.run_stdio_async`), with every line that is not a JSON-RPC message
-        answered with a JSON-RPC error instead of dropped (`stdio.py`)."""
+        answered with a JSON-RPC error instead of dropped (`stdio.py`), and pipes read and written by the event loop
+        instead of worker threads (`pipes.py`)."""
         from mcp.server.stdio import stdio_server
 
+        from .pipes import claim, served
         from .stdio import AnsweringUnreadable
 
-        async with stdio_server() as (read_stream, write_stream):
-            lowlevel = self._lowlevel_server  # (no public handle; the SDK's own method is these three lines)
-            await lowlevel.run(AnsweringUnreadable(read_stream, write_stream), write_stream,
-                               lowlevel.create_initialization_options())
+        with claim() as held:  # pipes (as clients start servers): served by the loop, without threads (pipes.py)
+            async with contextlib.AsyncExitStack() as stack:
+                ends: tuple[Any, Any] = (None, None)
+                if held is not None:
+                    ends = await stack.enter_async_context(served(held))
+                read_stream, write_stream = await stack.enter_async_context(stdio_server(*ends))
+                lowlevel = self._lowlevel_server  # (no public handle; the SDK's own method is these three lines)
+                await lowlevel.run(AnsweringUnreadable(read_stream, write_stream), write_stream,
+                                   lowlevel.create_initialization_options())
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         """The exit every tool result and tool error leaves by: secrets are scrubbed from their text here, and an

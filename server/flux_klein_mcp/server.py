@@ -44,6 +44,7 @@ from .rules import (
     OPENROUTER_CREDITS_URL,
     PROVIDER_NAMES,
     AspectRatio,
+    OutputFormat,
     ProviderName,
     Tier,
 )
@@ -75,11 +76,10 @@ tier, model or provider. Tell the user (credits: {OPENROUTER_CREDITS_URL}, or th
 - Every other error says what went wrong and what to fix. Rate limits and provider hiccups were already retried \
 once for you: do not retry in a loop.
 
-Returns: first a JSON text block (images[] with absolute path, uri, width, height, format, bytes, seed; model, \
-provider, tier, cost_usd, prompt_sent, spent_session_usd, spent_today_usd, budget_left_usd when a budget is set), \
-then one small JPEG thumbnail per image for you to look at, then (for clients that use them) a resource_link per \
-full-size file. Full-size files stay on disk in the output folder (never overwritten, each with a .json sidecar): \
-tell the user the paths."""
+Returns: a JSON text block (images[] with absolute path, uri, width, height, format, bytes, seed; model, provider, \
+tier, cost_usd, prompt_sent, what was spent and the budget left), a small JPEG thumbnail per image for you to look \
+at, and (for clients that use them) a resource_link per file. Full-size files stay in the output folder (never \
+overwritten, each with a .json sidecar): tell the user the paths."""
 
 GENERATE = (
     "Generate 1-4 new images from a text description with FLUX.2 [klein] 4B. Write the prompt as descriptive "
@@ -122,7 +122,7 @@ Prompt = Annotated[
     str,
     Field(description=f"What the image should show, as descriptive prose (at most {MAX_PROMPT_CHARS} characters)."),
 ]
-_SHAPE = f"Shape of the image: {_USE_TABLE}."
+_SHAPE = "Shape of the image (the tool description says which suits which use)."
 AspectRatioArg = Annotated[AspectRatio | None, Field(description=f"{_SHAPE} Omit for 1:1 (1024x1024).")]
 EditAspectRatio = Annotated[AspectRatio | None, Field(
     description=f"{_SHAPE} Omit to keep the input image's shape (the nearest of these ratios; for an https:// "
@@ -130,8 +130,8 @@ EditAspectRatio = Annotated[AspectRatio | None, Field(
 ComposeAspectRatio = Annotated[AspectRatio | None, Field(
     description=f"{_SHAPE} Omit to let the model choose (usually 1:1).")]
 _SEED = ("Fixes the result: the same seed and arguments give the same image. Pass any number whenever you may "
-         "want to refine or reproduce an image; omitted, the image is random and cannot be reproduced. Providers "
-         "that take no seed ignore it (the result says so).")
+         "want to refine or reproduce an image (omitted: random). Providers that take no seed ignore it (the result "
+         "says so).")
 Seed = Annotated[int | None, Field(ge=0, le=MAX_SEED, description=_SEED), BeforeValidator(_not_a_boolean)]
 GenerateSeed = Annotated[int | None, Field(ge=0, le=MAX_SEED, description=_SEED + " n images get seed, seed+1, ..."),
                          BeforeValidator(_not_a_boolean)]
@@ -142,13 +142,18 @@ TierArg = Annotated[
 ]
 Filename = Annotated[
     str | None,
-    Field(max_length=200, description="Optional name for the saved file (reduced to a safe slug; a timestamp is "
-          "prefixed and nothing is overwritten). Defaults to a slug of the prompt."),
+    Field(max_length=200, description="Name for the saved file (made a safe slug, a timestamp before it, never "
+          "overwriting). Default: from the prompt."),
 ]
 ProviderArg = Annotated[
     ProviderName | None,
     Field(description="Provider for this call only. Omit to use the configured one. \"sandbox\" makes free "
           "offline placeholders."),
+]
+FormatArg = Annotated[
+    OutputFormat,
+    Field(description='"png" (default, lossless). "jpeg" or "webp": files several times smaller and a faster call, '
+          "when the user wants small files and no transparency. Only empiriolabs and openai-compatible offer them."),
 ]
 ImageRef = Annotated[
     str,
@@ -245,7 +250,7 @@ def create_server(
     async def call(ctx: Context, roots: ListRootsResult, consent: Consent | None,
                    build: Callable[[], ImageRequest]) -> CallToolResult:
         from . import pipeline
-        from .present import tool_result
+        from .present import quick, tool_result
 
         runtime = _runtime(ctx)
         outcome: pipeline.Outcome | None = None
@@ -260,8 +265,8 @@ def create_server(
                 await runtime.in_worker(use_approval, replicas(), round_digest)  # once, whichever replica
             outcome = await pipeline.run(build(), runtime, root_dirs=_root_dirs(roots), report=report,
                                          consent=consent)
-            result = await runtime.in_worker(tool_result, outcome, runtime.settings.thumbnail_px,
-                                             wants_links(ctx, runtime.settings.resource_links))
+            present = (outcome, runtime.settings.thumbnail_px, wants_links(ctx, runtime.settings.resource_links))
+            result = tool_result(*present) if quick(outcome) else await runtime.in_worker(tool_result, *present)
             # A cancel that arrived while the worker thread ran is delivered here, inside this try, not later.
             await anyio.lowlevel.checkpoint()
             return result
@@ -292,9 +297,10 @@ def create_server(
         tier: TierArg = "low",
         filename: Filename = None,
         provider: ProviderArg = None,
+        output_format: FormatArg = "png",
     ) -> CallToolResult:
         return await run(ctx, roots, consent, lambda: ImageRequest(
-            "generate", prompt, aspect_ratio, n, seed, tier, filename, provider))
+            "generate", prompt, aspect_ratio, n, seed, tier, filename, provider, output_format=output_format))
 
     @server.tool(title="Edit image (FLUX.2 klein)", description=EDIT, annotations=ANNOTATIONS, structured_output=False,
                  meta=VIEW)
@@ -309,9 +315,11 @@ def create_server(
         tier: TierArg = "low",
         filename: Filename = None,
         provider: ProviderArg = None,
+        output_format: FormatArg = "png",
     ) -> CallToolResult:
         return await run(ctx, roots, consent, lambda: ImageRequest(
-            "edit", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=(image,)))
+            "edit", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=(image,),
+            output_format=output_format))
 
     @server.tool(title="Compose images (FLUX.2 klein)", description=COMPOSE, annotations=ANNOTATIONS,
                  structured_output=False, meta=VIEW)
@@ -326,9 +334,11 @@ def create_server(
         tier: TierArg = "low",
         filename: Filename = None,
         provider: ProviderArg = None,
+        output_format: FormatArg = "png",
     ) -> CallToolResult:
         return await run(ctx, roots, consent, lambda: ImageRequest(
-            "compose", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=tuple(images)))
+            "compose", prompt, aspect_ratio, 1, seed, tier, filename, provider, image_refs=tuple(images),
+            output_format=output_format))
 
     @server.tool(title="Spending so far (FLUX.2 klein images)", description=USAGE, annotations=READ_ONLY,
                  structured_output=False)

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .durable import write_synced
 from .errors import StorageError
 from .words import either, plural
 
@@ -102,6 +103,20 @@ class SavedFile:
     @property
     def uri(self) -> str:
         return self.path.as_uri()
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An image and its sidecar in temporary files of the output folder, waiting for their names."""
+
+    folder: Path
+    image: Path
+    sidecar: Path
+    bytes: int
+
+    def discard(self) -> None:
+        """Remove the temporary files (after `commit` has linked them, or when the image is not kept)."""
+        _unlink_all([self.image, self.sidecar])
 
 
 class Store:
@@ -205,28 +220,43 @@ class Store:
     def save(self, data: bytes, extension: str, stem: str, sidecar: Mapping[str, Any]) -> SavedFile:
         """Write `<stem>.<ext>` and `<stem>.json` whole, under a name nothing else holds (`_2`, `_3` ... if taken).
 
-        Both are written to temporary files first, then given their names: by hard links where the file system
-        has them (atomic, never overwriting), else by reserving each name and renaming the finished file onto the
-        reservation. Either way a failure removes whatever this save named, and the folder is left as it was.
+        Both are written to temporary files first (`stage`), then given their names (`commit`): by hard links where
+        the file system has them (atomic, never overwriting), else by reserving each name and renaming the finished
+        file onto the reservation. Either way a failure removes whatever this save named, and the folder is left as
+        it was.
         """
+        return self.commit(self.stage(data, sidecar), extension, stem)
+
+    def stage(self, data: bytes, sidecar: Mapping[str, Any]) -> Staged:
+        """The image and its sidecar written whole to temporary files and synced to disk, not yet named: the
+        pipeline writes them while it checks the image, and names them (`commit`) or removes them (`Staged.discard`)
+        after. A kill in between leaves only temporary files, which the next start sweeps."""
         folder = self.folder
-        self._same_folder(folder)  # (checked before the spend too; a link may be swapped in while a call runs)
+        self._same_folder(folder)  # (and again as they are named: a link may be swapped in meanwhile)
         sidecar_bytes = json_bytes(sidecar)
-        temps: list[Path] = []
+        temps = [_temp_name(folder), _temp_name(folder)]
         try:
-            temps = [_write_temp(folder, data), _write_temp(folder, sidecar_bytes)]
+            write_synced(temps, [data, sidecar_bytes])
+        except OSError as exc:
+            raise StorageError(_storage_message(folder, exc)) from exc
+        return Staged(folder, temps[0], temps[1], len(data))
+
+    def commit(self, staged: Staged, extension: str, stem: str) -> SavedFile:
+        """Give staged files their names; the temporary files are gone afterwards, whatever happened."""
+        folder = staged.folder
+        temps = [staged.image, staged.sidecar]
+        try:
+            self._same_folder(folder)  # (checked before the spend too; a link may be swapped in while a call runs)
             for attempt in range(1, 10_000):
                 name = stem if attempt == 1 else f"{stem}_{attempt}"
                 finals = [folder / f"{name}.{extension}", folder / f"{name}.json"]
                 if self._claim(temps, finals):
-                    return SavedFile(finals[0], finals[1], len(data))
+                    return SavedFile(finals[0], finals[1], staged.bytes)
             raise StorageError(f"Could not find a free file name for {stem!r} in {folder}.")
         except OSError as exc:
             raise StorageError(_storage_message(folder, exc)) from exc
         finally:
-            for tmp in temps:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+            staged.discard()
 
     def _claim(self, temps: list[Path], finals: list[Path]) -> bool:
         """Give the temp files their final names unless a name is taken (then nothing is left named)."""
@@ -377,8 +407,12 @@ def _probe(folder: Path) -> None:
     path.unlink()
 
 
+def _temp_name(folder: Path) -> Path:
+    return folder / f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+
+
 def _write_temp(folder: Path, data: bytes) -> Path:
-    path = folder / f".tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+    path = _temp_name(folder)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:

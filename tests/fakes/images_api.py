@@ -54,12 +54,16 @@ FLUXROUTER = Spec(
     "fluxrouter", "FLUX_API_KEY", "FLUXROUTER_BASE_URL", "flux-image", frozenset({"size"}),
     key="fx-" + "0badc0de" * 5, extra_headers={"X-Flux-Request-Id": "req-fx"},
 )
+# OpenAI's images API: `output_format` png|jpeg|webp (png when absent), as its reference documents it.
 GENERIC = Spec(
     "openai-compatible", "FLUX_KLEIN_API_KEY", "FLUX_KLEIN_BASE_URL", "acme/flux-klein",
-    frozenset({"n", "size", "response_format"}), key="sk-" + "9e9e9e9e" * 5,
+    frozenset({"n", "size", "response_format", "output_format"}), key="sk-" + "9e9e9e9e" * 5,
 )
 SPECS = {spec.name: spec for spec in (EMPIRIOLABS, AIGATEWAY, FLUXROUTER, GENERIC)}
 NATIVE = {"1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"}
+#: Pillow's format and the MIME type for each way the APIs name a format (EmpirioLabs says jpg, OpenAI jpeg).
+PILLOW = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"),
+          "webp": ("WEBP", "image/webp")}
 
 
 def oai_error(status: int, message: str, code: str | None = None, kind: str = "invalid_request_error",
@@ -97,7 +101,8 @@ class FakeImagesAPI(FakeBase):
     def respond(self, incoming: Incoming) -> Answer | Fault:
         if incoming.method == "GET" and incoming.path.startswith("/v1/files/"):
             data = self.files.get(incoming.path.rsplit("/", 1)[1])  # signed URLs need no key
-            return Answer(200, data, {"Content-Type": "image/png"}) if data else oai_error(404, "expired")
+            mime = PILLOW.get(incoming.path.rsplit(".", 1)[-1], PILLOW["png"])[1]
+            return Answer(200, data, {"Content-Type": mime}) if data else oai_error(404, "expired")
         if not self._authorised(incoming):
             return oai_error(401, "Incorrect API key provided", code="invalid_api_key", kind="authentication_error")
         if incoming.method == "GET" and incoming.path == "/v1/models":
@@ -140,6 +145,9 @@ class FakeImagesAPI(FakeBase):
             return oai_error(400, "response_format must be url or b64_json", param="response_format")
         if "size" in body and not re.fullmatch(r"\d+x\d+", str(body["size"])):
             return oai_error(400, "size must look like 1024x1024", param="size")
+        if "output_format" in body and body["output_format"] not in ("png", "jpeg", "webp"):
+            return oai_error(400, f"Invalid value: {body['output_format']!r}. Supported values are: 'png', 'jpeg', "
+                             "and 'webp'.", code="invalid_value", param="output_format")
         if spec.name == "empiriolabs":
             return self._check_empirio(body)
         return None
@@ -168,9 +176,16 @@ class FakeImagesAPI(FakeBase):
             return int(width), int(height)
         return SIZES[body.get("aspect_ratio", "1:1")]
 
+    def format_of(self, body: dict[str, Any]) -> str:
+        """The format the API answers in: EmpirioLabs' `format` (WebP when absent, as documented), OpenAI's
+        `output_format` (PNG when absent); the other gateways document none and send PNG."""
+        if self.spec.name == "empiriolabs":
+            return str(body.get("format", "webp"))
+        return str(body.get("output_format", "png"))
+
     def render(self, body: dict[str, Any]) -> list[bytes]:
         width, height = self.size(body)
-        fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[body.get("format", "png")]
+        fmt = PILLOW[self.format_of(body)][0]
         out = []
         for i in range(body.get("num_images", body.get("n", 1))):
             buffer = io.BytesIO()
@@ -185,7 +200,7 @@ class FakeImagesAPI(FakeBase):
             if wanted == "b64_json":
                 data.append({"b64_json": base64.b64encode(image).decode(), "revised_prompt": body["prompt"]})
             else:
-                name = f"img-{next(self._ids)}.png"
+                name = f"img-{next(self._ids)}.{self.format_of(body)}"
                 self.files[name] = image
                 data.append({"url": f"{self.public_url}/v1/files/{name}"})
         headers = dict(self.spec.extra_headers)

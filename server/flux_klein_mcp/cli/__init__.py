@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import FluxKleinError
-from ..rules import ASPECT_RATIOS, PROVIDER_NAMES
+from ..rules import ASPECT_RATIOS, OUTPUT_FORMATS, PROVIDER_NAMES
 from ..words import closest
 from .output import BROKEN_PIPE, PROGRAM, OutputFailed, err, fail, failed, out, out_json, silence_stdout
 
@@ -72,6 +72,9 @@ def build_parser() -> _Parser:
         cmd.add_argument("--yes", action="store_true", help="approve a high-tier spend without being asked")
         cmd.add_argument("--filename", help="name for the saved file (made safe; never overwrites)")
         cmd.add_argument("--provider", choices=PROVIDER_NAMES, type=str.lower, help="provider for this call")
+        cmd.add_argument("--output-format", choices=OUTPUT_FORMATS, default="png", type=_format_name,
+                         help="file format: png (default, lossless) or jpeg/webp (files several times smaller, a "
+                         "faster call; offered by empiriolabs, openai-compatible and the sandbox)")
         cmd.add_argument("--output-dir", type=Path, help="folder for the images (default: FLUX_KLEIN_OUTPUT_DIR "
                          "or ./output)")
     demo = parser.command(sub, "demo", help="start the server on stdio and call generate_image through a real "
@@ -210,6 +213,12 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _format_name(text: str) -> str:
+    """A format as a person types it: any case, and jpg for jpeg."""
+    name = text.strip().lower()
+    return "jpeg" if name == "jpg" else name
 
 
 def _nearest_ratio(value: str) -> str | None:

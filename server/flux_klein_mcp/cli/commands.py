@@ -44,6 +44,7 @@ async def one_call(args: argparse.Namespace) -> int:
             filename=args.filename,
             provider=args.provider,
             image_refs=tuple(getattr(args, "image", None) or ()),
+            output_format=args.output_format,
         )
         outcome = await _run_until_sigterm(request, settings, args.yes)
     except FluxKleinError as exc:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import anyio
 
 from ..request import ImageRequest
-from ..rules import Tier
+from ..rules import OutputFormat, Tier
 from .http import clip
 
 if TYPE_CHECKING:
@@ -52,14 +52,17 @@ class Gate:
 @dataclass(frozen=True)
 class Link:
     """What one provider call may use from the runtime: the shared HTTP client, progress, sleep (for waits), the
-    worker pool (so parsing a reply neither blocks the event loop nor runs for every reply at once) and the gate
-    large replies pass before their bodies are read."""
+    worker pool (so parsing a reply neither blocks the event loop nor runs for every reply at once), the gate
+    large replies pass before their bodies are read, and what keeps a parsed reply's images."""
 
     http: httpx.AsyncClient
     progress: Progress
     sleep: Sleep
     work: Work
     gate: Gate = field(default_factory=lambda: Gate(None))
+    #: Run on a reply in the worker thread that parsed it, before that job returns (a provider that parses its
+    #: replies in one calls it there): the pipeline keeps the images in the same job, without one of their own.
+    keep: Callable[[Reply], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class Capabilities:
     #: Images one request can return; 1 means n>1 becomes parallel requests.
     batch: int = 1
     tiers: tuple[Tier, ...] = ("low",)
+    #: The file formats its API lets a call ask for (PNG: what every provider returns when none is asked).
+    formats: tuple[OutputFormat, ...] = ("png",)
 
 
 @dataclass(frozen=True)

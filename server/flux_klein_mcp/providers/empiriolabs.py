@@ -27,6 +27,8 @@ DONE = frozenset({"completed", "complete", "succeeded", "success", "done", "fini
 FAILED = frozenset({"failed", "error", "errored", "cancelled", "canceled", "expired", "rejected"})
 RUNNING = frozenset({"queued", "pending", "waiting", "starting", "processing", "running", "in_progress"})
 _JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: Its `format` field's name for each output format (webp|png|jpg).
+FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 POLL_FIRST_S = 0.5
 POLL_MAX_S = 3.0
 
@@ -40,7 +42,7 @@ class EmpirioLabs(OpenAIImages):
     model_id = "flux-2-klein-4b"
     billing_url = "your EmpirioLabs dashboard (https://empiriolabs.ai)"
     sends_seed = True
-    capabilities = Capabilities(edit=True, compose=True, seed=True, batch=4)
+    capabilities = Capabilities(edit=True, compose=True, seed=True, batch=4, formats=("png", "jpeg", "webp"))
 
     def payload(self, call: Call) -> dict[str, Any]:
         req: ImageRequest = call.request
@@ -54,18 +56,19 @@ class EmpirioLabs(OpenAIImages):
             body["width"], body["height"] = size_for(req.aspect_ratio)
         if req.inputs:
             body["images"] = [image.url for image in req.inputs]
-        body["format"] = "png"
+        body["format"] = FORMATS[req.output_format]  # (always sent: its own default is WebP)
         body["sync"] = True
         return body
 
-    async def reply_from(self, body: Any, payload: dict[str, Any], link: Link, headers: Any = None) -> Reply:
+    async def reply_from(self, body: Any, payload: dict[str, Any], link: Link, headers: Any = None,
+                         decoded: dict[int, bytes] | None = None) -> Reply:
         if isinstance(body, dict) and body.get("job_id") and not body.get("data"):
             job_id = str(body["job_id"])
             if not _JOB_ID.fullmatch(job_id):  # it goes into a URL path and into messages: nothing odd passes
                 raise BadReply("EmpirioLabs answered with a job id that is not a plain name; it was not followed. It "
                                "may still finish and be charged; nothing was saved.", provider=self.label, status=202)
-            body = await self._wait_for_job(job_id, link, count_of(payload))
-        return await super().reply_from(body, payload, link, headers)
+            body, decoded = await self._wait_for_job(job_id, link, count_of(payload)), None
+        return await super().reply_from(body, payload, link, headers, decoded)
 
     async def _wait_for_job(self, job_id: str, link: Link, count: int) -> Any:
         """Poll the job until it is done; its `result` is an images response (or the list of its items)."""
@@ -115,7 +118,7 @@ class EmpirioLabs(OpenAIImages):
             if isinstance(error, RateLimited) or (isinstance(error, ServerFailed) and error.retryable):
                 return None
             raise error
-        job = reply.json(self.label)
+        job = await link.work(reply.json, self.label)  # (a finished job carries its images: megabytes of JSON)
         if not isinstance(job, dict):
             raise BadReply(f"EmpirioLabs answered the job {job_id} check with something that is not a job. It may "
                            "still finish and be charged; nothing was saved.", provider=self.label, status=200)

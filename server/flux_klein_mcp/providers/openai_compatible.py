@@ -13,7 +13,8 @@ class OpenAICompatible(OpenAIImages):
     key_variable = "FLUX_KLEIN_API_KEY"
     base_url_variable = "FLUX_KLEIN_BASE_URL"
     billing_url = "the endpoint's billing page"
-    capabilities = Capabilities(edit=False, compose=False, seed=False, batch=4)
+    sends_output_format = True  # OpenAI's images API documents it; an endpoint without it answers 400
+    capabilities = Capabilities(edit=False, compose=False, seed=False, batch=4, formats=("png", "jpeg", "webp"))
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

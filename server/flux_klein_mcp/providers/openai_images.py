@@ -67,6 +67,9 @@ class OpenAIImages:
     sends_size: ClassVar[bool] = True
     sends_response_format: ClassVar[bool] = True
     sends_seed: ClassVar[bool] = False
+    #: Sends OpenAI's `output_format` (png, jpeg, webp) when a call asks for other than PNG (never by default:
+    #: an endpoint that does not know the field may refuse it).
+    sends_output_format: ClassVar[bool] = False
     #: Response header carrying the charge in USD, when the provider sends one.
     cost_header: ClassVar[str | None] = None
 
@@ -106,6 +109,8 @@ class OpenAIImages:
             body["seed"] = call.seed
         if self.sends_response_format:
             body["response_format"] = "b64_json"
+        if self.sends_output_format and req.output_format != "png":
+            body["output_format"] = req.output_format
         return body
 
     def headers(self) -> dict[str, str]:
@@ -119,26 +124,49 @@ class OpenAIImages:
                                 gate=link.gate)
         if not 200 <= reply.status < 300:  # EmpirioLabs answers a job with 202
             raise self.error_for(reply)
-        # Parsing megabytes of JSON (and base64, below) would block every other call: done in worker threads.
-        body = await link.work(reply.json, self.label)
-        return await self.reply_from(body, payload, link, reply.headers)
+        # Parsing megabytes of JSON and base64 would block every other call: done in a worker thread, in one job.
+        body, decoded, whole = await link.work(self._parsed, reply, payload, link)
+        return whole if whole is not None else await self.reply_from(body, payload, link, reply.headers, decoded)
+
+    def _parsed(self, reply: wire.HttpReply, payload: dict[str, Any],
+                link: Link) -> tuple[Any, dict[int, bytes], Reply | None]:
+        """The reply's JSON, and the bytes of its base64 images (the first `n` asked for, by position), decoded here
+        rather than in a worker job each. When every image came that way (no link to fetch, no job to wait for),
+        also the finished `Reply`, handed to `link.keep` in this same job (the pipeline saves the images there)."""
+        body = reply.json(self.label)
+        items = body.get("data") if isinstance(body, dict) else None
+        wanted = count_of(payload)
+        decoded = {}
+        for i, item in enumerate(items[:wanted] if isinstance(items, list) else []):
+            if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
+                decoded[i] = wire.decode_base64_image(item["b64_json"], self.label)
+        if not isinstance(items, list) or not items or len(decoded) < min(len(items), wanted):
+            return body, decoded, None
+        whole = self._reply(len(items), payload, reply.headers, [decoded[i] for i in sorted(decoded)])
+        if link.keep is not None:
+            link.keep(whole)
+        return body, decoded, whole
 
     async def reply_from(
-        self, body: Any, payload: dict[str, Any], link: Link, headers: httpx.Headers | None = None
+        self, body: Any, payload: dict[str, Any], link: Link, headers: httpx.Headers | None = None,
+        decoded: dict[int, bytes] | None = None,
     ) -> Reply:
         """Images from an images response: base64 items decoded, URL items downloaded at once."""
         items = body.get("data") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             raise BadReply(f"{self.label} answered without any images. Nothing was saved; try again.",
                            provider=self.label, status=200)
+        # Never download (and hold) more than was asked for; they are booked, though (the provider made them).
+        images = [decoded[i] if decoded and i in decoded else await self._image_of(item, link)
+                  for i, item in enumerate(items[:count_of(payload)])]
+        return self._reply(len(items), payload, headers, images)
+
+    def _reply(self, returned: int, payload: dict[str, Any], headers: httpx.Headers | None,
+               images: list[bytes]) -> Reply:
         wanted = count_of(payload)
-        notes = []
-        extra = max(0, len(items) - wanted)
-        if extra:  # never download (and hold) more than was asked for; they are booked, though (they were made)
-            notes.append(f"{self.label} returned {len(items)} images, more than the {wanted} asked for; the rest "
-                         "were not downloaded (they are booked: the provider made them).")
-            items = items[:wanted]
-        images = [await self._image_of(item, link) for item in items]
+        extra = max(0, returned - wanted)
+        notes = [f"{self.label} returned {returned} images, more than the {wanted} asked for; the rest were not "
+                 "downloaded (they are booked: the provider made them)."] if extra else []
         raw_cost = headers.get(self.cost_header) if headers is not None and self.cost_header else None
         cost, cost_note = pricing.reported(raw_cost, self.label)
         return Reply(images=images, model=self.model, prompt_sent=payload["prompt"], reported_cost_usd=cost,

@@ -106,8 +106,9 @@ class OpenRouter:
         )
         if reply.status != 200:
             raise error_for(reply)
-        # Parsing megabytes of JSON and base64 would block every other call: done in a worker thread.
-        parsed: Reply = await link.work(parse_reply, reply, payload)
+        # Parsing megabytes of JSON and base64 would block every other call: done in a worker thread, where the
+        # pipeline then keeps the image (`Link.keep`), in the same job.
+        parsed: Reply = await link.work(_parsed_and_kept, reply, payload, link)
         return parsed
 
     async def check_key(self, http: httpx.AsyncClient) -> KeyCheck:
@@ -141,6 +142,13 @@ def _amount(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
+
+
+def _parsed_and_kept(reply: wire.HttpReply, payload: dict[str, Any], link: Link) -> Reply:
+    parsed = parse_reply(reply, payload)
+    if link.keep is not None:
+        link.keep(parsed)
+    return parsed
 
 
 def parse_reply(reply: wire.HttpReply, payload: dict[str, Any]) -> Reply:

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from ..config import Settings
 from ..request import ImageRequest
 from ..rules import DEFAULT_SIZE, MODEL_RULES, OPENROUTER_SIZES, Tier
+from ..words import arg
 from .base import Call, Capabilities, KeyCheck, Link, Reply
 from .openrouter import payload_for, plan_one_per_image, sent_text
 
@@ -31,7 +32,8 @@ class Sandbox:
     billing_url = ""
     base_url_variable = None
     base_url = ""
-    capabilities = Capabilities(batch=1, tiers=("low", "high"))
+    #: Placeholders in any format (the pipeline notes that OpenRouter, simulated here, offers PNG only).
+    capabilities = Capabilities(batch=1, tiers=("low", "high"), formats=("png", "jpeg", "webp"))
 
     def __init__(self, settings: Settings) -> None:
         del settings  # nothing to configure
@@ -48,12 +50,19 @@ class Sandbox:
     async def send(self, call: Call, link: Link) -> Reply:
         payload = payload_for(call)
         png = await anyio.to_thread.run_sync(render_placeholder, call, payload)
+        notes = []
+        if call.request.output_format != "png":
+            notes.append(f"Sandbox: the placeholders are {call.request.output_format.upper()} as asked, but "
+                         f"OpenRouter, whose request would_send shows, returns PNG only: a real call with "
+                         f"{arg('output_format')} {call.request.output_format!r} needs "
+                         f"{arg('provider', 'empiriolabs')} or {arg('provider', 'openai-compatible')}.")
         return Reply(
             images=[png],
             model=payload["model"],
             prompt_sent=sent_text(payload),
             would_send=abbreviate_data_urls(payload),
             simulated=True,
+            notes=notes,
         )
 
     async def check_key(self, http: httpx.AsyncClient) -> KeyCheck:
@@ -94,7 +103,7 @@ def render_placeholder(call: Call, payload: dict[str, Any]) -> bytes:
     draw.multiline_text((width // 2, height * 2 // 3), "\n".join(lines), font=small, anchor="ma", align="center",
                         fill="white", stroke_width=2, stroke_fill="black")
     out = io.BytesIO()
-    image.save(out, "PNG")
+    image.save(out, {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[req.output_format])
     return out.getvalue()
 
 
