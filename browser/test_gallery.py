@@ -131,6 +131,29 @@ async def test_the_lightbox_by_keyboard_alone(open_host):
         await expect(batch(host).locator(".card").nth(1).locator(".open")).to_be_focused()
 
 
+async def test_a_panel_resize_keeps_the_lightbox_where_the_person_panned(open_host):
+    """The host refits the frame when the lightbox opens and whenever its panel changes: the stage is resized in
+    place (same element, same point in the middle), not redrawn back to the centre."""
+    async with open_host() as host:
+        await host.show("generate_image", {"prompt": "a kite over dunes", "seed": 4})
+        await batch(host).locator(".card").first.locator(".open").click()
+        stage = host.view.locator(".lb-stage")
+        await expect(stage.locator("img")).to_have_js_property("naturalWidth", 1024)
+        await host.view.locator("#lb-in").click()  # 150 %: larger than the stage both ways
+        await expect(host.view.locator("#lb-actual")).to_have_text("150%")
+        await stage.evaluate("s => { s.dataset.kept = 'yes'; s.scrollLeft = 40; s.scrollTop = 60; }")
+        centre = ("s => [(s.scrollLeft + s.clientWidth / 2) / s.scrollWidth,"
+                  " (s.scrollTop + s.clientHeight / 2) / s.scrollHeight]")
+        before = await stage.evaluate(centre)
+        await host.page.set_viewport_size({"width": 760, "height": 700})
+        frame = host.page.frame(url="about:srcdoc")
+        await frame.wait_for_function("() => innerWidth < 760")  # the frame took the panel's new width
+        await expect(stage).to_have_attribute("data-kept", "yes")  # the same element: not redrawn
+        await expect(host.view.locator("#lb-actual")).to_have_text("150%")
+        after = await stage.evaluate(centre)
+        assert all(abs(a - b) < 0.02 for a, b in zip(before, after, strict=True)), (before, after)
+
+
 async def test_two_images_side_by_side(open_host):
     async with open_host() as host:
         await host.show("generate_image", {"prompt": "two seeds", "n": 2, "seed": 20})
