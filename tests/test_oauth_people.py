@@ -171,3 +171,17 @@ def test_a_postgres_ledger_made_before_the_person_index_gets_it(postgres_at):
     ledger.close()
     with psycopg.connect(postgres_at, autocommit=True) as db:
         assert db.execute("SELECT to_regclass('charges_by_person')").fetchone() != (None,)
+
+
+async def test_a_signed_in_persons_image_is_saved_in_their_folder_whichever_thread_writes_it(connect, workdir):
+    # The disk threads that write an image do not carry the request's context: the person's folder is chosen
+    # before the work is handed to them (an image written to the shared folder was refused as "a link swapped in").
+    alice = Person(ISSUER, "alice")
+    with people.signed_in(alice):  # (the in-memory server's tasks start inside it, as a signed-in request's do)
+        async with connect() as client:
+            result = await client.call_tool("generate_image", {"prompt": "a fox", "n": 2})
+    assert not result.is_error, result.content
+    folder = (workdir / "output" / "people" / alice.folder).resolve()
+    saved = sorted(p.name for p in folder.iterdir())
+    assert len([name for name in saved if name.endswith(".png")]) == 2, saved
+    assert not [p for p in (workdir / "output").iterdir() if p.is_file()]  # nothing in the shared folder

@@ -36,6 +36,8 @@ class Pending:
     info: ImageInfo
     stem: str
     staging: Future[Staged]
+    #: The folder it goes to: the signed-in person's, chosen in the request's context (threads do not carry it).
+    store: Store
 
     def abandon(self) -> None:
         """Remove what the disk thread wrote for an image that is not kept (once it is done writing it)."""
@@ -51,7 +53,9 @@ def begin(data: bytes, sidecar: Callable[[ImageInfo], Mapping[str, Any]], stem: 
         info = identify(data)  # (the header only: enough to name the file and fill the sidecar)
     except NotAnImage as exc:
         raise unusable(label, exc) from None
-    return Pending(data, info, stem, runtime.disk.submit(_stage, runtime, data, info.format, sidecar(info)))
+    store = runtime.store
+    return Pending(data, info, stem, runtime.disk.submit(_stage, store, runtime, data, info.format, sidecar(info)),
+                   store)
 
 
 def finish(pending: Pending, runtime: Runtime, label: str) -> tuple[SavedFile, ImageInfo, bytes | None]:
@@ -64,7 +68,7 @@ def finish(pending: Pending, runtime: Runtime, label: str) -> tuple[SavedFile, I
         if isinstance(exc, NotAnImage):
             raise unusable(label, exc) from None
         raise
-    return runtime.store.commit(pending.staging.result(), pending.info.extension, pending.stem), pending.info, thumbnail
+    return pending.store.commit(pending.staging.result(), pending.info.extension, pending.stem), pending.info, thumbnail
 
 
 def sidecar_fields(request: ImageRequest, reply: Reply, provider: str, info: ImageInfo, seed: int | None,
@@ -100,8 +104,7 @@ def unusable(label: str, exc: NotAnImage) -> BadReply:
                     provider=label)
 
 
-def _stage(runtime: Runtime, data: bytes, fmt: str, sidecar: Mapping[str, Any]) -> Staged:
+def _stage(store: Store, runtime: Runtime, data: bytes, fmt: str, sidecar: Mapping[str, Any]) -> Staged:
     # No provider text, EXIF or trailing bytes in the saved file; the sidecar is an exit: every string in it (the
     # provider's model name and id above all) is scrubbed of secrets.
-    store: Store = runtime.store
     return store.stage(strip_metadata(data, fmt), runtime.settings.redact.value(sidecar))
